@@ -1,0 +1,49 @@
+# Everything runs inside .venv; `make install` builds it once and the other targets depend on it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+MODEL ?= efficientnet-lite0
+DATASET ?=
+DATA_DIR ?=
+SHOTS ?= 1,5,10
+CACHE_DIR ?= embeddings
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo extract probe test bench lint
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned to the build this machine holds on disk (a looser pin downloads GBs)
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv with the toolkit and its test tools
+
+demo: install ## offline: EfficientNet-Lite0 (bundled weights) over sklearn digits, then few-shot probes
+	$(BIN)/extract run --model efficientnet-lite0 --dataset digits --cache-dir $(CACHE_DIR)
+	$(BIN)/cache ls --cache-dir $(CACHE_DIR)
+	$(BIN)/probe run --shots $(SHOTS) --seeds 5 --cache-dir $(CACHE_DIR) --out results/demo
+
+extract: install ## embed DATASET (or every configured dataset) with MODEL: make extract MODEL=aimv2 [DATASET=.. DATA_DIR=..]
+	$(BIN)/extract run --model $(MODEL) $(if $(DATASET),--dataset $(DATASET)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --cache-dir $(CACHE_DIR)
+
+probe: install ## probe every complete store: make probe SHOTS=1,5,10
+	$(BIN)/probe run --shots $(SHOTS) --cache-dir $(CACHE_DIR)
+
+test: install ## run the test suite (offline, CPU, a few minutes)
+	$(BIN)/pytest
+
+bench: install ## probe-sweep and extraction benchmarks; figures go to bench/RESULTS.md by hand
+	$(BIN)/python -m bench.probe_sweep
+	$(BIN)/python -m bench.extraction
+
+lint: install ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
