@@ -1,0 +1,47 @@
+"""Dataset adapters by name. Each reads one official layout into an `ImageDataset`."""
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cache.errors import ToolkitError
+from extract.datasets.base import ImageDataset, TaskInfo
+from extract.datasets.csv_list import CsvDataset
+from extract.datasets.digits import DigitsDataset
+from extract.datasets.folder import FolderDataset
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """How to build one dataset: its factory, whether it needs files, and one line for `--help`."""
+
+    factory: Callable[..., ImageDataset]
+    layout: str
+    needs_data_dir: bool = True
+
+
+DATASETS: dict[str, DatasetEntry] = {
+    "folder": DatasetEntry(FolderDataset, "<class>/<img> or {train,val,test}/<class>/<img>"),
+    "csv": DatasetEntry(CsvDataset, "a CSV with path,label[,split][,group]"),
+    "digits": DatasetEntry(
+        DigitsDataset, "scikit-learn's bundled 8x8 digits (no files)", needs_data_dir=False
+    ),
+}
+
+
+def build_dataset(name: str, data_dir: Path | None, **options: Any) -> ImageDataset:
+    """Index dataset `name` at `data_dir` (default `data/<name>`) with adapter `options`."""
+    if name not in DATASETS:
+        close = difflib.get_close_matches(name, list(DATASETS), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ToolkitError(f"unknown dataset {name!r}{hint} Known: {', '.join(sorted(DATASETS))}")
+    entry = DATASETS[name]
+    root = Path(data_dir) if data_dir is not None else Path("data") / name
+    if entry.needs_data_dir and not root.exists():
+        raise ToolkitError(f"dataset {name}: {root} does not exist; pass --data-dir")
+    return entry.factory(name=name, root=root, **options)
+
+
+__all__ = ["DATASETS", "DatasetEntry", "ImageDataset", "TaskInfo", "build_dataset"]

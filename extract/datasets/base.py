@@ -1,0 +1,74 @@
+"""What a dataset adapter is: an indexed table of rows plus a way to read any row's image.
+
+An adapter reads an official download layout and yields, per image: an id (its path relative to
+the dataset root), a label, a split and optionally a group (patient or lesion). The whole table is
+built before extraction starts, so a store's rows and key are known up front.
+"""
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from cache.rows import RowTable
+
+TASK_KINDS = ("multiclass", "binary", "ordinal", "multilabel")
+HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "quadratic_kappa", "mean_auroc")
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """Label semantics a probe needs to score a store the way the published studies did."""
+
+    kind: str
+    label_names: tuple[str, ...]
+    headline_metric: str = "accuracy"
+    competition_labels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in TASK_KINDS:
+            raise ValueError(f"task kind {self.kind!r} not in {TASK_KINDS}")
+        if self.headline_metric not in HEADLINE_METRICS:
+            raise ValueError(f"headline metric {self.headline_metric!r} not in {HEADLINE_METRICS}")
+
+    def as_dict(self) -> dict[str, Any]:
+        task: dict[str, Any] = {
+            "kind": self.kind,
+            "label_names": list(self.label_names),
+            "headline_metric": self.headline_metric,
+        }
+        if self.competition_labels:
+            task["competition_labels"] = list(self.competition_labels)
+        return task
+
+
+@dataclass
+class ImageDataset(ABC):
+    """A dataset ready for extraction.
+
+    Subclasses fill `rows` and `task` in `__post_init__` and implement `read_image`. `options` holds
+    every choice that changes the images or labels (they enter the store key); `info` holds facts
+    worth recording that do not (the split protocol, where the data came from).
+    """
+
+    name: str
+    root: Path
+    rows: RowTable = field(init=False)
+    task: TaskInfo = field(init=False)
+    options: dict[str, Any] = field(default_factory=dict, init=False)
+    info: dict[str, Any] = field(default_factory=dict, init=False)
+
+    @abstractmethod
+    def read_image(self, row: int, *, min_side: int | None = None) -> Image.Image:
+        """Decode row `row`'s image. `min_side` lets JPEG readers decode at a reduced scale whose
+        shorter side is still at least `min_side` pixels. Raises on an unreadable image; the
+        message names the file."""
+
+    def image_path(self, row: int) -> Path | None:
+        """Where row `row`'s image lives on disk (None for in-memory datasets)."""
+        return self.root / self.rows.ids[row]
+
+    def __len__(self) -> int:
+        return len(self.rows)

@@ -1,0 +1,59 @@
+"""Seeded, stratified (optionally patient-grouped) train/val/test assignment."""
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from cache.errors import ToolkitError
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def _allocate(n_items: int, fractions: Sequence[float]) -> list[int]:
+    """Counts per split summing to n_items, by largest remainder (val/test first when tied)."""
+    exact = np.asarray(fractions, dtype=float) * n_items
+    counts = np.floor(exact).astype(int)
+    order = np.argsort(-(exact - counts), kind="stable")
+    for i in order[: n_items - counts.sum()]:
+        counts[i] += 1
+    return counts.tolist()
+
+
+def stratified_split(
+    strata: np.ndarray,
+    *,
+    fractions: tuple[float, float, float],
+    seed: int,
+    groups: Sequence[str] | None = None,
+) -> np.ndarray:
+    """(N,) array of 'train' | 'val' | 'test'.
+
+    strata: (N,) label (or any stratum) per row. Within each stratum the rows are shuffled with
+    `np.random.default_rng(seed)` and cut by `fractions`. With `groups`, whole groups are assigned
+    (stratified by each group's most common stratum), so no patient straddles two splits.
+    """
+    if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
+        raise ToolkitError(f"split fractions {fractions} must be >= 0 and sum to 1")
+    strata = np.asarray(strata)
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        unit_ids = np.arange(len(strata))
+        unit_strata = strata
+    else:
+        group_array = np.asarray(groups, dtype=object)
+        unit_ids, inverse = np.unique(group_array, return_inverse=True)
+        unit_strata = np.empty(len(unit_ids), dtype=strata.dtype)
+        for unit in range(len(unit_ids)):
+            values, counts = np.unique(strata[inverse == unit], return_counts=True)
+            unit_strata[unit] = values[np.argmax(counts)]
+    unit_split = np.empty(len(unit_ids), dtype=object)
+    for stratum in np.unique(unit_strata):
+        members = np.flatnonzero(unit_strata == stratum)
+        members = members[rng.permutation(len(members))]
+        n_train, n_val, _ = _allocate(len(members), fractions)
+        unit_split[members[:n_train]] = "train"
+        unit_split[members[n_train : n_train + n_val]] = "val"
+        unit_split[members[n_train + n_val :]] = "test"
+    if groups is None:
+        return unit_split.astype(str)
+    return unit_split[inverse].astype(str)

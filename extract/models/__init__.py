@@ -1,0 +1,14 @@
+"""Frozen backbones: a registry of specs, loaders per source library, and pooling."""
+
+from extract.models.backbone import Backbone
+from extract.models.registry import build_backbone, default_registry, resolve_model
+from extract.models.spec import ModelSpec, Preprocessing
+
+__all__ = [
+    "Backbone",
+    "ModelSpec",
+    "Preprocessing",
+    "build_backbone",
+    "default_registry",
+    "resolve_model",
+]

@@ -1,0 +1,80 @@
+"""Models built by timm: most of the registry (DINOv2, MAE, AIMv2, SAM, SAM2, ImageNet baselines)."""
+
+import logging
+from pathlib import Path
+
+from cache.errors import ToolkitError
+from extract.models.backbone import Backbone, pool_feature_map, pool_tokens
+from extract.models.spec import ModelSpec, Preprocessing
+
+logger = logging.getLogger(__name__)
+
+
+def timm_preprocessing(checkpoint: str) -> Preprocessing:
+    """Preprocessing from timm's own pretrained config for `checkpoint` (no download needed)."""
+    import timm
+
+    try:
+        config = timm.models.get_pretrained_cfg(checkpoint)
+    except RuntimeError as error:
+        config = None
+        logger.debug("no pretrained cfg for %s: %s", checkpoint, error)
+    if config is None:
+        close = timm.list_models(f"*{checkpoint.split('.')[0][:12]}*", pretrained=True)[:5]
+        raise ToolkitError(f"timm knows no pretrained model {checkpoint!r}; close: {close}")
+    input_size = int(config.input_size[-1])
+    crop_pct = float(config.crop_pct or 1.0)
+    return Preprocessing(
+        input_size=input_size,
+        resize_size=int(round(input_size / crop_pct)),
+        mean=tuple(config.mean),
+        std=tuple(config.std),
+        interpolation=config.interpolation or "bicubic",
+        crop="center" if crop_pct < 1.0 else "none",
+    )
+
+
+def _pool(encoder, images):
+    features = encoder.forward_features(images)
+    if features.ndim == 3:
+        pooled = pool_tokens(features, num_prefix_tokens=getattr(encoder, "num_prefix_tokens", 0))
+    else:
+        channels_last = getattr(encoder, "output_fmt", "NCHW") == "NHWC"
+        pooled = pool_feature_map(features, channels_last=channels_last)
+    pooled["pooled"] = encoder.forward_head(features, pre_logits=True)
+    return pooled
+
+
+def build_timm(spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Backbone:
+    """Build through `timm.create_model`; a local `weights` file goes through timm's own
+    pretrained loader (`pretrained_cfg_overlay`), so its checkpoint filters apply exactly as for
+    a hub download (original DINOv2 / SAM key names, position-embedding resampling)."""
+    import timm
+
+    kwargs = dict(spec.build_kwargs)
+    if weights is not None:
+        kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
+    try:
+        model = timm.create_model(
+            spec.checkpoint, pretrained=pretrained or weights is not None, num_classes=0, **kwargs
+        )
+    except (OSError, ValueError) as error:
+        hub_id = getattr(timm.models.get_pretrained_cfg(spec.checkpoint), "hf_hub_id", None)
+        raise ToolkitError(
+            f"could not load weights for {spec.name} ({spec.checkpoint}): {error}. Offline? Put "
+            f"hub id {hub_id!r} in the Hugging Face cache (`hf download {hub_id}` on a "
+            "machine with internet, then copy ~/.cache/huggingface), or pass --weights FILE."
+        ) from error
+    return Backbone(model, _pool, spec.poolings)
+
+
+def timm_spec(checkpoint: str) -> ModelSpec:
+    """A spec for any timm model by name; 'pooled' is timm's own head pooling."""
+    return ModelSpec(
+        name=f"timm:{checkpoint}",
+        source="timm",
+        checkpoint=checkpoint,
+        preprocessing=timm_preprocessing(checkpoint),
+        poolings=("pooled", "mean"),
+        reproduces="timm's pre-logits pooling, and the mean of the final features",
+    )
