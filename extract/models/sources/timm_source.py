@@ -1,4 +1,4 @@
-"""Models built by timm: most of the registry (DINOv2, MAE, AIMv2, SAM, SAM2, ImageNet baselines)."""
+"""Models built by timm: DINOv2, MAE, AIMv2, SAM, SAM2 and the ImageNet baselines."""
 
 import logging
 from pathlib import Path
@@ -26,7 +26,7 @@ def timm_preprocessing(checkpoint: str) -> Preprocessing:
     crop_pct = float(config.crop_pct or 1.0)
     return Preprocessing(
         input_size=input_size,
-        resize_size=int(round(input_size / crop_pct)),
+        resize_size=round(input_size / crop_pct),
         mean=tuple(config.mean),
         std=tuple(config.std),
         interpolation=config.interpolation or "bicubic",
