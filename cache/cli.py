@@ -17,7 +17,7 @@ app = typer.Typer(
 )
 CacheDirOption = Annotated[
     Path | None,
-    typer.Option("--cache-dir", help=f"cache root [env {CACHE_DIR_ENV}; default ./embeddings]"),
+    typer.Option("--cache-dir", help=f"cache root (env {CACHE_DIR_ENV}; default ./embeddings)"),
 ]
 
 
@@ -79,7 +79,7 @@ def ls(cache_dir: CacheDirOption = None) -> None:
 @app.command()
 def verify(
     paths: Annotated[
-        list[Path] | None, typer.Argument(help="stores to check [default: all]")
+        list[Path] | None, typer.Argument(help="stores to check (default: all)")
     ] = None,
     cache_dir: CacheDirOption = None,
 ) -> None:

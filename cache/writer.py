@@ -247,8 +247,9 @@ class StoreWriter:
                     "If the model's outputs exceed float16's range, use --dtype float32."
                 )
         # Validated every pooling before touching the buffer, so a refusal leaves it consistent.
-        for pooling, values in embeddings.items():
-            self._buffer_embeddings[pooling].append(values.astype(self.spec.dtype))
+        if n_ok:
+            for pooling, values in embeddings.items():
+                self._buffer_embeddings[pooling].append(values.astype(self.spec.dtype))
         self._buffer_ok.append(ok)
         self._buffer_failures.update(failures or {})
         self._next_row = start + len(ok)
@@ -269,9 +270,10 @@ class StoreWriter:
             with h5py.File(tmp, "w") as part:
                 part.create_dataset("rows", data=rows.astype(np.int64))
                 for pooling, chunks in self._buffer_embeddings.items():
-                    part.create_dataset(
-                        f"{EMBEDDINGS_GROUP}/{pooling}", data=np.concatenate(chunks)
-                    )
+                    # A part whose images all failed holds no embeddings for this pooling.
+                    if chunks:
+                        name = f"{EMBEDDINGS_GROUP}/{pooling}"
+                        part.create_dataset(name, data=np.concatenate(chunks))
                 part.create_dataset("skipped_rows", data=skipped.astype(np.int64))
                 part.create_dataset("skipped_reasons", data=reasons, dtype=STRING_DTYPE)
 
@@ -321,8 +323,11 @@ class StoreWriter:
                 if len(split_rows) == 0:
                     continue
                 self._write_split_table(store.create_group(split), split_rows)
+            if len(rows_written) == 0:
+                raise ToolkitError(f"every image failed; nothing to store in {self.path}")
             for pooling in self.spec.poolings:
-                values = np.concatenate([self._read_part(p, pooling) for p in parts])
+                chunks = [self._read_part(p, pooling) for p in parts]
+                values = np.concatenate([c for c in chunks if c is not None])
                 for split in SPLITS:
                     in_split = splits[rows_written] == split
                     if in_split.any():
@@ -342,9 +347,10 @@ class StoreWriter:
             store.attrs["complete"] = True
 
     @staticmethod
-    def _read_part(part_path: Path, pooling: str) -> np.ndarray:
+    def _read_part(part_path: Path, pooling: str) -> np.ndarray | None:
         with h5py.File(part_path, "r") as part:
-            return part[f"{EMBEDDINGS_GROUP}/{pooling}"][()]
+            name = f"{EMBEDDINGS_GROUP}/{pooling}"
+            return part[name][()] if name in part else None
 
     def _write_split_table(self, group: h5py.Group, split_rows: np.ndarray) -> None:
         group.create_dataset("ids", data=[self.rows.ids[r] for r in split_rows], dtype=STRING_DTYPE)

@@ -1,0 +1,78 @@
+"""Decode each image once and cut every input geometry the requested models need from it."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from extract.datasets.base import ImageDataset
+from extract.models.spec import Preprocessing
+from extract.transforms import to_model_input
+
+
+@dataclass
+class DecodedBatch:
+    """One batch of consecutive positions.
+
+    start: position of the first item; ok: (B,) bool, False where decoding failed; views:
+    one (n_ok, C, H, W) uint8 tensor per geometry; failures: position -> "path: reason".
+    """
+
+    start: int
+    ok: np.ndarray
+    views: list[torch.Tensor]
+    failures: dict[int, str]
+
+
+class DecodedImages(Dataset):
+    """Item i is position i of `row_indices`: the image decoded once, cut to each geometry."""
+
+    def __init__(
+        self, dataset: ImageDataset, row_indices: np.ndarray, views: Sequence[Preprocessing]
+    ) -> None:
+        self.dataset = dataset
+        self.row_indices = row_indices
+        self.views = list(views)
+        # Decoding at reduced scale is safe down to the largest side any geometry resizes to.
+        self.min_side = max(v.resize_size for v in self.views)
+
+    def __len__(self) -> int:
+        return len(self.row_indices)
+
+    def __getitem__(self, position: int) -> tuple[int, list[torch.Tensor] | None, str | None]:
+        row = int(self.row_indices[position])
+        try:
+            image = self.dataset.read_image(row, min_side=self.min_side)
+            return position, [to_model_input(image, v) for v in self.views], None
+        except Exception as error:  # any decoder failure becomes a per-image record
+            where = self.dataset.image_path(row) or self.dataset.rows.ids[row]
+            message = str(error)
+            return position, None, message if str(where) in message else f"{where}: {message}"
+
+
+def collate(items: list[tuple[int, list[torch.Tensor] | None, str | None]]) -> DecodedBatch:
+    positions = [p for p, _, _ in items]
+    ok = np.array([tensors is not None for _, tensors, _ in items], dtype=bool)
+    decoded = [tensors for _, tensors, _ in items if tensors is not None]
+    n_views = len(decoded[0]) if decoded else 0
+    views = [torch.stack([d[v] for d in decoded]) for v in range(n_views)]
+    failures = {p: error for p, _, error in items if error is not None}
+    return DecodedBatch(start=positions[0], ok=ok, views=views, failures=failures)
+
+
+def make_loader(
+    images: DecodedImages, *, start: int, batch_size: int, num_workers: int, pin_memory: bool
+) -> DataLoader:
+    """Batches in position order from `start` (earlier positions are already stored)."""
+    subset = torch.utils.data.Subset(images, range(start, len(images)))
+    return DataLoader(
+        subset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if num_workers else None,
+    )

@@ -1,0 +1,308 @@
+"""The extraction loop: one pass over a dataset feeds every requested model, each into its store.
+
+Each image is decoded once (in loader workers) and cut to every input geometry the models need;
+each model normalises its geometry on the device and writes all its poolings from one forward
+pass. Stores already complete are skipped before anything is built; partial ones resume.
+"""
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cache import RowTable, StoreSpec, StoreWriter, ToolkitError, find_complete_store, store_path
+from cache.key import file_sha256
+from extract.datasets.base import ImageDataset
+from extract.loader import DecodedBatch, DecodedImages, make_loader
+from extract.models import Backbone, ModelSpec, build_backbone
+from extract.models.sources.bundled_source import bundled_weights_path
+from extract.progress import extraction_progress
+from extract.transforms import normalise_on_device
+
+logger = logging.getLogger(__name__)
+
+ON_ERROR_CHOICES = ("fail", "skip")
+
+
+@dataclass(frozen=True)
+class ExtractionOptions:
+    """How to run, none of which changes a store's content except `dtype` and `pretrained`."""
+
+    device: str = "auto"
+    batch_size: int = 64
+    num_workers: int | None = None
+    on_error: str = "fail"
+    limit: int | None = None
+    dtype: str = "float16"
+    pretrained: bool = True
+    weights: Path | None = None
+    compile: bool = False
+    flush_rows: int = 1024
+    progress: bool = True
+
+
+@dataclass
+class ExtractionReport:
+    """What a run did: stores written, stores skipped as complete, images left out."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped_complete: list[Path] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+    images_per_second: float | None = None
+
+
+@dataclass
+class _Target:
+    spec: ModelSpec
+    store_spec: StoreSpec
+    path: Path
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ToolkitError(f"--device {device}: CUDA is not available here; use --device cpu")
+    return torch.device(device)
+
+
+def default_num_workers() -> int:
+    """Decoding is the CPU-bound part: use every core but one for it."""
+    return max(0, min(16, (os.cpu_count() or 1) - 1))
+
+
+def select_rows(n_rows: int, limit: int | None) -> np.ndarray:
+    """All positions, or `limit` of them spread evenly so a trial still spans classes and splits."""
+    if limit is None or limit >= n_rows:
+        return np.arange(n_rows)
+    if limit < 1:
+        raise ToolkitError(f"--limit {limit}: must be at least 1")
+    return np.unique(np.linspace(0, n_rows - 1, limit).round().astype(np.int64))
+
+
+def subset_rows(rows: RowTable, positions: np.ndarray) -> RowTable:
+    if len(positions) == len(rows):
+        return rows
+    return RowTable(
+        ids=[rows.ids[i] for i in positions],
+        splits=[rows.splits[i] for i in positions],
+        labels=rows.labels[positions],
+        label_mask=None if rows.label_mask is None else rows.label_mask[positions],
+        groups=None if rows.groups is None else [rows.groups[i] for i in positions],
+    )
+
+
+def weights_identity(spec: ModelSpec, options: ExtractionOptions) -> str | None:
+    """Local checkpoints are keyed by content; hub checkpoints by their id and tag."""
+    if options.weights is not None:
+        if not Path(options.weights).is_file():
+            raise ToolkitError(f"--weights {options.weights}: no such file")
+        return file_sha256(str(options.weights))
+    if spec.source == "bundled" and options.pretrained:
+        return file_sha256(str(bundled_weights_path()))
+    return None
+
+
+def plan_store(
+    dataset: ImageDataset, rows: RowTable, spec: ModelSpec, options: ExtractionOptions
+) -> StoreSpec:
+    """The StoreSpec (and so the key) of `spec` over `rows`, computed without building the model."""
+    return StoreSpec(
+        dataset={
+            "name": dataset.name,
+            "fingerprint": rows.fingerprint(),
+            "options": dict(dataset.options),
+        },
+        model=spec.identity(
+            pretrained=options.pretrained, weights_sha256=weights_identity(spec, options)
+        ),
+        preprocessing=spec.preprocessing.as_dict(),
+        poolings=spec.poolings,
+        dtype=options.dtype,
+        task=dataset.task.as_dict(),
+    )
+
+
+def extract_dataset(
+    dataset: ImageDataset,
+    specs: Sequence[ModelSpec],
+    *,
+    cache_root: Path,
+    options: ExtractionOptions,
+) -> ExtractionReport:
+    """Write one store per model in `specs` for `dataset`, in a single pass over the images."""
+    if options.on_error not in ON_ERROR_CHOICES:
+        raise ToolkitError(f"--on-error {options.on_error!r}: choose one of {ON_ERROR_CHOICES}")
+    if options.weights is not None and len(specs) != 1:
+        raise ToolkitError("--weights names one checkpoint; pass exactly one --model with it")
+    positions = select_rows(len(dataset.rows), options.limit)
+    rows = subset_rows(dataset.rows, positions)
+    report = ExtractionReport()
+    targets: list[_Target] = []
+    for spec in specs:
+        store_spec = plan_store(dataset, rows, spec, options)
+        done = find_complete_store(cache_root, store_spec)
+        if done is not None:
+            logger.info("%s x %s: complete store %s, skipped", dataset.name, spec.name, done)
+            report.skipped_complete.append(done)
+            continue
+        targets.append(_Target(spec, store_spec, store_path(cache_root, store_spec)))
+    if not targets:
+        return report
+    info = {**dataset.info, "data_root": str(dataset.root.resolve()), "limit": options.limit}
+    writers = [
+        StoreWriter(t.path, t.store_spec, rows, info=info, flush_rows=options.flush_rows)
+        for t in targets
+    ]
+    entered: list[StoreWriter] = []
+    try:
+        for writer in writers:
+            entered.append(writer.__enter__())
+        _run_pass(dataset, positions, targets, writers, options, report)
+        for writer in writers:
+            report.written.append(writer.finish())
+    finally:
+        for writer in reversed(entered):
+            writer.__exit__(None, None, None)
+    return report
+
+
+def _run_pass(
+    dataset: ImageDataset,
+    positions: np.ndarray,
+    targets: list[_Target],
+    writers: list[StoreWriter],
+    options: ExtractionOptions,
+    report: ExtractionReport,
+) -> None:
+    device = resolve_device(options.device)
+    start = min(w.next_row for w in writers)
+    if start == len(positions):
+        return
+    views = list(dict.fromkeys(t.spec.preprocessing.view_key for t in targets))
+    view_of = [views.index(t.spec.preprocessing.view_key) for t in targets]
+    geometry = [
+        next(t.spec.preprocessing for t in targets if t.spec.preprocessing.view_key == v)
+        for v in views
+    ]
+    models = [
+        _prepare(
+            build_backbone(t.spec, weights=options.weights, pretrained=options.pretrained),
+            device,
+            options,
+        )
+        for t in targets
+    ]
+    images = DecodedImages(dataset, positions, geometry)
+    num_workers = default_num_workers() if options.num_workers is None else options.num_workers
+    loader = make_loader(
+        images,
+        start=start,
+        batch_size=options.batch_size,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    forwards = [_MicroBatcher(model, device) for model in models]
+    started = time.perf_counter()
+    n_images = 0
+    description = f"{dataset.name} x {', '.join(t.spec.name for t in targets)}"
+    with extraction_progress(
+        description, total=len(positions), completed=start, enabled=options.progress
+    ) as advance:
+        for batch in loader:
+            if batch.failures and options.on_error == "fail":
+                position, reason = next(iter(batch.failures.items()))
+                raise ToolkitError(
+                    f"{reason} (row {position}). Fix or remove the file, or rerun with "
+                    "--on-error skip to leave unreadable images out (they are recorded)."
+                )
+            for failed_position, reason in batch.failures.items():
+                report.failures[rows_id(dataset, positions, failed_position)] = reason
+                logger.warning("skipped %s", reason)
+            for target, writer, forward, view in zip(
+                targets, writers, forwards, view_of, strict=True
+            ):
+                _feed(
+                    writer, forward, batch, batch.views[view] if batch.views else None, target.spec
+                )
+            n_images += len(batch.ok)
+            advance(len(batch.ok))
+    elapsed = time.perf_counter() - started
+    report.images_per_second = n_images / elapsed if elapsed > 0 else None
+
+
+def rows_id(dataset: ImageDataset, positions: np.ndarray, position: int) -> str:
+    return dataset.rows.ids[int(positions[position])]
+
+
+def _prepare(backbone: Backbone, device: torch.device, options: ExtractionOptions) -> Backbone:
+    # channels_last pays on CUDA and on CPU alike (1.5x for EfficientNet-Lite0 on 2 CPU cores).
+    backbone = backbone.to(device, memory_format=torch.channels_last)
+    if options.compile:
+        backbone.encoder = torch.compile(backbone.encoder)
+    return backbone
+
+
+def _feed(
+    writer: StoreWriter,
+    forward: "_MicroBatcher",
+    batch: DecodedBatch,
+    view: torch.Tensor | None,
+    spec: ModelSpec,
+) -> None:
+    """Append this batch to one store, skipping the rows the store already has (a resume)."""
+    stop = batch.start + len(batch.ok)
+    if stop <= writer.next_row:
+        return
+    skip = writer.next_row - batch.start  # > 0 only on the first batch of a resumed store
+    ok = batch.ok[skip:]
+    n_ok_before = int(batch.ok[:skip].sum())
+    if ok.any() and view is not None:
+        embeddings = forward(view[n_ok_before:], spec)
+    else:
+        embeddings = {p: np.zeros((0, 0), dtype=np.float32) for p in spec.poolings}
+    failures = {p: r for p, r in batch.failures.items() if p >= writer.next_row}
+    writer.append(writer.next_row, ok, embeddings, failures)
+
+
+class _MicroBatcher:
+    """Runs a backbone on a batch, halving the micro-batch on CUDA out-of-memory and keeping it."""
+
+    def __init__(self, backbone: Backbone, device: torch.device) -> None:
+        self.backbone = backbone
+        self.device = device
+        self.micro_batch: int | None = None
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor, spec: ModelSpec) -> dict[str, np.ndarray]:
+        size = self.micro_batch or len(images)
+        while True:
+            try:
+                chunks = [
+                    self._forward(images[i : i + size], spec) for i in range(0, len(images), size)
+                ]
+                break
+            except torch.cuda.OutOfMemoryError:
+                if size == 1:
+                    raise
+                size = max(1, size // 2)
+                self.micro_batch = size
+                torch.cuda.empty_cache()
+                logger.warning(
+                    "CUDA out of memory: %s now runs %d images at a time", spec.name, size
+                )
+        return {p: np.concatenate([c[p] for c in chunks]) for p in spec.poolings}
+
+    def _forward(self, images: torch.Tensor, spec: ModelSpec) -> dict[str, np.ndarray]:
+        on_device = images.to(self.device, non_blocking=True)
+        inputs = normalise_on_device(on_device, spec.preprocessing, channels_last=True)
+        with torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
+        ):
+            outputs = self.backbone(inputs)
+        return {p: v.float().cpu().numpy() for p, v in outputs.items()}
