@@ -236,7 +236,8 @@ class StoreWriter:
         for pooling, values in embeddings.items():
             if values.ndim != 2 or values.shape[0] != n_ok:
                 raise ValueError(f"{pooling}: expected ({n_ok}, D) rows, got {values.shape}")
-            cast = values.astype(self.spec.dtype)
+            with np.errstate(over="ignore"):  # overflow is caught just below, by name
+                cast = values.astype(self.spec.dtype)
             finite = np.isfinite(cast).all(axis=1)
             if not finite.all():
                 bad_rows = start + np.flatnonzero(ok)[~finite]
