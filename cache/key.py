@@ -107,7 +107,7 @@ class StoreSpec:
             "dataset": dict(self.dataset),
             "model": dict(self.model),
             "preprocessing": dict(self.preprocessing),
-            "poolings": sorted(self.poolings),
+            "poolings": list(self.poolings),  # ordered: the first is the published one
             "dtype": self.dtype,
             "task": dict(self.task),
         }
