@@ -1,0 +1,264 @@
+"""Extraction benchmark: where the time of a pass goes, as four ratios measured in one run.
+
+1. end-to-end images/s from files on disk / pure forward images/s on ready tensors, per model
+2. N models in one pass / N models in separate passes (decode once, feed many)
+3. reduced-size JPEG decode (libjpeg DCT scaling) / full decode, 3000x2000 JPEGs
+4. HDF5 write time as a share of the run
+
+It writes its own images (realistic sizes: 390x320 grey JPEG as CheXpert-small, 1024^2 JPEG,
+2416x1736 PNG as APTOS fundus photos) into a temporary folder, so it runs anywhere. On a CPU it
+uses tiny models (random weights; speed does not depend on them); on CUDA the real architectures.
+
+    python -m bench.extraction [--quick] [--device cuda] [--models vit-b14,vit-l14,sam-b]
+"""
+
+import argparse
+import contextlib
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cache.writer import StoreWriter
+from extract.datasets import build_dataset
+from extract.datasets.images import open_image
+from extract.models import build_backbone
+from extract.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, Preprocessing
+from extract.pipeline import ExtractionOptions, extract_dataset, resolve_device
+from extract.transforms import normalise_on_device
+
+P224 = Preprocessing(224, 256, IMAGENET_MEAN, IMAGENET_STD)
+P224_SQUASH = Preprocessing(224, 224, IMAGENET_MEAN, IMAGENET_STD, crop="none")
+
+# Real architectures for a GPU run (random weights: throughput does not depend on them).
+GPU_MODELS = {
+    "vit-b14": ModelSpec(
+        "vit-b14",
+        "timm",
+        "vit_base_patch14_dinov2",
+        P224,
+        ("cls", "mean"),
+        build_kwargs={"img_size": 224},
+    ),
+    "vit-l14": ModelSpec(
+        "vit-l14",
+        "timm",
+        "vit_large_patch14_dinov2",
+        P224,
+        ("cls", "mean"),
+        build_kwargs={"img_size": 224},
+    ),
+    "sam-b": ModelSpec(
+        "sam-b",
+        "timm",
+        "samvit_base_patch16",
+        P224_SQUASH,
+        ("mean",),
+        build_kwargs={"img_size": 224},
+    ),
+    "resnet50": ModelSpec("resnet50", "timm", "resnet50", P224, ("pooled",)),
+}
+# CPU stand-ins: same code path, small enough for a 2-core machine.
+CPU_MODELS = {
+    "vit-tiny": ModelSpec(
+        "vit-tiny", "timm", "vit_tiny_patch16_224", P224, ("cls", "mean"), build_kwargs={"depth": 2}
+    ),
+    "resnet10t": ModelSpec("resnet10t", "timm", "resnet10t", P224, ("pooled",)),
+    "lite0": ModelSpec("lite0", "timm", "tf_efficientnet_lite0", P224, ("pooled",)),
+    "vit-tiny-sq": ModelSpec(
+        "vit-tiny-sq",
+        "timm",
+        "vit_tiny_patch16_224",
+        P224_SQUASH,
+        ("cls",),
+        build_kwargs={"depth": 2},
+    ),
+}
+
+
+def synthetic_photo(width: int, height: int, rng: np.random.Generator, grey: bool) -> Image.Image:
+    """Smooth structure plus sensor noise, so codecs work as hard as on real photographs."""
+    coarse = rng.integers(0, 255, (height // 32 + 1, width // 32 + 1, 1 if grey else 3))
+    base = Image.fromarray(coarse.astype(np.uint8).squeeze()).resize(
+        (width, height), Image.Resampling.BICUBIC
+    )
+    pixels = np.asarray(base, dtype=np.int16)
+    pixels = pixels + rng.normal(0, 6, pixels.shape).astype(np.int16)
+    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+
+
+def write_images(
+    root: Path, *, n_images: int, size: tuple[int, int], suffix: str, grey: bool, seed: int = 0
+) -> Path:
+    """A folder dataset of two classes: <root>/<class>/<i><suffix>."""
+    rng = np.random.default_rng(seed)
+    for i in range(n_images):
+        folder = root / ("a" if i % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        image = synthetic_photo(*size, rng, grey)
+        image.save(folder / f"{i:05d}{suffix}", quality=90) if suffix == ".jpg" else image.save(
+            folder / f"{i:05d}{suffix}", compress_level=6
+        )
+    return root
+
+
+@contextlib.contextmanager
+def timed_store_writes() -> Iterator[list[float]]:
+    """Accumulate the seconds spent in StoreWriter.flush and .finish (all HDF5 writes)."""
+    spent: list[float] = []
+    originals = {name: getattr(StoreWriter, name) for name in ("flush", "finish")}
+
+    def timing(method):
+        def wrapper(self, *args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                spent.append(time.perf_counter() - started)
+
+        return wrapper
+
+    for name, method in originals.items():
+        setattr(StoreWriter, name, timing(method))
+    try:
+        yield spent
+    finally:
+        for name, method in originals.items():
+            setattr(StoreWriter, name, method)
+
+
+def pure_forward_rate(
+    spec: ModelSpec, device: torch.device, batch_size: int, n_batches: int
+) -> float:
+    """images/s of normalise + forward on uint8 tensors already in memory."""
+    backbone = build_backbone(spec, pretrained=False).to(device, memory_format=torch.channels_last)
+    side = spec.preprocessing.input_size
+    batch = torch.randint(0, 255, (batch_size, 3, side, side), dtype=torch.uint8)
+    if device.type == "cuda":
+        batch = batch.pin_memory()
+    with (
+        torch.inference_mode(),
+        torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"),
+    ):
+        backbone(normalise_on_device(batch.to(device), spec.preprocessing, channels_last=True))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        for _ in range(n_batches):
+            out = backbone(
+                normalise_on_device(
+                    batch.to(device, non_blocking=True), spec.preprocessing, channels_last=True
+                )
+            )
+        for value in out.values():
+            value.cpu()
+        elapsed = time.perf_counter() - started
+    return batch_size * n_batches / elapsed
+
+
+def run_pass(
+    images: Path, specs: list[ModelSpec], cache_root: Path, options: ExtractionOptions
+) -> tuple[float, float, float]:
+    """(seconds, images/s, seconds in HDF5 writes) for one pass of `specs` over `images`.
+
+    Seconds cover the whole call (model build included); images/s is the loop's own rate, as
+    `extract run` reports it, from the first batch requested to the last one stored.
+    """
+    dataset = build_dataset("folder", images)
+    with timed_store_writes() as spent:
+        started = time.perf_counter()
+        report = extract_dataset(dataset, specs, cache_root=cache_root, options=options)
+        elapsed = time.perf_counter() - started
+    return elapsed, report.images_per_second or 0.0, sum(spent)
+
+
+def decode_ratio(images: list[Path], min_side: int) -> tuple[float, float]:
+    """(full decode s/image, reduced decode s/image)."""
+    timings = []
+    for hint in (None, min_side):
+        started = time.perf_counter()
+        for path in images:
+            open_image(path, min_side=hint)
+        timings.append((time.perf_counter() - started) / len(images))
+    return timings[0], timings[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--models", default=None, help="comma-separated keys of the model tables")
+    parser.add_argument("--quick", action="store_true", help="fewer images (a smoke run)")
+    parser.add_argument("--workers", type=int, default=None)
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    table = GPU_MODELS if device.type == "cuda" else CPU_MODELS
+    names = args.models.split(",") if args.models else list(table)
+    specs = [table[n] for n in names]
+    scale = 1 if args.quick else 4
+    batch_size = 128 if device.type == "cuda" else 32
+    print(
+        f"device {device}; torch {torch.__version__}; {torch.get_num_threads()} threads; "
+        f"models {names}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        small = write_images(
+            tmp_path / "xray", n_images=64 * scale, size=(390, 320), suffix=".jpg", grey=True
+        )
+        fundus = write_images(
+            tmp_path / "fundus", n_images=8 * scale, size=(2416, 1736), suffix=".png", grey=False
+        )
+        large_jpegs = write_images(
+            tmp_path / "big", n_images=4 * scale, size=(3000, 2000), suffix=".jpg", grey=False
+        )
+        options = ExtractionOptions(
+            device=str(device),
+            batch_size=batch_size,
+            pretrained=False,
+            num_workers=args.workers,
+            progress=False,
+        )
+
+        print("\n1. end-to-end (390x320 grey JPEGs from disk) / pure forward (ready tensors)")
+        write_seconds, run_seconds = 0.0, 0.0
+        for spec in specs:
+            seconds, end_to_end, in_writes = run_pass(small, [spec], tmp_path / "c1", options)
+            write_seconds += in_writes
+            run_seconds += seconds
+            forward = pure_forward_rate(spec, device, batch_size, n_batches=2 * scale)
+            print(
+                f"   {spec.name:12s} end-to-end {end_to_end:8.1f} img/s   forward "
+                f"{forward:8.1f} img/s   efficiency {end_to_end / forward:5.2f}"
+            )
+
+        print(
+            f"\n2. {len(specs)} models in one pass / {len(specs)} separate passes (2416x1736 PNGs)"
+        )
+        one_pass, _, _ = run_pass(fundus, specs, tmp_path / "c2a", options)
+        separate = sum(run_pass(fundus, [s], tmp_path / "c2b", options)[0] for s in specs)
+        print(
+            f"   one pass {one_pass:6.1f} s   separate {separate:6.1f} s   ratio "
+            f"{one_pass / separate:5.2f}"
+        )
+
+        print("\n3. reduced-size decode / full decode (3000x2000 JPEG, target side 256)")
+        paths = sorted(large_jpegs.rglob("*.jpg"))
+        full, reduced = decode_ratio(paths, min_side=256)
+        print(
+            f"   full {full * 1000:6.1f} ms   reduced {reduced * 1000:6.1f} ms   ratio "
+            f"{reduced / full:5.2f}"
+        )
+
+        print("\n4. HDF5 writes as a share of the run (all section-1 passes)")
+        print(
+            f"   {write_seconds:6.2f} s of {run_seconds:6.1f} s = "
+            f"{100 * write_seconds / run_seconds:4.1f} %"
+        )
+
+
+if __name__ == "__main__":
+    main()
