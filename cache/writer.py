@@ -327,16 +327,7 @@ class StoreWriter:
             if len(rows_written) == 0:
                 raise ToolkitError(f"every image failed; nothing to store in {self.path}")
             for pooling in self.spec.poolings:
-                chunks = [self._read_part(p, pooling) for p in parts]
-                values = np.concatenate([c for c in chunks if c is not None])
-                for split in SPLITS:
-                    in_split = splits[rows_written] == split
-                    if in_split.any():
-                        store.create_dataset(
-                            f"{split}/{EMBEDDINGS_GROUP}/{pooling}",
-                            data=values[in_split],
-                            chunks=(min(int(in_split.sum()), 4096), values.shape[1]),
-                        )
+                self._copy_pooling(store, pooling, parts, splits[rows_written])
             if skipped_reasons:
                 all_skipped = np.concatenate(skipped_rows)
                 group = store.create_group(SKIPPED_GROUP)
@@ -347,11 +338,39 @@ class StoreWriter:
             store.attrs["finished_at"] = utc_now()
             store.attrs["complete"] = True
 
-    @staticmethod
-    def _read_part(part_path: Path, pooling: str) -> np.ndarray | None:
-        with h5py.File(part_path, "r") as part:
-            name = f"{EMBEDDINGS_GROUP}/{pooling}"
-            return part[name][()] if name in part else None
+    def _copy_pooling(
+        self, store: h5py.File, pooling: str, parts: list[Path], split_of_written: np.ndarray
+    ) -> None:
+        """Stream one pooling from the parts into per-split datasets, one part in memory at a
+        time, so consolidating a large store (or a pixel cache) needs little memory."""
+        name = f"{EMBEDDINGS_GROUP}/{pooling}"
+        datasets: dict[str, h5py.Dataset] = {}
+        offsets = dict.fromkeys(SPLITS, 0)
+        cursor = 0
+        for part_path in parts:
+            with h5py.File(part_path, "r") as part:
+                if name not in part:  # every image of this part failed
+                    continue
+                values = part[name][()]
+            part_splits = split_of_written[cursor : cursor + len(values)]
+            cursor += len(values)
+            for split in SPLITS:
+                in_split = part_splits == split
+                if not in_split.any():
+                    continue
+                if split not in datasets:
+                    n_rows = int((split_of_written == split).sum())
+                    row_bytes = values.shape[1] * values.dtype.itemsize
+                    chunk_rows = max(1, min(n_rows, 4096, (1 << 20) // row_bytes))
+                    datasets[split] = store.create_dataset(
+                        f"{split}/{name}",
+                        shape=(n_rows, values.shape[1]),
+                        dtype=values.dtype,
+                        chunks=(chunk_rows, values.shape[1]),
+                    )
+                block = values[in_split]
+                datasets[split][offsets[split] : offsets[split] + len(block)] = block
+                offsets[split] += len(block)
 
     def _write_split_table(self, group: h5py.Group, split_rows: np.ndarray) -> None:
         group.create_dataset("ids", data=[self.rows.ids[r] for r in split_rows], dtype=STRING_DTYPE)
