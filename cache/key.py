@@ -17,6 +17,8 @@ from cache.errors import ToolkitError
 
 # Bump when the bytes written for the same inputs change (schema, dtype handling, row order).
 STORE_FORMAT_VERSION = 1
+# Embeddings are float16 or float32; uint8 holds decoded pixels (the preprocessed-image cache).
+STORE_DTYPES = ("float16", "float32", "uint8")
 
 
 def _jsonable(value: Any, where: str) -> Any:
@@ -92,7 +94,7 @@ class StoreSpec:
     task: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.dtype not in ("float16", "float32"):
+        if self.dtype not in STORE_DTYPES:
             raise ToolkitError(f"dtype={self.dtype!r} is not supported; use float16 or float32")
         if not self.poolings:
             raise ToolkitError("a store needs at least one pooling (e.g. 'cls' or 'mean')")

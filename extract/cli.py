@@ -122,6 +122,13 @@ def run(
         bool, typer.Option(help="--no-pretrained: random init (tests, speed runs); keyed apart")
     ] = True,
     compile: Annotated[bool, typer.Option(help="torch.compile the backbone")] = False,
+    cache_pixels: Annotated[
+        bool,
+        typer.Option(
+            help="also store the decoded, resized uint8 inputs (under <cache>/pixels/) "
+            "so later models over this dataset skip decoding"
+        ),
+    ] = False,
 ) -> None:
     """Embed one dataset (or every configured one) with one or more models.
 
@@ -142,6 +149,7 @@ def run(
         weights=weights,
         pretrained=pretrained,
         compile=compile,
+        cache_pixels=cache_pixels,
     )
     root = resolve_cache_root(cache_dir)
     console = Console()

@@ -2,7 +2,9 @@
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -52,6 +54,41 @@ class DecodedImages(Dataset):
             return position, None, message if str(where) in message else f"{where}: {message}"
 
 
+class CachedPixels(Dataset):
+    """Item i is position i, read back from pixel stores instead of decoded: a later model over
+    the same dataset and geometry skips decoding entirely. One store per geometry, same rows."""
+
+    def __init__(
+        self, stores: Sequence[Path], ids: Sequence[str], views: Sequence[Preprocessing]
+    ) -> None:
+        self.stores = list(stores)
+        self.ids = list(ids)
+        self.shapes = [(v.channels, v.input_size, v.input_size) for v in views]
+        self.location: dict[str, tuple[str, int]] = {}
+        with h5py.File(self.stores[0], "r") as handle:
+            for split in ("train", "val", "test"):
+                if split in handle:
+                    for row, image_id in enumerate(handle[f"{split}/ids"][()]):
+                        self.location[image_id.decode()] = (split, row)
+        self._handles: list[h5py.File] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, position: int) -> tuple[int, list[torch.Tensor] | None, str | None]:
+        if self._handles is None:  # opened lazily: each loader worker needs its own handles
+            self._handles = [h5py.File(path, "r") for path in self.stores]
+        image_id = self.ids[position]
+        if image_id not in self.location:
+            return position, None, f"{image_id}: unreadable when the pixel cache was written"
+        split, row = self.location[image_id]
+        tensors = [
+            torch.from_numpy(handle[f"{split}/embeddings/pixels"][row].reshape(shape))
+            for handle, shape in zip(self._handles, self.shapes, strict=True)
+        ]
+        return position, tensors, None
+
+
 def collate(items: list[tuple[int, list[torch.Tensor] | None, str | None]]) -> DecodedBatch:
     positions = [p for p, _, _ in items]
     ok = np.array([tensors is not None for _, tensors, _ in items], dtype=bool)
@@ -63,7 +100,12 @@ def collate(items: list[tuple[int, list[torch.Tensor] | None, str | None]]) -> D
 
 
 def make_loader(
-    images: DecodedImages, *, start: int, batch_size: int, num_workers: int, pin_memory: bool
+    images: DecodedImages | CachedPixels,
+    *,
+    start: int,
+    batch_size: int,
+    num_workers: int,
+    pin_memory: bool,
 ) -> DataLoader:
     """Batches in position order from `start` (earlier positions are already stored)."""
     subset = torch.utils.data.Subset(images, range(start, len(images)))

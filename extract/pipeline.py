@@ -5,10 +5,11 @@ each model normalises its geometry on the device and writes all its poolings fro
 pass. Stores already complete are skipped before anything is built; partial ones resume.
 """
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +19,8 @@ import torch
 from cache import RowTable, StoreSpec, StoreWriter, ToolkitError, find_complete_store, store_path
 from cache.key import file_sha256
 from extract.datasets.base import ImageDataset
-from extract.loader import DecodedBatch, DecodedImages, make_loader
-from extract.models import Backbone, ModelSpec, build_backbone
+from extract.loader import CachedPixels, DecodedBatch, DecodedImages, make_loader
+from extract.models import Backbone, ModelSpec, Preprocessing, build_backbone
 from extract.models.sources.bundled_source import bundled_weights_path
 from extract.progress import extraction_progress
 from extract.transforms import normalise_on_device
@@ -44,6 +45,7 @@ class ExtractionOptions:
     compile: bool = False
     flush_rows: int = 1024
     progress: bool = True
+    cache_pixels: bool = False
 
 
 @dataclass
@@ -58,9 +60,12 @@ class ExtractionReport:
 
 @dataclass
 class _Target:
-    spec: ModelSpec
+    """One store to write: a model's embeddings, or (model None) a geometry's decoded pixels."""
+
     store_spec: StoreSpec
     path: Path
+    preprocessing: Preprocessing
+    model: ModelSpec | None = None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -128,6 +133,37 @@ def plan_store(
     )
 
 
+def pixel_store_spec(dataset: ImageDataset, rows: RowTable, geometry: Preprocessing) -> StoreSpec:
+    """The preprocessed-image cache of one input geometry: uint8 (C*H*W) per row, no model."""
+    size, resize, interpolation, crop, channels = geometry.view_key
+    return StoreSpec(
+        dataset={
+            "name": dataset.name,
+            "fingerprint": rows.fingerprint(),
+            "options": dict(dataset.options),
+        },
+        model={
+            "name": f"pixels-{size}-{resize}-{interpolation}-{crop}-{channels}ch",
+            "source": "decode",
+        },
+        preprocessing={
+            "input_size": size,
+            "resize_size": resize,
+            "interpolation": interpolation,
+            "crop": crop,
+            "channels": channels,
+        },
+        poolings=("pixels",),
+        dtype="uint8",
+        task=dataset.task.as_dict(),
+    )
+
+
+def pixel_cache_root(cache_root: Path) -> Path:
+    """Pixel caches live apart (`<root>/pixels/<dataset>/`), so probes never see them."""
+    return Path(cache_root) / "pixels"
+
+
 def extract_dataset(
     dataset: ImageDataset,
     specs: Sequence[ModelSpec],
@@ -135,7 +171,11 @@ def extract_dataset(
     cache_root: Path,
     options: ExtractionOptions,
 ) -> ExtractionReport:
-    """Write one store per model in `specs` for `dataset`, in a single pass over the images."""
+    """Write one store per model in `specs` for `dataset`, in a single pass over the images.
+
+    Images come from a complete pixel cache when one exists for every geometry needed, else they
+    are decoded (and, with `cache_pixels`, cached for the next model).
+    """
     if options.on_error not in ON_ERROR_CHOICES:
         raise ToolkitError(f"--on-error {options.on_error!r}: choose one of {ON_ERROR_CHOICES}")
     if options.weights is not None and len(specs) != 1:
@@ -151,54 +191,65 @@ def extract_dataset(
             logger.info("%s x %s: complete store %s, skipped", dataset.name, spec.name, done)
             report.skipped_complete.append(done)
             continue
-        targets.append(_Target(spec, store_spec, store_path(cache_root, store_spec)))
+        targets.append(
+            _Target(store_spec, store_path(cache_root, store_spec), spec.preprocessing, spec)
+        )
     if not targets:
         return report
+    geometries = list({t.preprocessing.view_key: t.preprocessing for t in targets}.values())
+    pixel_root = pixel_cache_root(cache_root)
+    pixel_specs = [pixel_store_spec(dataset, rows, g) for g in geometries]
+    cached = [find_complete_store(pixel_root, p) for p in pixel_specs]
+    if all(cached):
+        images = CachedPixels(cached, rows.ids, geometries)
+        logger.info("reading decoded pixels from %s", [str(c) for c in cached])
+    else:
+        images = DecodedImages(dataset, positions, geometries)
+        if options.cache_pixels:
+            targets += [
+                _Target(p, store_path(pixel_root, p), g)
+                for p, g, c in zip(pixel_specs, geometries, cached, strict=True)
+                if not c
+            ]
     info = {**dataset.info, "data_root": str(dataset.root.resolve()), "limit": options.limit}
     writers = [
         StoreWriter(t.path, t.store_spec, rows, info=info, flush_rows=options.flush_rows)
         for t in targets
     ]
-    entered: list[StoreWriter] = []
-    try:
+    with contextlib.ExitStack() as stack:
         for writer in writers:
-            entered.append(writer.__enter__())
-        _run_pass(dataset, positions, targets, writers, options, report)
+            stack.enter_context(writer)
+        _run_pass(dataset, images, targets, writers, geometries, options, report)
+        report.written += [w.finish() for w in writers if w.spec.dtype != "uint8"]
         for writer in writers:
-            report.written.append(writer.finish())
-    finally:
-        for writer in reversed(entered):
-            writer.__exit__(None, None, None)
+            if writer.spec.dtype == "uint8":
+                logger.info("pixel cache written: %s", writer.finish())
     return report
 
 
 def _run_pass(
     dataset: ImageDataset,
-    positions: np.ndarray,
+    images: DecodedImages | CachedPixels,
     targets: list[_Target],
     writers: list[StoreWriter],
+    geometries: list[Preprocessing],
     options: ExtractionOptions,
     report: ExtractionReport,
 ) -> None:
-    device = resolve_device(options.device)
     start = min(w.next_row for w in writers)
-    if start == len(positions):
+    if start == len(images):
         return
-    views = list(dict.fromkeys(t.spec.preprocessing.view_key for t in targets))
-    view_of = [views.index(t.spec.preprocessing.view_key) for t in targets]
-    geometry = [
-        next(t.spec.preprocessing for t in targets if t.spec.preprocessing.view_key == v)
-        for v in views
-    ]
-    models = [
-        _prepare(
-            build_backbone(t.spec, weights=options.weights, pretrained=options.pretrained),
-            device,
-            options,
+    device = resolve_device(options.device)
+    view_keys = [g.view_key for g in geometries]
+    embedders = []
+    for target in targets:
+        if target.model is None:
+            embedders.append(_pixels)
+            continue
+        backbone = build_backbone(
+            target.model, weights=options.weights, pretrained=options.pretrained
         )
-        for t in targets
-    ]
-    images = DecodedImages(dataset, positions, geometry)
+        embedders.append(_MicroBatcher(_prepare(backbone, device, options), device, target.model))
     num_workers = default_num_workers() if options.num_workers is None else options.num_workers
     loader = make_loader(
         images,
@@ -207,12 +258,11 @@ def _run_pass(
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
     )
-    forwards = [_MicroBatcher(model, device) for model in models]
     started = time.perf_counter()
     n_images = 0
-    description = f"{dataset.name} x {', '.join(t.spec.name for t in targets)}"
+    description = f"{dataset.name} x {', '.join(t.store_spec.model['name'] for t in targets)}"
     with extraction_progress(
-        description, total=len(positions), completed=start, enabled=options.progress
+        description, total=len(images), completed=start, enabled=options.progress
     ) as advance:
         for batch in loader:
             if batch.failures and options.on_error == "fail":
@@ -222,22 +272,15 @@ def _run_pass(
                     "--on-error skip to leave unreadable images out (they are recorded)."
                 )
             for failed_position, reason in batch.failures.items():
-                report.failures[rows_id(dataset, positions, failed_position)] = reason
+                report.failures[writers[0].rows.ids[failed_position]] = reason
                 logger.warning("skipped %s", reason)
-            for target, writer, forward, view in zip(
-                targets, writers, forwards, view_of, strict=True
-            ):
-                _feed(
-                    writer, forward, batch, batch.views[view] if batch.views else None, target.spec
-                )
+            for target, writer, embed in zip(targets, writers, embedders, strict=True):
+                view = view_keys.index(target.preprocessing.view_key)
+                _feed(writer, embed, batch, batch.views[view] if batch.views else None)
             n_images += len(batch.ok)
             advance(len(batch.ok))
     elapsed = time.perf_counter() - started
     report.images_per_second = n_images / elapsed if elapsed > 0 else None
-
-
-def rows_id(dataset: ImageDataset, positions: np.ndarray, position: int) -> str:
-    return dataset.rows.ids[int(positions[position])]
 
 
 def _prepare(backbone: Backbone, device: torch.device, options: ExtractionOptions) -> Backbone:
@@ -248,12 +291,16 @@ def _prepare(backbone: Backbone, device: torch.device, options: ExtractionOption
     return backbone
 
 
+def _pixels(images: torch.Tensor) -> dict[str, np.ndarray]:
+    """The pixel cache's 'embedding': the uint8 input itself, flattened to (B, C*H*W)."""
+    return {"pixels": images.reshape(len(images), -1).numpy()}
+
+
 def _feed(
     writer: StoreWriter,
-    forward: "_MicroBatcher",
+    embed: Callable[[torch.Tensor], dict[str, np.ndarray]],
     batch: DecodedBatch,
     view: torch.Tensor | None,
-    spec: ModelSpec,
 ) -> None:
     """Append this batch to one store, skipping the rows the store already has (a resume)."""
     stop = batch.start + len(batch.ok)
@@ -263,9 +310,9 @@ def _feed(
     ok = batch.ok[skip:]
     n_ok_before = int(batch.ok[:skip].sum())
     if ok.any() and view is not None:
-        embeddings = forward(view[n_ok_before:], spec)
+        embeddings = embed(view[n_ok_before:])
     else:
-        embeddings = {p: np.zeros((0, 0), dtype=np.float32) for p in spec.poolings}
+        embeddings = {p: np.zeros((0, 0), dtype=np.float32) for p in writer.spec.poolings}
     failures = {p: r for p, r in batch.failures.items() if p >= writer.next_row}
     writer.append(writer.next_row, ok, embeddings, failures)
 
@@ -273,13 +320,15 @@ def _feed(
 class _MicroBatcher:
     """Runs a backbone on a batch, halving the micro-batch on CUDA out-of-memory and keeping it."""
 
-    def __init__(self, backbone: Backbone, device: torch.device) -> None:
+    def __init__(self, backbone: Backbone, device: torch.device, spec: ModelSpec) -> None:
         self.backbone = backbone
         self.device = device
+        self.spec = spec
         self.micro_batch: int | None = None
 
     @torch.inference_mode()
-    def __call__(self, images: torch.Tensor, spec: ModelSpec) -> dict[str, np.ndarray]:
+    def __call__(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        spec = self.spec
         size = self.micro_batch or len(images)
         while True:
             try:

@@ -191,3 +191,40 @@ def test_sigkill_mid_run_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_v
                 a.embeddings(split, pooling), b.embeddings(split, pooling)
             )
     assert verify_store(resumed.written[0]) == []
+
+
+def test_pixel_cache_feeds_a_later_model_without_decoding(
+    folder_dataset, tmp_path, tiny_vit_weights, monkeypatch
+):
+    dataset = build_dataset("folder", folder_dataset)
+    root = tmp_path / "c"
+    first = extract_dataset(
+        dataset,
+        [tiny_vit_spec("vit-a")],
+        cache_root=root,
+        options=ExtractionOptions(pretrained=False, cache_pixels=True, **FAST),
+    )
+    assert len(first.written) == 1, "the pixel cache is not reported as an embedding store"
+    assert [e.model for e in list_stores(root)] == ["vit-a"], "probes must not see pixel caches"
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("a complete pixel cache must replace decoding")
+
+    monkeypatch.setattr(type(dataset), "read_image", no_decode)
+    from_cache = extract_dataset(
+        dataset,
+        [tiny_vit_spec("vit-b")],
+        cache_root=root,
+        options=ExtractionOptions(weights=tiny_vit_weights, **FAST),
+    )
+    monkeypatch.undo()
+    decoded = extract_dataset(
+        dataset,
+        [tiny_vit_spec("vit-b")],
+        cache_root=tmp_path / "d",
+        options=ExtractionOptions(weights=tiny_vit_weights, **FAST),
+    )
+    a, b = open_store(from_cache.written[0]), open_store(decoded.written[0])
+    for split in b.splits:
+        assert a.ids(split).tolist() == b.ids(split).tolist()
+        np.testing.assert_array_equal(a.embeddings(split, "cls"), b.embeddings(split, "cls"))
