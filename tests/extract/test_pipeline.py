@@ -228,3 +228,31 @@ def test_pixel_cache_feeds_a_later_model_without_decoding(
     for split in b.splits:
         assert a.ids(split).tolist() == b.ids(split).tolist()
         np.testing.assert_array_equal(a.embeddings(split, "cls"), b.embeddings(split, "cls"))
+
+
+def test_one_pass_for_two_models_equals_two_single_passes(folder_dataset, tmp_path, monkeypatch):
+    import torch
+
+    from extract import pipeline
+
+    build = pipeline.build_backbone
+
+    def seeded_build(spec, **kwargs):  # identical random weights whatever else was built first
+        torch.manual_seed(0)
+        return build(spec, **kwargs)
+
+    monkeypatch.setattr(pipeline, "build_backbone", seeded_build)
+    dataset = build_dataset("folder", folder_dataset)
+    options = ExtractionOptions(pretrained=False, **FAST)
+    small, big = tiny_vit_spec("vit-32"), tiny_vit_spec("vit-48", input_size=48)
+    together = extract_dataset(dataset, [small, big], cache_root=tmp_path / "one", options=options)
+    for spec, path in zip((small, big), together.written, strict=True):
+        (alone,) = extract_dataset(
+            dataset, [spec], cache_root=tmp_path / spec.name, options=options
+        ).written
+        a, b = open_store(path), open_store(alone)
+        for split in b.splits:
+            for pooling in b.poolings:
+                np.testing.assert_array_equal(
+                    a.embeddings(split, pooling), b.embeddings(split, pooling)
+                )
