@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -146,6 +147,8 @@ class StoreWriter:
         self._buffer_embeddings: dict[str, list[np.ndarray]] = {p: [] for p in spec.poolings}
         self._buffer_failures: dict[int, str] = {}
         self._created_at = utc_now()
+        self._part_writer: ThreadPoolExecutor | None = None
+        self._part_in_flight: Future[None] | None = None
 
     @property
     def next_row(self) -> int:
@@ -159,6 +162,7 @@ class StoreWriter:
         except BaseException:
             self._lock.release()
             raise
+        self._part_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-part")
         return self
 
     def __exit__(
@@ -171,6 +175,9 @@ class StoreWriter:
             # Whatever stopped the run, the rows already appended are valid: keep them.
             self.flush()
         finally:
+            if self._part_writer is not None:
+                self._part_writer.shutdown(wait=True)
+                self._part_writer = None
             self._lock.release()
 
     def _open_journal(self) -> None:
@@ -255,35 +262,53 @@ class StoreWriter:
         self._buffer_failures.update(failures or {})
         self._next_row = start + len(ok)
         if self._next_row - self._buffer_start >= self.flush_rows:
-            self.flush()
+            self.flush(wait=False)
 
-    def flush(self) -> None:
-        """Write the buffered rows as one journal part (atomically), then empty the buffer."""
-        if self._next_row == self._buffer_start:
-            return
-        start, stop = self._buffer_start, self._next_row
-        ok = np.concatenate(self._buffer_ok)
-        rows = start + np.flatnonzero(ok)
-        skipped = start + np.flatnonzero(~ok)
-        reasons = [self._buffer_failures.get(int(r), "unknown error") for r in skipped]
+    def flush(self, *, wait: bool = True) -> None:
+        """Write the buffered rows as one journal part (atomically), then empty the buffer.
 
-        def write_part(tmp: Path) -> None:
-            with h5py.File(tmp, "w") as part:
-                part.create_dataset("rows", data=rows.astype(np.int64))
-                for pooling, chunks in self._buffer_embeddings.items():
-                    # A part whose images all failed holds no embeddings for this pooling.
-                    if chunks:
-                        name = f"{EMBEDDINGS_GROUP}/{pooling}"
-                        part.create_dataset(name, data=np.concatenate(chunks))
-                part.create_dataset("skipped_rows", data=skipped.astype(np.int64))
-                part.create_dataset("skipped_reasons", data=reasons, dtype=STRING_DTYPE)
+        Inside a `with` block the part is written by a background thread, so the GPU keeps
+        working during the HDF5 write and fsync; at most one part is in flight, so parts land
+        in order. `wait=False` returns before that write is done (used by `append`).
+        """
+        if self._next_row != self._buffer_start:
+            start, stop = self._buffer_start, self._next_row
+            ok = np.concatenate(self._buffer_ok)
+            rows = start + np.flatnonzero(ok)
+            skipped = start + np.flatnonzero(~ok)
+            reasons = [self._buffer_failures.get(int(r), "unknown error") for r in skipped]
+            # A part whose images all failed holds no embeddings for that pooling.
+            embeddings = {p: np.concatenate(c) for p, c in self._buffer_embeddings.items() if c}
 
-        _write_atomically(self.journal / part_name(start, stop), write_part)
-        self._buffer_start = stop
-        self._buffer_ok.clear()
-        self._buffer_failures.clear()
-        for chunks in self._buffer_embeddings.values():
-            chunks.clear()
+            def write_part(tmp: Path) -> None:
+                with h5py.File(tmp, "w") as part:
+                    part.create_dataset("rows", data=rows.astype(np.int64))
+                    for pooling, values in embeddings.items():
+                        part.create_dataset(f"{EMBEDDINGS_GROUP}/{pooling}", data=values)
+                    part.create_dataset("skipped_rows", data=skipped.astype(np.int64))
+                    part.create_dataset("skipped_reasons", data=reasons, dtype=STRING_DTYPE)
+
+            self._wait_for_part_in_flight()
+            target = self.journal / part_name(start, stop)
+            if self._part_writer is None:
+                _write_atomically(target, write_part)
+            else:
+                self._part_in_flight = self._part_writer.submit(
+                    _write_atomically, target, write_part
+                )
+            self._buffer_start = stop
+            self._buffer_ok.clear()
+            self._buffer_failures.clear()
+            for chunks in self._buffer_embeddings.values():
+                chunks.clear()
+        if wait:
+            self._wait_for_part_in_flight()
+
+    def _wait_for_part_in_flight(self) -> None:
+        """Block until the background part write is on disk; re-raise what it raised."""
+        if self._part_in_flight is not None:
+            in_flight, self._part_in_flight = self._part_in_flight, None
+            in_flight.result()
 
     def finish(self) -> Path:
         """Publish the store: all rows must be appended. Returns the store's path."""
