@@ -15,6 +15,7 @@ from extract.config import DATA_CONFIG_ENV, ConfiguredDataset, load_data_config
 from extract.datasets import DATASETS, build_dataset
 from extract.models import resolve_model
 from extract.pipeline import ON_ERROR_CHOICES, ExtractionOptions, extract_dataset
+from extract.shards import parse_shard
 
 app = typer.Typer(
     help="Run frozen vision models once over every image and cache the embeddings (HDF5).",
@@ -122,6 +123,13 @@ def run(
         bool, typer.Option(help="--no-pretrained: random init (tests, speed runs); keyed apart")
     ] = True,
     compile: Annotated[bool, typer.Option(help="torch.compile the backbone")] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="i/n: run slice i of n (one per GPU or array task); the last shard "
+            "to finish joins them into the usual store"
+        ),
+    ] = None,
     cache_pixels: Annotated[
         bool,
         typer.Option(
@@ -150,6 +158,7 @@ def run(
         pretrained=pretrained,
         compile=compile,
         cache_pixels=cache_pixels,
+        shard=parse_shard(shard) if shard else None,
     )
     root = resolve_cache_root(cache_dir)
     console = Console()
@@ -163,6 +172,8 @@ def run(
             console.print(f"  already complete, skipped: {path}")
         for path in report.written:
             console.print(f"  [green]wrote[/] {path}")
+        for path in report.joined:
+            console.print(f"  [green]joined all shards into[/] {path}")
         if report.images_per_second:
             console.print(f"  {report.images_per_second:.1f} images/s end to end")
         if report.failures:

@@ -23,6 +23,7 @@ from extract.loader import CachedPixels, DecodedBatch, DecodedImages, make_loade
 from extract.models import Backbone, ModelSpec, Preprocessing, build_backbone
 from extract.models.sources.bundled_source import bundled_weights_path
 from extract.progress import extraction_progress
+from extract.shards import join_shards, shard_positions, shard_root, shard_spec
 from extract.transforms import normalise_on_device
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class ExtractionOptions:
     flush_rows: int = 1024
     progress: bool = True
     cache_pixels: bool = False
+    shard: tuple[int, int] | None = None
 
 
 @dataclass
@@ -56,6 +58,7 @@ class ExtractionReport:
     skipped_complete: list[Path] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
     images_per_second: float | None = None
+    joined: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -181,21 +184,47 @@ def extract_dataset(
     if options.weights is not None and len(specs) != 1:
         raise ToolkitError("--weights names one checkpoint; pass exactly one --model with it")
     positions = select_rows(len(dataset.rows), options.limit)
+    full_rows = subset_rows(dataset.rows, positions)
+    if options.shard is not None:
+        positions = shard_positions(positions, *options.shard)
     rows = subset_rows(dataset.rows, positions)
+    info = {**dataset.info, "data_root": str(dataset.root.resolve()), "limit": options.limit}
     report = ExtractionReport()
     targets: list[_Target] = []
+    to_join: list[StoreSpec] = []
     for spec in specs:
-        store_spec = plan_store(dataset, rows, spec, options)
+        store_spec = plan_store(dataset, full_rows, spec, options)
         done = find_complete_store(cache_root, store_spec)
+        if done is None and options.shard is not None:
+            to_join.append(store_spec)
+            store_spec = shard_spec(store_spec, *options.shard)
+            done = find_complete_store(shard_root(cache_root), store_spec)
         if done is not None:
             logger.info("%s x %s: complete store %s, skipped", dataset.name, spec.name, done)
             report.skipped_complete.append(done)
             continue
-        targets.append(
-            _Target(store_spec, store_path(cache_root, store_spec), spec.preprocessing, spec)
-        )
-    if not targets:
-        return report
+        root = cache_root if options.shard is None else shard_root(cache_root)
+        targets.append(_Target(store_spec, store_path(root, store_spec), spec.preprocessing, spec))
+    if targets:
+        _write_targets(dataset, rows, positions, targets, cache_root, options, info, report)
+    for full_spec in to_join:
+        joined = join_shards(full_spec, full_rows, options.shard[1], cache_root, info)
+        if joined is not None:
+            report.joined.append(joined)
+    return report
+
+
+def _write_targets(
+    dataset: ImageDataset,
+    rows: RowTable,
+    positions: np.ndarray,
+    targets: list[_Target],
+    cache_root: Path,
+    options: ExtractionOptions,
+    info: dict,
+    report: ExtractionReport,
+) -> None:
+    """One pass over `positions` that writes every target store (and pixel caches if asked)."""
     geometries = list({t.preprocessing.view_key: t.preprocessing for t in targets}.values())
     pixel_root = pixel_cache_root(cache_root)
     pixel_specs = [pixel_store_spec(dataset, rows, g) for g in geometries]
@@ -211,7 +240,6 @@ def extract_dataset(
                 for p, g, c in zip(pixel_specs, geometries, cached, strict=True)
                 if not c
             ]
-    info = {**dataset.info, "data_root": str(dataset.root.resolve()), "limit": options.limit}
     writers = [
         StoreWriter(t.path, t.store_spec, rows, info=info, flush_rows=options.flush_rows)
         for t in targets
@@ -224,7 +252,6 @@ def extract_dataset(
         for writer in writers:
             if writer.spec.dtype == "uint8":
                 logger.info("pixel cache written: %s", writer.finish())
-    return report
 
 
 def _run_pass(

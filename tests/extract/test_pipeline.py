@@ -256,3 +256,45 @@ def test_one_pass_for_two_models_equals_two_single_passes(folder_dataset, tmp_pa
                 np.testing.assert_array_equal(
                     a.embeddings(split, pooling), b.embeddings(split, pooling)
                 )
+
+
+def test_shards_join_into_the_store_an_unsharded_run_writes(
+    folder_dataset, tmp_path, tiny_vit_weights
+):
+    _corrupt(folder_dataset / "benign" / "001.png")
+    dataset = build_dataset("folder", folder_dataset)
+    options = dict(weights=tiny_vit_weights, on_error="skip", **FAST)
+    root = tmp_path / "sharded"
+    reports = [
+        extract_dataset(
+            dataset,
+            [tiny_vit_spec()],
+            cache_root=root,
+            options=ExtractionOptions(shard=(i, 3), **options),
+        )
+        for i in range(3)
+    ]
+    assert [len(r.joined) for r in reports] == [0, 0, 1], "the last shard joins"
+    assert [e.model for e in list_stores(root)] == ["tiny-vit"], "shards are gone once joined"
+    clean = extract_dataset(
+        dataset,
+        [tiny_vit_spec()],
+        cache_root=tmp_path / "clean",
+        options=ExtractionOptions(**options),
+    )
+    joined, unsharded = open_store(reports[2].joined[0]), open_store(clean.written[0])
+    assert joined.key == unsharded.key
+    assert joined.skipped() == unsharded.skipped()
+    for split in unsharded.splits:
+        assert joined.ids(split).tolist() == unsharded.ids(split).tolist()
+        np.testing.assert_array_equal(
+            joined.embeddings(split, "cls"), unsharded.embeddings(split, "cls")
+        )
+
+
+@pytest.mark.parametrize("text", ["3/3", "1", "a/b", "-1/2"])
+def test_bad_shard_is_refused(text):
+    from extract.shards import parse_shard
+
+    with pytest.raises(ToolkitError, match="expected i/n"):
+        parse_shard(text)
