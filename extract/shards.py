@@ -63,10 +63,9 @@ def join_shards(
         store = open_store(path)
         skipped.update(store.skipped())
         for split in store.splits:
+            arrays = {p: store.embeddings(split, p, dtype=None) for p in full_spec.poolings}
             for row, image_id in enumerate(store.ids(split)):
-                embeddings[image_id] = {
-                    p: store.embeddings(split, p, dtype=None)[row] for p in full_spec.poolings
-                }
+                embeddings[image_id] = {p: values[row] for p, values in arrays.items()}
     target = store_path(cache_root, full_spec)
     try:
         with StoreWriter(target, full_spec, full_rows, info=info) as writer:
