@@ -92,13 +92,14 @@ class Store:
         return None if raw is None else np.asarray([b.decode() for b in raw], dtype=object)
 
     def embeddings(self, split: str, pooling: str, dtype: Any = np.float32) -> np.ndarray:
-        """(N, D) embeddings of `split` under `pooling`, cast to `dtype`."""
+        """(N, D) embeddings of `split` under `pooling`, cast to `dtype` (None: as stored)."""
         self._require_split(split)
         if pooling not in self.poolings:
             raise ToolkitError(
                 f"store {self.path.name} has no pooling {pooling!r}; it has {list(self.poolings)}"
             )
-        return self._read(f"{split}/{EMBEDDINGS_GROUP}/{pooling}").astype(dtype, copy=False)
+        values = self._read(f"{split}/{EMBEDDINGS_GROUP}/{pooling}")
+        return values if dtype is None else values.astype(dtype, copy=False)
 
     def skipped(self) -> list[tuple[str, str]]:
         """(image id, reason) for every image left out under --on-error skip."""
