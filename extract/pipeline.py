@@ -188,7 +188,8 @@ def extract_dataset(
     if options.shard is not None:
         positions = shard_positions(positions, *options.shard)
     rows = subset_rows(dataset.rows, positions)
-    info = {**dataset.info, "data_root": str(dataset.root.resolve()), "limit": options.limit}
+    data_root = str(dataset.root.resolve()) if dataset.image_path(0) is not None else None
+    info = {**dataset.info, "data_root": data_root, "limit": options.limit}
     report = ExtractionReport()
     targets: list[_Target] = []
     to_join: list[StoreSpec] = []
