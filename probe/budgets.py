@@ -1,0 +1,138 @@
+"""Label budgets and the support sets drawn for them: once per (dataset, budget, seed), by image
+id, so every model of a dataset is probed on exactly the same labelled images (paired)."""
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from cache.errors import ToolkitError
+
+# Budgets sort by kind (shots, fractions, full), then by size.
+KIND_ORDER = {"shots": 0, "fraction": 1, "full": 2}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """`shots` labelled images per class, a `fraction` of the train split, or all of it."""
+
+    kind: str  # "shots" | "fraction" | "full"
+    value: float = 0.0
+
+    @property
+    def label(self) -> str:
+        if self.kind == "shots":
+            return f"{int(self.value)}-shot"
+        if self.kind == "fraction":
+            return f"{self.value:g} of train"
+        return "full"
+
+    @property
+    def random(self) -> bool:
+        """A full budget draws nothing, so one seed says all there is to say."""
+        return self.kind != "full"
+
+
+def parse_budgets(shots: str | None, fractions: str | None, full: bool) -> list[Budget]:
+    """Budgets from the CLI's text; every value is checked before anything runs."""
+    budgets: list[Budget] = []
+    for text in (shots or "").split(","):
+        if not text.strip():
+            continue
+        try:
+            value = int(text)
+        except ValueError:
+            raise ToolkitError(
+                f"--shots {shots!r}: {text.strip()!r} is not a whole number; "
+                "use e.g. --shots 1,5,10"
+            ) from None
+        if value < 1:
+            raise ToolkitError(f"--shots {shots!r}: shots must be at least 1, got {value}")
+        budgets.append(Budget("shots", value))
+    for text in (fractions or "").split(","):
+        if not text.strip():
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            raise ToolkitError(
+                f"--fractions {fractions!r}: {text.strip()!r} is not a number"
+            ) from None
+        if not 0 < value <= 1:
+            raise ToolkitError(f"--fractions {fractions!r}: {value} is not in (0, 1]")
+        budgets.append(Budget("fraction", value))
+    if full:
+        budgets.append(Budget("full"))
+    if not budgets:
+        raise ToolkitError("no label budget: pass --shots 1,5,10, --fractions 0.1 or --full")
+    return sorted(set(budgets), key=lambda b: (KIND_ORDER[b.kind], b.value))
+
+
+def budget_seed(dataset: str, budget: Budget, seed: int) -> int:
+    """A stable seed per (dataset, budget, seed), independent of Python's hash randomisation."""
+    digest = hashlib.sha256(f"{dataset}|{budget.kind}|{budget.value}|{seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def draw_support(
+    train_ids: Sequence[str],
+    train_labels: np.ndarray,
+    budget: Budget,
+    *,
+    dataset: str,
+    seed: int,
+    label_names: Sequence[str],
+    allow_fewer: bool = False,
+) -> np.ndarray:
+    """The support set: a sorted array of image ids from the train split.
+
+    train_labels: (N,) class indices, or (N, L) int8 multi-label targets with -1 where unknown;
+    for multi-label, k shots means k known positives and k known negatives per label (their
+    union is the support). Rows are taken in id order before sampling, so two stores of the
+    same dataset agree whatever their row order.
+    """
+    order = np.argsort(np.asarray(train_ids, dtype=object).astype(str), kind="stable")
+    ids = np.asarray(train_ids, dtype=object)[order]
+    labels = np.asarray(train_labels)[order]
+    if not budget.random:
+        return np.sort(ids.astype(str))
+    rng = np.random.default_rng(budget_seed(dataset, budget, seed))
+    strata = _strata(labels, label_names)
+    chosen: list[np.ndarray] = []
+    for name, members in strata:
+        wanted = (
+            int(budget.value)
+            if budget.kind == "shots"
+            else max(1, round(budget.value * len(members)))
+        )
+        if wanted > len(members):
+            if not allow_fewer:
+                flag = "--shots" if budget.kind == "shots" else "--fractions"
+                raise ToolkitError(
+                    f"{budget.label} needs {wanted} training images of {name} in {dataset}, "
+                    f"which has {len(members)}; lower {flag} or pass --allow-fewer"
+                )
+            wanted = len(members)
+        chosen.append(rng.choice(members, size=wanted, replace=False))
+    return np.sort(np.unique(ids[np.concatenate(chosen)].astype(str)))
+
+
+def _strata(labels: np.ndarray, label_names: Sequence[str]) -> list[tuple[str, np.ndarray]]:
+    """(description, row indices) per class, or per (label, positive/negative) for multi-label."""
+    if labels.ndim == 1:
+        return [
+            (
+                f"class {label_names[c] if c < len(label_names) else c!r}",
+                np.flatnonzero(labels == c),
+            )
+            for c in np.unique(labels)
+        ]
+    strata = []
+    for column in range(labels.shape[1]):
+        name = label_names[column] if column < len(label_names) else str(column)
+        for value, word in ((1, "positive"), (0, "negative")):
+            members = np.flatnonzero(labels[:, column] == value)
+            if len(members):
+                strata.append((f"{word} {name!r}", members))
+    return strata

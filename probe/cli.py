@@ -1,0 +1,159 @@
+"""`probe run | report`: few-shot and full-data probes over cached embeddings."""
+
+import json
+import platform
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cache import open_store
+from cache.console import run_app
+from cache.errors import ToolkitError
+from cache.root import CACHE_DIR_ENV, resolve_cache_root
+from probe.backends import BACKENDS
+from probe.budgets import parse_budgets
+from probe.data import select_targets, task_of
+from probe.report import RESULTS_FILE, RUN_FILE, build_report, print_report
+from probe.sweep import METHODS, SweepConfig, draw_supports, run_sweep
+
+app = typer.Typer(
+    help="Probe cached embeddings across label budgets and seeds; compare models.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ToolkitError(f"{flag} {text!r}: expected whole numbers, e.g. 10,20") from None
+
+
+@app.command()
+def run(
+    shots: Annotated[str | None, typer.Option(help="shots per class, e.g. 1,5,10")] = None,
+    fractions: Annotated[
+        str | None, typer.Option(help="fractions of the train split, e.g. 0.01,0.1")
+    ] = None,
+    full: Annotated[bool, typer.Option(help="also probe with every training label")] = False,
+    seeds: Annotated[int, typer.Option(help="support sets drawn per budget")] = 10,
+    models: Annotated[str | None, typer.Option(help="only these models (comma-separated)")] = None,
+    datasets: Annotated[str | None, typer.Option(help="only these datasets")] = None,
+    poolings: Annotated[str | None, typer.Option(help="only these poolings, e.g. cls")] = None,
+    methods: Annotated[str, typer.Option(help=f"probes: {','.join(METHODS)}")] = ",".join(METHODS),
+    knn_k: Annotated[
+        str, typer.Option(help="k for k-NN (list; capped by the support size)")
+    ] = "20",
+    knn_vote: Annotated[str, typer.Option(help="weighted (DINO, T=0.07) | majority")] = "weighted",
+    backend: Annotated[
+        str, typer.Option(help="auto | torch (batched, GPU if present) | sklearn | cuml")
+    ] = "auto",
+    jobs: Annotated[int, typer.Option(help="joblib workers over (store, pooling)")] = 1,
+    allow_fewer: Annotated[
+        bool,
+        typer.Option(help="a class with fewer images than asked gives what it has (and says so)"),
+    ] = False,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help=f"cache root (env {CACHE_DIR_ENV}; default ./embeddings)")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="results folder (default ./results/<timestamp>)")
+    ] = None,
+) -> None:
+    """Fit logistic-regression, k-NN and prototype probes for every complete store, print the
+    tables and write results.csv, supports.json, run.json, report.md and plots."""
+    if backend not in BACKENDS:
+        raise ToolkitError(f"--backend {backend!r}: choose one of {list(BACKENDS)}")
+    config = SweepConfig(
+        budgets=tuple(parse_budgets(shots, fractions, full)),
+        seeds=seeds,
+        methods=tuple(_names(methods) or ()),
+        knn_ks=_ints(knn_k, "--knn-k"),
+        knn_vote=knn_vote,
+        allow_fewer=allow_fewer,
+        backend=backend,
+        jobs=jobs,
+    )
+    root = resolve_cache_root(cache_dir)
+    targets = select_targets(
+        root, models=_names(models), datasets=_names(datasets), poolings=_names(poolings)
+    )
+    supports = draw_supports(targets, config)
+    started = time.perf_counter()
+    console = Console()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        bar = progress.add_task("probing stores x poolings", total=len(targets))
+        rows = run_sweep(
+            targets, supports, config, on_target_done=lambda target: progress.advance(bar)
+        )
+    elapsed = time.perf_counter() - started
+    out_dir = out or Path("results") / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(out_dir / RESULTS_FILE, index=False)
+    (out_dir / "supports.json").write_text(
+        json.dumps(
+            {f"{d}|{b.label}|seed{s}": ids.tolist() for (d, b, s), ids in supports.items()},
+            indent=0,
+        )
+    )
+    stores = {t.path for t in targets}
+    datasets_info = {}
+    for path in sorted(stores):
+        store = open_store(path)
+        datasets_info.setdefault(store.dataset_name, task_of(store))
+    config_dict = asdict(config)
+    config_dict["budgets"] = [b.label for b in config.budgets]
+    (out_dir / RUN_FILE).write_text(
+        json.dumps(
+            {
+                "config": config_dict,
+                "datasets": datasets_info,
+                "stores": [{"path": str(p), "key": open_store(p).key} for p in sorted(stores)],
+                "seconds": round(elapsed, 2),
+                "finished_at": datetime.now(UTC).isoformat(),
+                "versions": {
+                    name: version(name)
+                    for name in ("medprobe", "numpy", "scikit-learn", "torch", "pandas")
+                },
+                "python": platform.python_version(),
+            },
+            indent=1,
+        )
+    )
+    report = build_report(out_dir)
+    print_report(out_dir, console)
+    console.print(f"{len(rows)} result rows in {elapsed:.1f} s -> {out_dir} (report: {report})")
+
+
+@app.command()
+def report(
+    results_dir: Annotated[Path, typer.Argument(help="a folder written by `probe run`")],
+) -> None:
+    """Rebuild report.md, summary.csv, paired.csv and the plots of a results folder, and print
+    the tables."""
+    path = build_report(results_dir)
+    print_report(results_dir, Console())
+    Console().print(f"report: {path}")
+
+
+def main() -> None:
+    run_app(app)

@@ -1,0 +1,243 @@
+"""The sweep: every (store, pooling) x budget x seed x probe, as tidy result rows.
+
+Support sets are drawn once per (dataset, budget, seed) from the first store of each dataset
+(all stores of a dataset hold the same ids, checked in `probe.data`) and looked up by id in every
+store, so each model is scored on exactly the same labelled images.
+"""
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from joblib import Parallel, delayed
+
+from cache import ToolkitError, open_store
+from probe.backends import ProbeInputs, resolve_backend
+from probe.budgets import Budget, draw_support
+from probe.data import ProbeTarget, SplitArrays, read_split, task_of
+from probe.metrics import multilabel_metrics, single_label_metrics
+from probe.neighbors import KNN_KS
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("logreg", "knn", "prototype")
+SupportSets = dict[tuple[str, Budget, int], np.ndarray]
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Everything that decides the numbers of a sweep (it is saved with the results)."""
+
+    budgets: tuple[Budget, ...]
+    seeds: int = 10
+    methods: tuple[str, ...] = METHODS
+    knn_ks: tuple[int, ...] = KNN_KS
+    knn_vote: str = "weighted"
+    allow_fewer: bool = False
+    backend: str = "auto"
+    jobs: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ToolkitError(f"--methods: unknown {unknown}; choose from {list(METHODS)}")
+        if self.seeds < 1:
+            raise ToolkitError(f"--seeds {self.seeds}: must be at least 1")
+        if self.knn_vote not in ("weighted", "majority"):
+            raise ToolkitError(f"--knn-vote {self.knn_vote!r}: choose weighted or majority")
+        if any(k < 1 for k in self.knn_ks):
+            raise ToolkitError(f"--knn-k {list(self.knn_ks)}: every k must be at least 1")
+
+    def seeds_for(self, budget: Budget) -> list[int]:
+        return list(range(self.seeds)) if budget.random else [0]
+
+
+def draw_supports(targets: Sequence[ProbeTarget], config: SweepConfig) -> SupportSets:
+    """Support ids per (dataset, budget, seed), drawn once from each dataset's train split."""
+    supports: SupportSets = {}
+    for dataset in dict.fromkeys(t.dataset for t in targets):
+        store = open_store(next(t.path for t in targets if t.dataset == dataset))
+        ids, labels = store.ids("train"), store.labels("train")
+        mask = store.label_mask("train")
+        if mask is not None:
+            labels = np.where(mask, labels, -1)
+        names = task_of(store)["label_names"]
+        for budget in config.budgets:
+            for seed in config.seeds_for(budget):
+                supports[(dataset, budget, seed)] = draw_support(
+                    ids,
+                    labels,
+                    budget,
+                    dataset=dataset,
+                    seed=seed,
+                    label_names=names,
+                    allow_fewer=config.allow_fewer,
+                )
+    return supports
+
+
+def run_sweep(
+    targets: Sequence[ProbeTarget],
+    supports: SupportSets,
+    config: SweepConfig,
+    *,
+    on_target_done: Callable[[ProbeTarget], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Probe every target; rows of (dataset, model, pooling, method, budget, seed, metric, value).
+
+    Targets fan out over `config.jobs` joblib workers (a Dask or Ray backend carries them to a
+    cluster); within a target, fits are batched by the backend.
+    """
+    tasks = [
+        delayed(probe_target)(t, {k: v for k, v in supports.items() if k[0] == t.dataset}, config)
+        for t in targets
+    ]
+    rows: list[dict[str, Any]] = []
+    results = Parallel(n_jobs=config.jobs, return_as="generator")(tasks)
+    for target, target_rows in zip(targets, results, strict=True):
+        rows += target_rows
+        if on_target_done is not None:
+            on_target_done(target)
+    return rows
+
+
+def probe_target(
+    target: ProbeTarget, supports: SupportSets, config: SweepConfig
+) -> list[dict[str, Any]]:
+    """All budgets, seeds and methods for one (store, pooling)."""
+    store = open_store(target.path)
+    task = task_of(store)
+    train = read_split(store, "train", target.pooling)
+    test = read_split(store, "test", target.pooling)
+    val = read_split(store, "val", target.pooling) if "val" in store.splits else None
+    row_of = {image_id: row for row, image_id in enumerate(train.ids)}
+    backend = resolve_backend(config.backend)
+    rows = []
+    for budget in config.budgets:
+        seeds = config.seeds_for(budget)
+        support_rows = [
+            np.array([row_of[i] for i in supports[(target.dataset, budget, s)]]) for s in seeds
+        ]
+        if task["kind"] == "multilabel":
+            scored = _multilabel(
+                backend, train, test, val, support_rows, seeds, budget, config, task
+            )
+        else:
+            scored = _single_label(
+                backend, train, test, val, support_rows, seeds, budget, config, task
+            )
+        for method, seed, metrics in scored:
+            for metric, value in metrics.items():
+                rows.append(
+                    {
+                        "dataset": target.dataset,
+                        "model": target.model,
+                        "pooling": target.pooling,
+                        "method": method,
+                        "budget": budget.label,
+                        "budget_kind": budget.kind,
+                        "budget_value": budget.value,
+                        "seed": seed,
+                        "metric": metric,
+                        "value": value,
+                    }
+                )
+    return rows
+
+
+def _n_classes(task: dict[str, Any], *label_arrays: np.ndarray) -> int:
+    present = max(int(labels.max()) for labels in label_arrays if len(labels)) + 1
+    return max(len(task["label_names"]), present)
+
+
+def _method_scores(backend, inputs: ProbeInputs, config: SweepConfig):
+    """(method name, class probabilities per seed) for each requested probe."""
+    if "logreg" in config.methods:
+        yield "logreg", backend.logreg(inputs)
+    if "knn" in config.methods:
+        for k in config.knn_ks:
+            name = "knn" if len(config.knn_ks) == 1 else f"knn-k{k}"
+            yield name, backend.knn(inputs, k=k, vote=config.knn_vote)
+    if "prototype" in config.methods:
+        yield "prototype", backend.prototype(inputs)
+
+
+def _single_label(
+    backend,
+    train: SplitArrays,
+    test: SplitArrays,
+    val: SplitArrays | None,
+    support_rows,
+    seeds,
+    budget: Budget,
+    config: SweepConfig,
+    task,
+):
+    n_classes = _n_classes(task, train.labels, test.labels)
+    inputs = ProbeInputs(
+        train=train.embeddings,
+        train_labels=train.labels,
+        supports=support_rows,
+        seeds=seeds,
+        test=test.embeddings,
+        n_classes=n_classes,
+        val=None if val is None else val.embeddings,
+        val_labels=None if val is None else val.labels,
+        use_val=budget.kind == "full",
+    )
+    scored = []
+    for method, per_seed in _method_scores(backend, inputs, config):
+        for seed, scores in zip(seeds, per_seed, strict=True):
+            scored.append((method, seed, single_label_metrics(test.labels, scores, task["kind"])))
+    return scored
+
+
+def _multilabel(
+    backend,
+    train: SplitArrays,
+    test: SplitArrays,
+    val: SplitArrays | None,
+    support_rows,
+    seeds,
+    budget: Budget,
+    config: SweepConfig,
+    task,
+):
+    """One binary probe per label, on the support rows where that label is known."""
+    n_labels = train.labels.shape[1]
+    positive: dict[str, list[np.ndarray]] = {}
+    for column in range(n_labels):
+        known = [rows[train.labels[rows, column] >= 0] for rows in support_rows]
+        if any(len(np.unique(train.labels[rows, column])) < 2 for rows in known):
+            continue  # a support set without both outcomes cannot train this label
+        val_known = None if val is None else val.labels[:, column] >= 0
+        inputs = ProbeInputs(
+            train=train.embeddings,
+            train_labels=np.clip(train.labels[:, column], 0, 1).astype(np.int64),
+            supports=known,
+            seeds=seeds,
+            test=test.embeddings,
+            n_classes=2,
+            val=None if val is None else val.embeddings[val_known],
+            val_labels=None if val is None else val.labels[val_known, column].astype(np.int64),
+            use_val=budget.kind == "full",
+        )
+        for method, per_seed in _method_scores(backend, inputs, config):
+            # NaN marks labels no support set could train; metrics leave them out.
+            stacked = positive.setdefault(
+                method, [np.full((len(test.ids), n_labels), np.nan) for _ in seeds]
+            )
+            for seed_index, scores in enumerate(per_seed):
+                stacked[seed_index][:, column] = scores[:, 1]
+    names = task["label_names"]
+    competition = task.get("competition_labels", ())
+    scored = []
+    for method, per_seed in positive.items():
+        for seed, scores in zip(seeds, per_seed, strict=True):
+            scored.append(
+                (method, seed, multilabel_metrics(test.labels, scores, names, competition))
+            )
+    return scored
