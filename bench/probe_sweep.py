@@ -37,7 +37,8 @@ def write_synthetic_stores(
     splits = ["train"] * n_train + ["test"] * n_test
     rows = RowTable(ids=[f"img{i:06d}.png" for i in range(n_rows)], splits=splits, labels=labels)
     for model, separation in MODEL_SEPARATION.items():
-        means = rng.normal(size=(n_classes, dim)) * separation
+        # Scaled so the task is as hard at 768 dimensions as at 128 (distances grow with √dim).
+        means = rng.normal(size=(n_classes, dim)) * separation * np.sqrt(128 / dim)
         embeddings = (means[labels] + rng.normal(size=(n_rows, dim))).astype(np.float32)
         spec = StoreSpec(
             dataset={"name": "synthetic", "fingerprint": rows.fingerprint()},

@@ -164,25 +164,25 @@ class TorchBackend:
             for w, b in self._fit(pool, final, inputs.n_classes, max_iter)
         ]
 
-    def knn(self, inputs: ProbeInputs, *, k: int, vote: str) -> list[np.ndarray]:
+    def _support_sets(self, inputs: ProbeInputs):
         import torch
 
-        pool, test = self._tensor(inputs.train), self._tensor(inputs.test)
+        pool = self._tensor(inputs.train)
         labels = torch.as_tensor(inputs.train_labels, device=self.device)
-        return [
-            as_numpy(knn_scores(pool[s], labels[s], test, inputs.n_classes, k=k, vote=vote))
-            for s in map(torch.as_tensor, inputs.supports)
-        ]
+        rows = [torch.as_tensor(s, device=self.device) for s in inputs.supports]
+        return [(pool[r], labels[r]) for r in rows]
+
+    def knn(self, inputs: ProbeInputs, *, k: int, vote: str) -> list[np.ndarray]:
+        scores = knn_scores(
+            self._support_sets(inputs), self._tensor(inputs.test), inputs.n_classes, k=k, vote=vote
+        )
+        return [as_numpy(s) for s in scores]
 
     def prototype(self, inputs: ProbeInputs) -> list[np.ndarray]:
-        import torch
-
-        pool, test = self._tensor(inputs.train), self._tensor(inputs.test)
-        labels = torch.as_tensor(inputs.train_labels, device=self.device)
-        return [
-            as_numpy(prototype_scores(pool[s], labels[s], test, inputs.n_classes))
-            for s in map(torch.as_tensor, inputs.supports)
-        ]
+        scores = prototype_scores(
+            self._support_sets(inputs), self._tensor(inputs.test), inputs.n_classes
+        )
+        return [as_numpy(s) for s in scores]
 
 
 class EstimatorBackend:

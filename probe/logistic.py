@@ -2,7 +2,8 @@
 
 A few-shot sweep is thousands of tiny fits (seeds x folds x C values); their arithmetic is
 trivial and their per-fit overhead is not. Here every problem of a sweep step is padded into one
-batch and solved by a single L-BFGS run on the sum of their (independent, convex) objectives.
+batch and solved by one batched L-BFGS (probe.lbfgs) in which each problem keeps its own step
+sizes and stops on its own.
 
 Each problem minimises sklearn's objective, divided by C·n so that values are well scaled:
     mean cross-entropy + ||W||² / (2·C·n)      (intercept not penalised)
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from probe.lbfgs import minimise
 
 if TYPE_CHECKING:  # torch is imported inside functions: `import probe` stays light
     import torch
@@ -108,19 +111,22 @@ def fit_logistic(
     shape = (n_sets, width, n_classes, -1)
     if dual:
         gram = standardised @ standardised.transpose(1, 2) / dim
-        coef = torch.zeros(n_sets, width * n_classes, n_max, device=device)
     else:
         features_by_column = standardised.transpose(1, 2).contiguous()
-        coef = torch.zeros(n_sets, width * n_classes, dim, device=device)
-    intercept = torch.zeros(n_sets, width, n_classes, device=device)
     one_hot = torch.nn.functional.one_hot(targets, n_classes).transpose(1, 2).float()
     one_hot = (one_hot * mask[:, None, :])[:, None]  # (sets, 1, K, rows)
     row_weight = (mask.float() / n_rows[:, None])[:, None, None, :]  # a mean over its own rows
     scale = penalty[:, :, None, None]
+    n_columns = n_max if dual else dim
+    n_coef = n_classes * n_columns
 
-    def closure() -> torch.Tensor:
-        """Objective and its analytic gradient: one batched product with the Gram matrix (dual)
-        or the features (primal) each way, instead of autograd's several."""
+    def objective(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Objective and analytic gradient of every problem: one batched product with the Gram
+        matrix (dual) or the features (primal) each way, instead of autograd's several.
+        flat (sets * width, K * columns + K) -> values (sets * width,), gradients (same shape)."""
+        state = flat.view(n_sets, width, -1)
+        coef = state[:, :, :n_coef].reshape(n_sets, width * n_classes, n_columns)
+        intercept = state[:, :, n_coef:]
         if dual:
             kernel_coef = (coef @ gram).view(shape)
             logits = kernel_coef + intercept[..., None]
@@ -132,26 +138,21 @@ def fit_logistic(
         data_term = -(log_probs * one_hot).sum((2, 3)) / n_rows[:, None]
         residual = (log_probs.exp() - one_hot) * row_weight  # d(data term)/d(logits)
         if dual:
-            step = (residual + scale * coef.view(shape) / dim).view(n_sets, -1, n_max)
-            coef.grad = step @ gram
+            coef_grad = (residual + scale * coef.view(shape) / dim).view(n_sets, -1, n_max) @ gram
         else:
-            coef.grad = residual.reshape(n_sets, -1, n_max) @ standardised + (
+            coef_grad = residual.reshape(n_sets, -1, n_max) @ standardised + (
                 scale * coef.view(shape)
             ).view(n_sets, -1, dim)
-        intercept.grad = residual.sum(3)
-        return (data_term + 0.5 * penalty * squared_norm).sum()
+        grad = torch.cat([coef_grad.reshape(n_sets, width, n_coef), residual.sum(3)], dim=2)
+        values = data_term + 0.5 * penalty * squared_norm
+        return values.reshape(-1), grad.reshape(n_sets * width, -1)
 
-    optimiser = torch.optim.LBFGS(
-        [coef, intercept],
-        lr=1.0,
-        max_iter=max_iter,
-        history_size=10,
-        line_search_fn="strong_wolfe",
-        tolerance_grad=TOLERANCE_GRAD,
-        tolerance_change=1e-10,
-    )
+    start = torch.zeros(n_sets * width, n_coef + n_classes, device=device)
+    solution = minimise(objective, start, max_iter=max_iter, tolerance_grad=TOLERANCE_GRAD)
     with torch.no_grad():
-        optimiser.step(closure)
+        state = solution.view(n_sets, width, -1)
+        coef = state[:, :, :n_coef].reshape(n_sets, width * n_classes, n_columns)
+        intercept = state[:, :, n_coef:]
         weights = (coef @ standardised / dim if dual else coef).view(n_sets, width, n_classes, dim)
         raw_weights = weights / std[:, None, None, :]
         raw_bias = intercept - torch.einsum("ud,ugkd->ugk", mean / std, weights)

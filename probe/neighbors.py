@@ -19,59 +19,81 @@ def _l2_normalise(values: "torch.Tensor") -> "torch.Tensor":
 
 
 def knn_scores(
-    support: "torch.Tensor",
-    support_labels: "torch.Tensor",
+    supports: "list[tuple[torch.Tensor, torch.Tensor]]",
     queries: "torch.Tensor",
     n_classes: int,
     *,
     k: int,
     vote: str = "weighted",
-) -> "torch.Tensor":
-    """Class scores (Q, K) summing to 1 per query.
+) -> "list[torch.Tensor]":
+    """Class scores (Q, K) per support set, each row summing to 1.
 
-    support (S, D), support_labels (S,) int64, queries (Q, D): cosine similarity on
+    supports: (features (S, D), labels (S,) int64) per set; queries (Q, D). Cosine similarity on
     L2-normalised features; the k most similar support images vote, each with weight
-    exp(similarity / 0.07) ('weighted', DINO) or 1 ('majority'). k is capped by S.
+    exp(similarity / 0.07) ('weighted', DINO) or 1 ('majority'); k is capped by S. All sets are
+    compared with the queries in one matrix product.
     """
     import torch
 
-    similarity = _l2_normalise(queries) @ _l2_normalise(support).T
-    k = min(k, support.shape[0])
-    top_similarity, top_index = similarity.topk(k, dim=1)
-    if vote == "weighted":
-        weights = (top_similarity / KNN_TEMPERATURE).exp()
-    elif vote == "majority":
-        weights = torch.ones_like(top_similarity)
-    else:
+    if vote not in ("weighted", "majority"):
         raise ValueError(f"vote={vote!r}; expected 'weighted' or 'majority'")
-    votes = torch.zeros(queries.shape[0], n_classes, device=queries.device)
-    votes.scatter_add_(1, support_labels[top_index], weights)
-    return votes / votes.sum(1, keepdim=True)
+    similarity = _l2_normalise(queries) @ _l2_normalise(torch.cat([f for f, _ in supports])).T
+    scores = []
+    start = 0
+    for features, labels in supports:
+        block = similarity[:, start : start + len(features)]
+        start += len(features)
+        top_similarity, top_index = block.topk(min(k, len(features)), dim=1)
+        weights = (
+            (top_similarity / KNN_TEMPERATURE).exp()
+            if vote == "weighted"
+            else torch.ones_like(top_similarity)
+        )
+        votes = torch.zeros(len(queries), n_classes, device=queries.device)
+        votes.scatter_add_(1, labels[top_index], weights)
+        scores.append(votes / votes.sum(1, keepdim=True))
+    return scores
 
 
 def prototype_scores(
-    support: "torch.Tensor",
-    support_labels: "torch.Tensor",
+    supports: "list[tuple[torch.Tensor, torch.Tensor]]",
     queries: "torch.Tensor",
     n_classes: int,
-) -> "torch.Tensor":
-    """Class scores (Q, K): softmax of negative distances to the class means, SimpleShot's CL2N.
+) -> "list[torch.Tensor]":
+    """Class scores (Q, K) per support set: softmax of negative distances to the class means,
+    SimpleShot's CL2N (features centred on the support mean, then L2-normalised).
 
-    Features are centred on the support mean and L2-normalised; a class with no support image
-    gets score 0.
+    The queries are centred and normalised per set without copying them: with c the centre and
+    p a prototype, |q - c|, (q - c).p and so the distances follow from q.c and q.p, one matrix
+    product for all sets. A class with no support image gets score 0.
     """
     import torch
 
-    centre = support.mean(0, keepdim=True)
-    support_n = _l2_normalise(support - centre)
-    queries_n = _l2_normalise(queries - centre)
-    present = torch.bincount(support_labels, minlength=n_classes)
-    sums = torch.zeros(n_classes, support.shape[1], device=support.device)
-    sums.index_add_(0, support_labels, support_n)
-    prototypes = sums / present.clamp_min(1)[:, None]
-    distances = torch.cdist(queries_n, prototypes)
-    distances[:, present == 0] = float("inf")
-    return torch.softmax(-distances, dim=1)
+    centres, prototypes, present = [], [], []
+    for features, labels in supports:
+        centre = features.mean(0)
+        normalised = _l2_normalise(features - centre)
+        sums = torch.zeros(n_classes, features.shape[1], device=features.device)
+        sums.index_add_(0, labels, normalised)
+        counts = torch.bincount(labels, minlength=n_classes)
+        centres.append(centre)
+        prototypes.append(sums / counts.clamp_min(1)[:, None])
+        present.append(counts > 0)
+    stacked = torch.cat([torch.stack(centres), torch.cat(prototypes)])  # (sets + sets*K, D)
+    products = queries @ stacked.T
+    query_norms = (queries**2).sum(1, keepdim=True)
+    n_sets = len(supports)
+    scores = []
+    for i in range(n_sets):
+        centre, protos = centres[i], prototypes[i]
+        q_dot_c = products[:, i : i + 1]
+        q_dot_p = products[:, n_sets + i * n_classes : n_sets + (i + 1) * n_classes]
+        centred_norm = (query_norms - 2 * q_dot_c + centre @ centre).clamp_min(1e-24).sqrt()
+        cosine_part = (q_dot_p - protos @ centre) / centred_norm
+        squared = (1 - 2 * cosine_part + (protos**2).sum(1)).clamp_min(0)
+        distances = squared.sqrt().masked_fill(~present[i], float("inf"))
+        scores.append(torch.softmax(-distances, dim=1))
+    return scores
 
 
 def as_numpy(values: "torch.Tensor") -> np.ndarray:
