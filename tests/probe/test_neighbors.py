@@ -28,9 +28,8 @@ def inputs(seed: int = 0) -> ProbeInputs:
 def test_uniform_vote_knn_agrees_with_sklearn_cosine():
     data = inputs()
     support = data.supports[0]
-    scores = knn_scores(
-        torch.tensor(data.train[support]),
-        torch.tensor(data.train_labels[support]),
+    (scores,) = knn_scores(
+        [(torch.tensor(data.train[support]), torch.tensor(data.train_labels[support]))],
         torch.tensor(data.test),
         4,
         k=5,
