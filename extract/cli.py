@@ -188,24 +188,24 @@ def run(
 def models(
     check: Annotated[
         str | None,
-        typer.Option(
-            help="build NAME's architecture offline (random weights) and run one forward pass"
-        ),
+        typer.Option(help="build NAME's architecture offline (random weights), one forward pass"),
     ] = None,
+    costs: Annotated[
+        bool, typer.Option(help="add parameters and GFLOPs per image (counted on 'meta')")
+    ] = False,
 ) -> None:
     """Table of the registry: source, checkpoint, input, poolings, embedding size."""
     from extract.models.describe import check_model, describe_models
 
     console = Console()
     if check is not None:
-        result = check_model(check)
-        for key, value in result.items():
+        for key, value in check_model(check).items():
             console.print(f"{key:>16}: {value}")
         return
-    rows = describe_models()
+    rows = describe_models(with_costs=costs)
     table = Table(title="models (any other: timm:NAME, hf:ORG/NAME, open_clip:ARCH/TAG)")
     for column in rows[0]:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(str(v) for v in row.values()))
     console.print(table)

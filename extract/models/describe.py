@@ -1,0 +1,68 @@
+"""What `extract models` shows: the registry as rows, and an offline check of one entry."""
+
+from typing import Any
+
+import torch
+
+from extract.models.backbone import Backbone
+from extract.models.registry import build_backbone, default_registry, resolve_model
+from extract.models.spec import ModelSpec
+
+
+def _input(spec: ModelSpec) -> str:
+    p = spec.preprocessing
+    geometry = "squash" if p.crop == "none" else f"crop from {p.resize_size}"
+    return f"{p.input_size} px ({geometry}, {p.interpolation})"
+
+
+def describe_models(*, with_costs: bool = False) -> list[dict[str, Any]]:
+    """One row per registry entry; `with_costs` adds parameters and GFLOPs per image, counted
+    on the meta device (no weights are allocated or downloaded)."""
+    rows = []
+    for spec in default_registry().specs():
+        row = {
+            "name": spec.name,
+            "source": spec.source,
+            "checkpoint": spec.checkpoint,
+            "input": _input(spec),
+            "poolings": ",".join(spec.poolings),
+            "dim": spec.embed_dim or "?",
+        }
+        if with_costs:
+            params, gflops = model_costs(spec)
+            row["params (M)"] = f"{params / 1e6:.1f}"
+            row["GFLOPs"] = f"{gflops:.1f}"
+        row["reads"] = spec.reproduces
+        rows.append(row)
+    return rows
+
+
+def model_costs(spec: ModelSpec) -> tuple[int, float]:
+    """(parameters, GFLOPs for one image at the spec's input size), on the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        backbone = build_backbone(spec, pretrained=False)
+        side = spec.preprocessing.input_size
+        with FlopCounterMode(display=False) as counter:
+            backbone(torch.zeros(1, 3, side, side))
+    return sum(p.numel() for p in backbone.parameters()), counter.get_total_flops() / 1e9
+
+
+def check_model(name: str) -> dict[str, Any]:
+    """Build `name`'s architecture offline (random weights) and run one forward pass at its
+    input size: the embedding size of every pooling, against the size the registry states."""
+    spec = resolve_model(name)
+    backbone: Backbone = build_backbone(spec, pretrained=False)
+    dims = backbone.embed_dims(spec.preprocessing.input_size)
+    stated = spec.embed_dim
+    verdict = "ok" if stated is None or all(d == stated for d in dims.values()) else "MISMATCH"
+    return {
+        "name": spec.name,
+        "checkpoint": spec.checkpoint,
+        "input": _input(spec),
+        "embedding dims": dims,
+        "registry says": stated or "-",
+        "check": verdict,
+        "parameters": f"{sum(p.numel() for p in backbone.parameters()) / 1e6:.1f} M",
+    }

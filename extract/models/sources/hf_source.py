@@ -1,0 +1,109 @@
+"""Models built by Hugging Face transformers (BLIP's image encoder, RAD-DINO, any hf: name).
+
+`hf:ORG/NAME` resolves through the hub cache, so HF_HUB_OFFLINE=1 works once a model was
+downloaded; a local directory written by `save_pretrained` works anywhere.
+"""
+
+import json
+from pathlib import Path
+
+from cache.errors import ToolkitError
+from extract.models.backbone import Backbone, pool_feature_map, pool_tokens
+from extract.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, Preprocessing
+
+# PIL resample codes as transformers stores them in preprocessor_config.json.
+PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
+
+
+def _offline_hint(repo: str) -> str:
+    return (
+        f"Offline? Download it once with `hf download {repo}` on a machine with internet and "
+        "copy ~/.cache/huggingface, or pass a local save_pretrained directory."
+    )
+
+
+def read_preprocessor_config(repo_or_dir: str) -> dict:
+    """The repo's preprocessor_config.json, from a local directory or the hub (cache)."""
+    local = Path(repo_or_dir)
+    if local.is_dir():
+        path = local / "preprocessor_config.json"
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = Path(hf_hub_download(repo_or_dir, "preprocessor_config.json"))
+        except Exception as error:  # the hub raises several types for "not reachable/not found"
+            raise ToolkitError(
+                f"no preprocessor config for {repo_or_dir!r} ({error}). "
+                f"{_offline_hint(repo_or_dir)}"
+            ) from error
+    if not path.is_file():
+        raise ToolkitError(
+            f"{path} is missing: an hf model directory needs the preprocessor "
+            "config saved beside the weights (processor.save_pretrained)"
+        )
+    return json.loads(path.read_text())
+
+
+def hf_preprocessing(config: dict) -> Preprocessing:
+    """Size, crop, mean, std and interpolation from an image processor's config."""
+    size = config.get("size", 224)
+    if isinstance(size, dict):
+        size = size.get("shortest_edge") or size.get("height") or 224
+    crop = config.get("crop_size", size)
+    if isinstance(crop, dict):
+        crop = crop.get("height") or size
+    center_crop = bool(config.get("do_center_crop", False))
+    input_size = int(crop if center_crop else size)
+    return Preprocessing(
+        input_size=input_size,
+        resize_size=int(size) if center_crop else input_size,
+        mean=tuple(config.get("image_mean", IMAGENET_MEAN)),
+        std=tuple(config.get("image_std", IMAGENET_STD)),
+        interpolation=PIL_RESAMPLE.get(int(config.get("resample", 3)), "bicubic"),
+        crop="center" if center_crop else "none",
+    )
+
+
+def hf_spec(repo_or_dir: str) -> ModelSpec:
+    """A spec for any transformers vision model: CLS and patch-token mean of the last layer."""
+    return ModelSpec(
+        name=f"hf:{repo_or_dir}",
+        source="hf",
+        checkpoint=repo_or_dir,
+        preprocessing=hf_preprocessing(read_preprocessor_config(repo_or_dir)),
+        poolings=("cls", "mean"),
+        reproduces="last hidden state: the class token, and the mean of the patch tokens",
+    )
+
+
+def _pool(encoder, images):
+    outputs = encoder(pixel_values=images)
+    hidden = outputs.last_hidden_state
+    if hidden.ndim == 4:  # convolutional encoders: (B, C, H, W)
+        pooled = pool_feature_map(hidden)
+    else:
+        prefix = 1 + int(getattr(encoder.config, "num_register_tokens", 0) or 0)
+        pooled = pool_tokens(hidden, num_prefix_tokens=prefix)
+    if getattr(outputs, "pooler_output", None) is not None:
+        pooled["pooled"] = outputs.pooler_output.flatten(1)
+    return pooled
+
+
+def build_hf(spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Backbone:
+    """AutoModel from the hub id or a local directory (`--weights DIR`); composite models
+    (BLIP, CLIP) contribute their `vision_model` only."""
+    from transformers import AutoConfig, AutoModel
+
+    source = str(weights) if weights is not None else spec.checkpoint
+    try:
+        if pretrained or weights is not None:
+            model = AutoModel.from_pretrained(source)
+        else:
+            model = AutoModel.from_config(AutoConfig.from_pretrained(source))
+    except OSError as error:
+        raise ToolkitError(
+            f"could not load {spec.name} from {source!r}: {error}. {_offline_hint(spec.checkpoint)}"
+        ) from error
+    encoder = getattr(model, "vision_model", model)
+    return Backbone(encoder, _pool, spec.poolings)

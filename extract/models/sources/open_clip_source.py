@@ -1,0 +1,66 @@
+"""Models built by open_clip (OpenCLIP, CoCa, BiomedCLIP): the pooled image embedding."""
+
+from pathlib import Path
+
+from cache.errors import ToolkitError
+from extract.models.backbone import Backbone
+from extract.models.spec import CLIP_MEAN, CLIP_STD, ModelSpec, Preprocessing
+
+
+def open_clip_preprocessing(arch: str, tag: str) -> Preprocessing:
+    """open_clip's own eval transform: shorter side to the image size, centre crop, its mean
+    and std (OpenAI's unless the pretrained tag says otherwise), bicubic."""
+    import open_clip
+
+    config = open_clip.get_model_config(arch)
+    if config is None:
+        raise ToolkitError(f"open_clip knows no architecture {arch!r}; see open_clip.list_models()")
+    size = config["vision_cfg"]["image_size"]
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    pretrained = open_clip.get_pretrained_cfg(arch, tag) if tag else {}
+    return Preprocessing(
+        input_size=int(size),
+        resize_size=int(size),
+        mean=tuple(pretrained.get("mean") or CLIP_MEAN),
+        std=tuple(pretrained.get("std") or CLIP_STD),
+        interpolation=pretrained.get("interpolation") or "bicubic",
+    )
+
+
+def open_clip_spec(name: str) -> ModelSpec:
+    """`ARCH/TAG` (e.g. ViT-B-16/laion2b_s34b_b88k) or `hf-hub:ORG/NAME`."""
+    arch, _, tag = name.partition("/") if not name.startswith("hf-hub:") else (name, "", "")
+    return ModelSpec(
+        name=f"open_clip:{name}",
+        source="open_clip",
+        checkpoint=name,
+        preprocessing=open_clip_preprocessing(arch, tag)
+        if not name.startswith("hf-hub:")
+        else Preprocessing(224, 224, CLIP_MEAN, CLIP_STD),
+        poolings=("pooled",),
+        reproduces="the model's pooled image embedding (encode_image, before normalisation)",
+    )
+
+
+def _pool(encoder, images):
+    return {"pooled": encoder.encode_image(images, normalize=False)}
+
+
+def build_open_clip(spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Backbone:
+    """open_clip.create_model with the tag, or a local checkpoint file (`--weights FILE`)."""
+    import open_clip
+
+    if spec.checkpoint.startswith("hf-hub:"):
+        arch, tag = spec.checkpoint, None
+    else:
+        arch, _, tag = spec.checkpoint.partition("/")
+    source = str(weights) if weights is not None else (tag if pretrained else None)
+    try:
+        model = open_clip.create_model(arch, pretrained=source or None)
+    except (OSError, RuntimeError, ValueError) as error:
+        raise ToolkitError(
+            f"could not load {spec.name} ({spec.checkpoint}): {error}. Offline? Put the "
+            "checkpoint in the Hugging Face cache on a machine with internet, or pass "
+            "--weights FILE (an open_clip state dict)."
+        ) from error
+    return Backbone(model, _pool, spec.poolings)
