@@ -1,5 +1,11 @@
 """Shared fixtures: every test gets its own cache root, and nothing reaches a model hub."""
 
+import os
+
+# huggingface_hub reads these once, at import: they must be set before anything imports it.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
 import pytest
 
 from cache.root import CACHE_DIR_ENV

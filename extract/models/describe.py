@@ -16,8 +16,9 @@ def _input(spec: ModelSpec) -> str:
 
 
 def describe_models(*, with_costs: bool = False) -> list[dict[str, Any]]:
-    """One row per registry entry; `with_costs` adds parameters and GFLOPs per image, counted
-    on the meta device (no weights are allocated or downloaded)."""
+    """One row per registry entry (what each reads is in docs/models.md and `--check`);
+    `with_costs` adds parameters and GFLOPs per image, counted on the meta device (no weights
+    are allocated or downloaded)."""
     rows = []
     for spec in default_registry().specs():
         row = {
@@ -32,7 +33,6 @@ def describe_models(*, with_costs: bool = False) -> list[dict[str, Any]]:
             params, gflops = model_costs(spec)
             row["params (M)"] = f"{params / 1e6:.1f}"
             row["GFLOPs"] = f"{gflops:.1f}"
-        row["reads"] = spec.reproduces
         rows.append(row)
     return rows
 
@@ -60,6 +60,7 @@ def check_model(name: str) -> dict[str, Any]:
     return {
         "name": spec.name,
         "checkpoint": spec.checkpoint,
+        "reads": spec.reproduces,
         "input": _input(spec),
         "embedding dims": dims,
         "registry says": stated or "-",
