@@ -117,7 +117,7 @@ def build_report(out_dir: Path) -> Path:
         lines += [
             f"## {dataset} — headline metric: {metric}",
             "",
-            headline_table(part, metric).to_markdown(),
+            headline_table(part, metric).reset_index().to_markdown(index=False),
             "",
         ]
         plot = out_dir / f"{dataset}_{metric}.png"
