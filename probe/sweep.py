@@ -6,7 +6,7 @@ store, so each model is scored on exactly the same labelled images.
 """
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +14,7 @@ import numpy as np
 from joblib import Parallel, delayed
 
 from cache import ToolkitError, open_store
-from probe.backends import ProbeInputs, resolve_backend
+from probe.backends import EstimatorBackend, ProbeInputs, TorchBackend, resolve_backend
 from probe.budgets import Budget, draw_support
 from probe.data import ProbeTarget, SplitArrays, read_split, task_of
 from probe.metrics import multilabel_metrics, single_label_metrics
@@ -104,6 +104,22 @@ def run_sweep(
     return rows
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One (store, pooling, budget): its splits and the support rows of each seed."""
+
+    train: SplitArrays
+    test: SplitArrays
+    val: SplitArrays | None
+    support_rows: list[np.ndarray]
+    seeds: list[int]
+    budget: Budget
+    task: dict[str, Any]
+
+
+Scored = list[tuple[str, int, dict[str, float]]]
+
+
 def probe_target(
     target: ProbeTarget, supports: SupportSets, config: SweepConfig
 ) -> list[dict[str, Any]]:
@@ -121,14 +137,9 @@ def probe_target(
         support_rows = [
             np.array([row_of[i] for i in supports[(target.dataset, budget, s)]]) for s in seeds
         ]
-        if task["kind"] == "multilabel":
-            scored = _multilabel(
-                backend, train, test, val, support_rows, seeds, budget, config, task
-            )
-        else:
-            scored = _single_label(
-                backend, train, test, val, support_rows, seeds, budget, config, task
-            )
+        step = _Step(train, test, val, support_rows, seeds, budget, task)
+        score = _multilabel if task["kind"] == "multilabel" else _single_label
+        scored = score(backend, step, config)
         for method, seed, metrics in scored:
             for metric, value in metrics.items():
                 rows.append(
@@ -153,7 +164,9 @@ def _n_classes(task: dict[str, Any], *label_arrays: np.ndarray) -> int:
     return max(len(task["label_names"]), present)
 
 
-def _method_scores(backend, inputs: ProbeInputs, config: SweepConfig):
+def _method_scores(
+    backend: TorchBackend | EstimatorBackend, inputs: ProbeInputs, config: SweepConfig
+) -> Iterator[tuple[str, list[np.ndarray]]]:
     """(method name, class probabilities per seed) for each requested probe."""
     if "logreg" in config.methods:
         yield "logreg", backend.logreg(inputs)
@@ -166,51 +179,38 @@ def _method_scores(backend, inputs: ProbeInputs, config: SweepConfig):
 
 
 def _single_label(
-    backend,
-    train: SplitArrays,
-    test: SplitArrays,
-    val: SplitArrays | None,
-    support_rows,
-    seeds,
-    budget: Budget,
-    config: SweepConfig,
-    task,
-):
-    n_classes = _n_classes(task, train.labels, test.labels)
+    backend: TorchBackend | EstimatorBackend, step: _Step, config: SweepConfig
+) -> Scored:
+    train, test, val = step.train, step.test, step.val
+    n_classes = _n_classes(step.task, train.labels, test.labels)
     inputs = ProbeInputs(
         train=train.embeddings,
         train_labels=train.labels,
-        supports=support_rows,
-        seeds=seeds,
+        supports=step.support_rows,
+        seeds=step.seeds,
         test=test.embeddings,
         n_classes=n_classes,
         val=None if val is None else val.embeddings,
         val_labels=None if val is None else val.labels,
-        use_val=budget.kind == "full",
+        use_val=step.budget.kind == "full",
     )
     scored = []
     for method, per_seed in _method_scores(backend, inputs, config):
-        for seed, scores in zip(seeds, per_seed, strict=True):
-            scored.append((method, seed, single_label_metrics(test.labels, scores, task["kind"])))
+        for seed, scores in zip(step.seeds, per_seed, strict=True):
+            metrics = single_label_metrics(test.labels, scores, step.task["kind"])
+            scored.append((method, seed, metrics))
     return scored
 
 
 def _multilabel(
-    backend,
-    train: SplitArrays,
-    test: SplitArrays,
-    val: SplitArrays | None,
-    support_rows,
-    seeds,
-    budget: Budget,
-    config: SweepConfig,
-    task,
-):
+    backend: TorchBackend | EstimatorBackend, step: _Step, config: SweepConfig
+) -> Scored:
     """One binary probe per label, on the support rows where that label is known."""
+    train, test, val, seeds, task = step.train, step.test, step.val, step.seeds, step.task
     n_labels = train.labels.shape[1]
     positive: dict[str, list[np.ndarray]] = {}
     for column in range(n_labels):
-        known = [rows[train.labels[rows, column] >= 0] for rows in support_rows]
+        known = [rows[train.labels[rows, column] >= 0] for rows in step.support_rows]
         if any(len(np.unique(train.labels[rows, column])) < 2 for rows in known):
             continue  # a support set without both outcomes cannot train this label
         val_known = None if val is None else val.labels[:, column] >= 0
@@ -223,7 +223,7 @@ def _multilabel(
             n_classes=2,
             val=None if val is None else val.embeddings[val_known],
             val_labels=None if val is None else val.labels[val_known, column].astype(np.int64),
-            use_val=budget.kind == "full",
+            use_val=step.budget.kind == "full",
         )
         for method, per_seed in _method_scores(backend, inputs, config):
             # NaN marks labels no support set could train; metrics leave them out.
