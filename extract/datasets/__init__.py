@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from cache.errors import ToolkitError
+from extract.datasets.aptos2019 import Aptos2019Dataset
 from extract.datasets.base import ImageDataset, TaskInfo
 from extract.datasets.csv_list import CsvDataset
 from extract.datasets.digits import DigitsDataset
 from extract.datasets.folder import FolderDataset
+from extract.datasets.isic2019 import Isic2019Dataset
+from extract.datasets.medmnist import MedMnistDataset
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,11 @@ class DatasetEntry:
 DATASETS: dict[str, DatasetEntry] = {
     "folder": DatasetEntry(FolderDataset, "<class>/<img> or {train,val,test}/<class>/<img>"),
     "csv": DatasetEntry(CsvDataset, "a CSV with path,label[,split][,group]"),
+    "isic2019": DatasetEntry(
+        Isic2019Dataset, "ISIC_2019_Training_Input/*.jpg + ISIC_2019_Training_GroundTruth.csv"
+    ),
+    "aptos2019": DatasetEntry(Aptos2019Dataset, "train.csv + train_images/<id_code>.png"),
+    "medmnist": DatasetEntry(MedMnistDataset, "<flag>[_<size>].npz (official splits)"),
     "digits": DatasetEntry(
         DigitsDataset, "scikit-learn's bundled 8x8 digits (no files)", needs_data_dir=False
     ),
