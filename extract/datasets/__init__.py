@@ -9,6 +9,7 @@ from typing import Any
 from cache.errors import ToolkitError
 from extract.datasets.aptos2019 import Aptos2019Dataset
 from extract.datasets.base import ImageDataset, TaskInfo
+from extract.datasets.chexpert import CheXpertDataset
 from extract.datasets.csv_list import CsvDataset
 from extract.datasets.digits import DigitsDataset
 from extract.datasets.folder import FolderDataset
@@ -32,6 +33,7 @@ DATASETS: dict[str, DatasetEntry] = {
         Isic2019Dataset, "ISIC_2019_Training_Input/*.jpg + ISIC_2019_Training_GroundTruth.csv"
     ),
     "aptos2019": DatasetEntry(Aptos2019Dataset, "train.csv + train_images/<id_code>.png"),
+    "chexpert": DatasetEntry(CheXpertDataset, "train.csv, valid.csv, train/ and valid/ trees"),
     "medmnist": DatasetEntry(MedMnistDataset, "<flag>[_<size>].npz (official splits)"),
     "digits": DatasetEntry(
         DigitsDataset, "scikit-learn's bundled 8x8 digits (no files)", needs_data_dir=False

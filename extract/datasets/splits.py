@@ -13,7 +13,9 @@ def _allocate(n_items: int, fractions: Sequence[float]) -> list[int]:
     """Counts per split summing to n_items, by largest remainder (val/test first when tied)."""
     exact = np.asarray(fractions, dtype=float) * n_items
     counts = np.floor(exact).astype(int)
-    order = np.argsort(-(exact - counts), kind="stable")
+    # Largest remainder first; on a tie the later split (test, then val) gets the image, so a
+    # small stratum still reaches val and test.
+    order = np.lexsort((-np.arange(len(counts)), -(exact - counts)))
     for i in order[: n_items - counts.sum()]:
         counts[i] += 1
     return counts.tolist()

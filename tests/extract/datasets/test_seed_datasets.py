@@ -157,3 +157,86 @@ def test_real_fundus_photo_through_the_aptos_reader(tmp_path):
     dataset = build_dataset("aptos2019", root)
     row = dataset.rows.ids.index("train_images/000c1434d8d7.png")
     assert dataset.read_image(row).size == skimage_data.retina().shape[1::-1]
+
+
+CHEXPERT_HEADER = [
+    "Path",
+    "Sex",
+    "Age",
+    "Frontal/Lateral",
+    "AP/PA",
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+]
+
+
+def write_chexpert(root, n_patients=30):
+    """CheXpert-v1.0-small as unpacked: Paths start with the folder's own name."""
+    rng = np.random.default_rng(0)
+    tables = {"train": [], "valid": []}
+    for p in range(n_patients):
+        split = "valid" if p >= n_patients - 5 else "train"
+        for view, side in (("view1_frontal", "Frontal"), ("view2_lateral", "Lateral")):
+            relative = f"{split}/patient{p:05d}/study1/{view}.jpg"
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("L", (16, 20), p).save(root / relative)
+            codes = rng.choice(["1.0", "0.0", "-1.0", ""], size=14).tolist()
+            tables[split].append(
+                [f"CheXpert-v1.0-small/{relative}", "Male", "60", side, "AP", *codes]
+            )
+    for split, rows in tables.items():
+        write_csv(root / f"{split}.csv", CHEXPERT_HEADER, rows)
+    return root
+
+
+@pytest.mark.parametrize("policy", ["zeros", "ones", "ignore"])
+def test_chexpert_uncertainty_policies_and_masks(tmp_path, policy):
+    root = write_chexpert(tmp_path / "CheXpert-v1.0-small")
+    dataset = build_dataset("chexpert", root, uncertain=policy)
+    raw = list(csv.reader((root / "train.csv").read_text().splitlines()))[1:]
+    first = raw[0][5:]
+    row = dataset.rows.ids.index(raw[0][0].split("/", 1)[1])
+    labels, known = dataset.rows.labels[row], dataset.rows.label_mask[row]
+    for value, label, is_known in zip(first, labels, known, strict=True):
+        if value == "-1.0":
+            assert label == (1 if policy == "ones" else 0)
+            assert is_known == (policy != "ignore")
+        else:
+            assert label == (1 if value == "1.0" else 0) and is_known
+    assert dataset.task.headline_metric == "mean_auroc"
+    assert "Edema" in dataset.task.competition_labels
+
+
+def test_chexpert_splits_follow_patients_and_the_official_valid_set(tmp_path):
+    root = write_chexpert(tmp_path / "CheXpert-v1.0-small")
+    dataset = build_dataset("chexpert", root, frontal_only=True)
+    assert all("frontal" in i for i in dataset.rows.ids)
+    split_of: dict[str, set[str]] = {}
+    for group, split, image_id in zip(
+        dataset.rows.groups, dataset.rows.splits, dataset.rows.ids, strict=True
+    ):
+        split_of.setdefault(group, set()).add(split)
+        assert (split == "test") == image_id.startswith("valid/")
+    assert all(len(s) == 1 for s in split_of.values())
+    assert Counter(dataset.rows.splits) == {"train": 22, "val": 3, "test": 5}
+
+
+def test_chexpert_bad_label_value_names_the_line(tmp_path):
+    root = write_chexpert(tmp_path / "CheXpert-v1.0-small", n_patients=8)
+    rows = list(csv.reader((root / "valid.csv").read_text().splitlines()))
+    rows[2][9] = "maybe"
+    write_csv(root / "valid.csv", rows[0], rows[1:])
+    with pytest.raises(ToolkitError, match=r"valid.csv, line 3: Lung Lesion = 'maybe'"):
+        build_dataset("chexpert", root)

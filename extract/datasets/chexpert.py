@@ -1,0 +1,140 @@
+"""CheXpert (full or -small) as downloaded: 14 observations, multi-label, mean AUROC headline.
+
+    <root>/train.csv, <root>/valid.csv     Path,Sex,Age,Frontal/Lateral,AP/PA,<14 observations>
+    <root>/train/patient00001/study1/view1_frontal.jpg …
+
+`Path` starts with the download's folder name (CheXpert-v1.0-small/train/…); ids drop it, so
+they are relative to <root>. Labels are 1.0, 0.0, -1.0 (uncertain) or blank (not mentioned,
+read as 0). Uncertain labels follow `uncertain`: "zeros" (default, as the published studies),
+"ones", or "ignore" (masked out of training and scoring). The official train set is used for
+training with 10% of its patients carved out as val (seed 42); the official valid set is the
+test set. Patients never straddle splits.
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image
+
+from cache.errors import ToolkitError
+from cache.rows import RowTable
+from extract.datasets.base import ImageDataset, TaskInfo
+from extract.datasets.images import open_image
+from extract.datasets.isic2019 import read_csv_rows
+from extract.datasets.splits import stratified_split
+
+CHEXPERT_LABELS = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
+COMPETITION_LABELS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+UNCERTAIN_POLICIES = ("zeros", "ones", "ignore")
+# Blank means "not mentioned in the report", read as negative, as the CheXpert paper does.
+LABEL_CODES = {"": 0, "0": 0, "0.0": 0, "1": 1, "1.0": 1, "-1": -1, "-1.0": -1}
+VAL_FRACTION = 0.1
+PATIENT = re.compile(r"(patient\d+)")
+
+
+@dataclass
+class CheXpertDataset(ImageDataset):
+    """CheXpert's train.csv (train and carved val) and valid.csv (test)."""
+
+    uncertain: str = "zeros"
+    frontal_only: bool = False
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.uncertain not in UNCERTAIN_POLICIES:
+            raise ToolkitError(
+                f"uncertain={self.uncertain!r}: choose one of {list(UNCERTAIN_POLICIES)}"
+            )
+        ids, labels, masks, groups, official = [], [], [], [], []
+        for table_name, split in (("train.csv", "train"), ("valid.csv", "test")):
+            table = self.root / table_name
+            for line, record in enumerate(
+                read_csv_rows(table, ("Path", "Frontal/Lateral", *CHEXPERT_LABELS)), start=2
+            ):
+                if self.frontal_only and record["Frontal/Lateral"] != "Frontal":
+                    continue
+                image_id = PurePosixPath(*PurePosixPath(record["Path"]).parts[1:]).as_posix()
+                patient = PATIENT.search(record["Path"])
+                if patient is None:
+                    raise ToolkitError(
+                        f"{table}, line {line}: no patient id in Path {record['Path']!r}"
+                    )
+                row, known = self._labels(record, table, line)
+                ids.append(image_id)
+                labels.append(row)
+                masks.append(known)
+                groups.append(patient.group(1))
+                official.append(split)
+        absent = [i for i in ids if not (self.root / i).is_file()]
+        if absent:
+            raise ToolkitError(
+                f"{len(absent)} image(s) listed in train.csv/valid.csv are not "
+                f"under {self.root}: {absent[:5]}"
+            )
+        splits = np.asarray(official, dtype=object)
+        train = np.flatnonzero(splits == "train")
+        carved = stratified_split(
+            np.zeros(len(train), dtype=np.int64),
+            fractions=(1 - VAL_FRACTION, VAL_FRACTION, 0.0),
+            seed=self.seed,
+            groups=[groups[i] for i in train],
+        )
+        splits[train] = carved
+        self.rows = RowTable(
+            ids=ids,
+            splits=splits.astype(str).tolist(),
+            labels=np.asarray(labels, dtype=np.int8),
+            label_mask=np.asarray(masks, dtype=bool),
+            groups=groups,
+        )
+        self.task = TaskInfo(
+            kind="multilabel",
+            label_names=CHEXPERT_LABELS,
+            headline_metric="mean_auroc",
+            competition_labels=COMPETITION_LABELS,
+        )
+        self.options.update(
+            uncertain=self.uncertain, frontal_only=self.frontal_only, split_seed=self.seed
+        )
+        self.info["split"] = (
+            f"official train ({1 - VAL_FRACTION:.0%} of patients) / val "
+            f"({VAL_FRACTION:.0%} of train patients, seed {self.seed}) / "
+            "official valid as test"
+        )
+
+    def _labels(self, record: dict[str, str], table: Path, line: int) -> tuple[list, list]:
+        values, known = [], []
+        for name in CHEXPERT_LABELS:
+            text = (record[name] or "").strip()
+            if text not in LABEL_CODES:
+                raise ToolkitError(
+                    f"{table}, line {line}: {name} = {text!r}; expected 1.0, 0.0, -1.0 or blank"
+                )
+            code = LABEL_CODES[text]
+            if code == -1:  # uncertain
+                values.append(1 if self.uncertain == "ones" else 0)
+                known.append(self.uncertain != "ignore")
+            else:
+                values.append(code)
+                known.append(True)
+        return values, known
+
+    def read_image(self, row: int, *, min_side: int | None = None) -> Image.Image:
+        return open_image(self.root / self.rows.ids[row], min_side=min_side)
