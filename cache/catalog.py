@@ -11,6 +11,7 @@ import numpy as np
 
 from cache.errors import ToolkitError
 from cache.key import StoreSpec
+from cache.lock import StoreLock
 from cache.reader import Store, open_store
 from cache.schema import EMBEDDINGS_GROUP, JOURNAL_SUFFIX, STORE_SUFFIX
 from cache.writer import contiguous_parts, journal_dir, lock_path, store_path
@@ -151,8 +152,6 @@ def verify_store(path: Path) -> list[str]:
 
 def remove_store(path: Path) -> list[Path]:
     """Delete a store with its journal and lock; refuses while a writer holds the lock."""
-    from cache.lock import StoreLock
-
     path = Path(path)
     removed = []
     with StoreLock(lock_path(path)):
