@@ -10,11 +10,45 @@ from cache.errors import ToolkitError
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
+# Without a stored VOI window, DICOM values are windowed to these percentiles.
+DICOM_PERCENTILE_WINDOW = (0.5, 99.5)
+
+
+def read_dicom(path: Path) -> Image.Image:
+    """A DICOM image as 8-bit: modality LUT, then the stored VOI window (WindowCenter/Width or
+    a VOI LUT) when there is one, else the 0.5-99.5 percentile window; MONOCHROME1 inverted so
+    that dense tissue is bright, as in MONOCHROME2."""
+    import numpy as np
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    dataset = pydicom.dcmread(path)
+    pixels = dataset.pixel_array
+    if getattr(dataset, "SamplesPerPixel", 1) == 3:
+        return Image.fromarray(pixels.astype(np.uint8), mode="RGB")
+    values = apply_modality_lut(pixels, dataset).astype(np.float64)
+    if "WindowCenter" in dataset or "VOILUTSequence" in dataset:
+        values = apply_voi_lut(values, dataset).astype(np.float64)
+        low, high = float(values.min()), float(values.max())
+    else:
+        low, high = np.percentile(values, DICOM_PERCENTILE_WINDOW)
+    scaled = np.clip((values - low) / ((high - low) or 1.0), 0.0, 1.0) * 255.0
+    if dataset.get("PhotometricInterpretation") == "MONOCHROME1":
+        scaled = 255.0 - scaled
+    return Image.fromarray(scaled.round().astype(np.uint8), mode="L")
+
+
 def open_image(path: Path, *, min_side: int | None = None) -> Image.Image:
-    """Decode `path` fully. For JPEGs, when `min_side` is given, libjpeg's DCT scaling (PIL's
-    `draft`) decodes at 1/2, 1/4 or 1/8 scale while the shorter side stays >= `min_side`."""
+    """Decode `path` fully (DICOM through pydicom, see `read_dicom`). For JPEGs, when `min_side`
+    is given, libjpeg's DCT scaling (PIL's `draft`) decodes at 1/2, 1/4 or 1/8 scale while the
+    shorter side stays >= `min_side`."""
     if not path.is_file():
         raise ToolkitError(f"{path}: image file is missing")
+    if path.suffix.lower() == ".dcm":
+        try:
+            return read_dicom(path)
+        except Exception as error:  # pydicom raises many types for a broken file
+            raise ToolkitError(f"{path}: cannot decode DICOM ({error})") from error
     try:
         with Image.open(path) as image:
             if min_side is not None and image.format == "JPEG":
