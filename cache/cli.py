@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cache.catalog import list_stores, remove_store, verify_store
-from cache.console import run_app
+from cache.console import run_app, table_console
 from cache.errors import ToolkitError
 from cache.root import CACHE_DIR_ENV, resolve_cache_root
 
@@ -73,7 +73,7 @@ def ls(cache_dir: CacheDirOption = None) -> None:
             _human_size(e.size_bytes),
             status,
         )
-    Console().print(table)
+    table_console().print(table)
 
 
 @app.command()

@@ -11,6 +11,13 @@ from cache.errors import ToolkitError
 EXIT_USER_ERROR = 2
 
 
+def table_console() -> Console:
+    """A console for tables: the terminal's width, or 140 columns when output is piped (CI
+    logs, files), where rich would otherwise squeeze every table into 80."""
+    console = Console()
+    return console if console.is_terminal else Console(width=140)
+
+
 def run_app(app: typer.Typer) -> None:
     """Run a typer app; a ToolkitError prints as one red line (no traceback) and exits 2."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cache.console import run_app
+from cache.console import run_app, table_console
 from cache.errors import ToolkitError
 from cache.root import CACHE_DIR_ENV, resolve_cache_root
 from extract.config import DATA_CONFIG_ENV, ConfiguredDataset, load_data_config
@@ -197,7 +197,7 @@ def models(
     """Table of the registry: source, checkpoint, input, poolings, embedding size."""
     from extract.models.describe import check_model, describe_models
 
-    console = Console()
+    console = table_console()
     if check is not None:
         for key, value in check_model(check).items():
             console.print(f"{key:>16}: {value}")
@@ -224,7 +224,7 @@ def datasets() -> None:
             if f.init and f.name not in ("name", "root")
         ]
         table.add_row(name, entry.layout, ", ".join(fields) or "-")
-    Console().print(table)
+    table_console().print(table)
 
 
 def main() -> None:

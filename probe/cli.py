@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cache import open_store
-from cache.console import run_app
+from cache.console import run_app, table_console
 from cache.errors import ToolkitError
 from cache.root import CACHE_DIR_ENV, resolve_cache_root
 from probe.backends import BACKENDS
@@ -93,7 +93,7 @@ def run(
     )
     supports = draw_supports(targets, config)
     started = time.perf_counter()
-    console = Console()
+    console = table_console()
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -151,7 +151,7 @@ def report(
     """Rebuild report.md, summary.csv, paired.csv and the plots of a results folder, and print
     the tables."""
     path = build_report(results_dir)
-    print_report(results_dir, Console())
+    print_report(results_dir, table_console())
     Console().print(f"report: {path}")
 
 
