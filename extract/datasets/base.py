@@ -12,10 +12,24 @@ from typing import Any
 
 from PIL import Image
 
+from cache.errors import ToolkitError
 from cache.rows import RowTable
 
 TASK_KINDS = ("multiclass", "binary", "ordinal", "multilabel")
 HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "quadratic_kappa", "mean_auroc")
+
+
+def single_file(data_dir: Path, suffix: str, dataset: str) -> Path:
+    """`data_dir` itself when it is a file, else the only `*<suffix>` file inside it."""
+    if data_dir.is_file():
+        return data_dir
+    candidates = sorted(data_dir.glob(f"*{suffix}")) if data_dir.is_dir() else []
+    if len(candidates) != 1:
+        raise ToolkitError(
+            f"{dataset}: pass the {suffix} file itself as --data-dir (found {len(candidates)} "
+            f"{suffix} files in {data_dir})"
+        )
+    return candidates[0]
 
 
 @dataclass(frozen=True)

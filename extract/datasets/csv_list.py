@@ -9,26 +9,13 @@ from PIL import Image
 
 from cache.errors import ToolkitError
 from cache.rows import RowTable
-from extract.datasets.base import ImageDataset, TaskInfo
+from extract.datasets.base import ImageDataset, TaskInfo, single_file
 from extract.datasets.images import open_image
 from extract.datasets.splits import SPLIT_NAMES, stratified_split
 
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
 DEFAULT_SEED = 42
 REQUIRED_COLUMNS = ("path", "label")
-
-
-def find_csv(data_dir: Path) -> Path:
-    """`data_dir` itself when it is a CSV file, else the only *.csv inside it."""
-    if data_dir.is_file():
-        return data_dir
-    candidates = sorted(data_dir.glob("*.csv")) if data_dir.is_dir() else []
-    if len(candidates) != 1:
-        raise ToolkitError(
-            f"csv dataset: pass the list file itself as --data-dir (found {len(candidates)} CSV "
-            f"files in {data_dir})"
-        )
-    return candidates[0]
 
 
 @dataclass
@@ -39,7 +26,7 @@ class CsvDataset(ImageDataset):
     seed: int = DEFAULT_SEED
 
     def __post_init__(self) -> None:
-        list_file = find_csv(self.root)
+        list_file = single_file(self.root, ".csv", "csv")
         self.root = list_file.parent
         with open(list_file, newline="") as handle:
             reader = csv.DictReader(handle)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from cache.errors import ToolkitError
 from cache.rows import RowTable
-from extract.datasets.base import ImageDataset, TaskInfo
+from extract.datasets.base import ImageDataset, TaskInfo, single_file
 
 # flag -> (task kind, number of classes or labels), from MedMNIST v2's INFO.
 MEDMNIST_TASKS = {
@@ -35,24 +35,12 @@ HEADLINE = {
 }
 
 
-def find_npz(data_dir: Path) -> Path:
-    if data_dir.is_file():
-        return data_dir
-    candidates = sorted(data_dir.glob("*.npz")) if data_dir.is_dir() else []
-    if len(candidates) != 1:
-        raise ToolkitError(
-            f"medmnist: pass the .npz file itself as --data-dir (found "
-            f"{len(candidates)} in {data_dir})"
-        )
-    return candidates[0]
-
-
 @dataclass
 class MedMnistDataset(ImageDataset):
     """One MedMNIST+ subset; ids are `<split>/<index>` within the official splits."""
 
     def __post_init__(self) -> None:
-        path = find_npz(self.root)
+        path = single_file(self.root, ".npz", "medmnist")
         flag = path.stem.split("_")[0].lower()
         if flag not in MEDMNIST_TASKS:
             raise ToolkitError(
