@@ -9,8 +9,8 @@ Each problem minimises sklearn's objective, divided by C·n so that values are w
     mean cross-entropy + ||W||² / (2·C·n)      (intercept not penalised)
 on features standardised with the problem's own training rows. Two-class problems use a
 softmax over two logits whose penalty is doubled, which is exactly sklearn's binomial model.
-When rows are fewer than features, the problem is solved in the dual (W = Xᵀ A, representer
-theorem), which turns an n x D problem into an n x n one.
+When rows are fewer than features, the problem is solved in the row space (W = Xᵀ·U·Λ^-½·β from
+the Gram matrix's eigendecomposition), which turns an n x D problem into an n x n one.
 """
 
 from collections.abc import Sequence
@@ -29,6 +29,9 @@ C_GRID: tuple[float, ...] = tuple(float(c) for c in 10.0 ** np.arange(-4, 2))
 DEFAULT_C = 1.0  # sklearn's default, used when a class has fewer than 2 support images
 MAX_ITER = 100  # sklearn's lbfgs default
 TOLERANCE_GRAD = 1e-5  # on the largest gradient entry; sklearn stops at 1e-4
+# Gram eigenvalues below this fraction of the largest are rank deficiency (centring removes one
+# direction; padded rows add zeros), not signal: their directions are dropped.
+EIGEN_FLOOR = 1e-7
 CV_FOLDS = 5
 
 
@@ -105,44 +108,46 @@ def fit_logistic(
     inverse_c = torch.tensor([[1.0 / problems[b].C for b in slot] for slot in slots], device=device)
     penalty = inverse_c / n_rows[:, None] * (2.0 if n_classes == 2 else 1.0)  # (sets, width)
     dim = pool.shape[1]
-    dual = n_max < dim
-    # Class-major layout (sets, width * K, rows): narrow-by-wide batched products run about
-    # twice as fast on CPU as wide-by-narrow ones, and the Gram matrix is symmetric.
-    shape = (n_sets, width, n_classes, -1)
-    if dual:
-        gram = standardised @ standardised.transpose(1, 2) / dim
+    reduced = n_max < dim
+    if reduced:
+        # Fewer rows than features: the solution lies in the span of the rows (representer
+        # theorem), so solve the same problem on Z = U·Λ^½ from the eigendecomposition of the
+        # Gram matrix X·Xᵀ = U·Λ·Uᵀ. Z has at most n columns, and unlike a dual in the
+        # coefficients A of W = Xᵀ·A (whose curvature is the Gram matrix squared) it is exactly
+        # as well conditioned as the problem on X, so L-BFGS needs far fewer steps.
+        gram = (standardised @ standardised.transpose(1, 2)).double()
+        eigenvalues, eigenvectors = torch.linalg.eigh(gram)
+        kept = eigenvalues > EIGEN_FLOOR * eigenvalues[:, -1:].clamp_min(1e-30)
+        root = torch.where(kept, eigenvalues.clamp_min(0).sqrt(), 0.0)
+        inverse_root = torch.where(kept, 1.0 / root.clamp_min(1e-30), 0.0)
+        design = (eigenvectors * root[:, None, :]).float()  # (sets, rows, n_max)
     else:
-        features_by_column = standardised.transpose(1, 2).contiguous()
+        design = standardised  # (sets, rows, dim)
+    n_columns = design.shape[2]
+    # Class-major layout (sets, width * K, rows): narrow-by-wide batched products run about
+    # twice as fast on CPU as wide-by-narrow ones.
+    shape = (n_sets, width, n_classes, -1)
+    design_by_column = design.transpose(1, 2).contiguous()
     one_hot = torch.nn.functional.one_hot(targets, n_classes).transpose(1, 2).float()
     one_hot = (one_hot * mask[:, None, :])[:, None]  # (sets, 1, K, rows)
     row_weight = (mask.float() / n_rows[:, None])[:, None, None, :]  # a mean over its own rows
     scale = penalty[:, :, None, None]
-    n_columns = n_max if dual else dim
     n_coef = n_classes * n_columns
 
     def objective(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Objective and analytic gradient of every problem: one batched product with the Gram
-        matrix (dual) or the features (primal) each way, instead of autograd's several.
+        """Objective and analytic gradient of every problem: one batched product with the
+        design matrix each way, instead of autograd's several.
         flat (sets * width, K * columns + K) -> values (sets * width,), gradients (same shape)."""
         state = flat.view(n_sets, width, -1)
         coef = state[:, :, :n_coef].reshape(n_sets, width * n_classes, n_columns)
         intercept = state[:, :, n_coef:]
-        if dual:
-            kernel_coef = (coef @ gram).view(shape)
-            logits = kernel_coef + intercept[..., None]
-            squared_norm = (coef.view(shape) * kernel_coef).sum((2, 3)) / dim
-        else:
-            logits = (coef @ features_by_column).view(shape) + intercept[..., None]
-            squared_norm = (coef.view(shape) ** 2).sum((2, 3))
+        logits = (coef @ design_by_column).view(shape) + intercept[..., None]
+        squared_norm = (coef.view(shape) ** 2).sum((2, 3))
         log_probs = torch.log_softmax(logits, dim=2)
         data_term = -(log_probs * one_hot).sum((2, 3)) / n_rows[:, None]
         residual = (log_probs.exp() - one_hot) * row_weight  # d(data term)/d(logits)
-        if dual:
-            coef_grad = (residual + scale * coef.view(shape) / dim).view(n_sets, -1, n_max) @ gram
-        else:
-            coef_grad = residual.reshape(n_sets, -1, n_max) @ standardised + (
-                scale * coef.view(shape)
-            ).view(n_sets, -1, dim)
+        penalty_grad = (scale * coef.view(shape)).view(n_sets, -1, n_columns)
+        coef_grad = residual.reshape(n_sets, -1, n_max) @ design + penalty_grad
         grad = torch.cat([coef_grad.reshape(n_sets, width, n_coef), residual.sum(3)], dim=2)
         values = data_term + 0.5 * penalty * squared_norm
         return values.reshape(-1), grad.reshape(n_sets * width, -1)
@@ -153,7 +158,10 @@ def fit_logistic(
         state = solution.view(n_sets, width, -1)
         coef = state[:, :, :n_coef].reshape(n_sets, width * n_classes, n_columns)
         intercept = state[:, :, n_coef:]
-        weights = (coef @ standardised / dim if dual else coef).view(n_sets, width, n_classes, dim)
+        if reduced:  # W = Xᵀ·U·Λ^-½·β, back in the standardised feature space
+            back = (eigenvectors * inverse_root[:, None, :]).transpose(1, 2).float()
+            coef = coef @ (back @ standardised)
+        weights = coef.view(n_sets, width, n_classes, dim)
         raw_weights = weights / std[:, None, None, :]
         raw_bias = intercept - torch.einsum("ud,ugkd->ugk", mean / std, weights)
     position = {b: (u, j) for u, group in enumerate(members) for j, b in enumerate(group)}
