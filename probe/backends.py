@@ -2,10 +2,16 @@
 CPU, cuML on GPU). All backends share one protocol, so their numbers agree.
 
 Protocol for logistic regression on a support set S (rows of the train split):
-- every class in S has >= 2 images: C from `C_GRID` by stratified k-fold accuracy on S
-  (k = min(5, smallest class count), folds shuffled with the seed), ties to the smaller C;
-- a full budget with a val split: C by accuracy on val;
+- every class in S has >= 2 images: C from `C_GRID` by the mean held-out log-loss of a
+  stratified k-fold split of S (k = min(5, smallest class count), folds shuffled with the seed);
+- a full budget with a val split: C by log-loss on val (a full budget without one: as above);
 - otherwise `DEFAULT_C`. Test rows never enter S or the choice of C.
+
+Why log-loss and not accuracy: a few-shot fold holds 2-50 images, so accuracy ties across most of
+the grid (every C scores 1.0 on an easy task) and a tie rule, not the data, picks C; and at small
+C the logits of all classes are nearly equal, so which C wins a tie flips with float rounding.
+Log-loss is a proper score that is never flat across the grid, and it is what the fit minimises.
+Exact ties (within `C_TIE`) go to the smaller C (stronger regularisation).
 """
 
 import importlib.util
@@ -23,6 +29,8 @@ if TYPE_CHECKING:  # torch is imported inside functions: `import probe` stays li
     import torch
 
 BACKENDS = ("auto", "torch", "sklearn", "cuml")
+P_FLOOR = 1e-15  # probabilities are clipped here before the log, as sklearn's log_loss does
+C_TIE = 1e-6  # held-out losses closer than this are a tie
 # Upper bound on floats held per batched solve for its distinct row sets (features,
 # standardised copy, Gram), about 0.5 GB.
 BATCH_FLOATS = 128_000_000
@@ -57,6 +65,18 @@ def cv_folds(labels: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray
         n_splits=min(CV_FOLDS, int(smallest)), shuffle=True, random_state=seed
     )
     return list(splitter.split(np.zeros(len(labels)), labels))
+
+
+def log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-probability of the true class; probabilities (N, K), labels (N,) int."""
+    picked = probabilities[np.arange(len(labels)), labels].astype(np.float64)
+    return float(-np.log(np.maximum(picked, P_FLOOR)).mean())
+
+
+def best_c(losses: "list[float] | np.ndarray") -> float:
+    """The C of `C_GRID` with the lowest held-out loss; near-ties go to the smaller C."""
+    losses = np.asarray(losses, dtype=float)
+    return C_GRID[int(np.flatnonzero(losses <= losses.min() + C_TIE)[0])]
 
 
 def resolve_backend(name: str) -> "TorchBackend | EstimatorBackend":
@@ -100,8 +120,8 @@ class TorchBackend:
             start = stop
         return fits
 
-    def _held_out_accuracy(self, pool, fits, held_out, labels) -> np.ndarray:
-        """Accuracy of fit b on rows held_out[b], all problems in one batched product."""
+    def _held_out_log_loss(self, pool, fits, held_out, labels) -> np.ndarray:
+        """Mean log-loss of fit b on rows held_out[b], all problems in one batched product."""
         import torch
 
         n_max = max(len(rows) for rows in held_out)
@@ -112,10 +132,10 @@ class TorchBackend:
             valid[b, : len(rows)] = True
         weights = torch.stack([w for w, _ in fits])
         bias = torch.stack([b for _, b in fits])
-        predicted = (pool[index] @ weights + bias[:, None, :]).argmax(2)
+        probabilities = torch.softmax(pool[index] @ weights + bias[:, None, :], dim=2)
         truth = torch.as_tensor(labels, device=self.device)[index]
-        hits = ((predicted == truth) & valid).sum(1).float() / valid.sum(1)
-        return as_numpy(hits)
+        losses = -torch.log(probabilities.gather(2, truth[..., None])[..., 0].clamp_min(P_FLOOR))
+        return as_numpy((losses * valid).sum(1) / valid.sum(1))
 
     def logreg(self, inputs: ProbeInputs, *, max_iter: int = MAX_ITER) -> list[np.ndarray]:
         """Test class probabilities (M, K) per support set."""
@@ -130,10 +150,11 @@ class TorchBackend:
             ]
             fits = self._fit(pool, problems, inputs.n_classes, max_iter)
             val = self._tensor(inputs.val)
-            scores = [
-                (as_numpy(val @ w + b).argmax(1) == inputs.val_labels).mean() for w, b in fits
+            losses = [
+                log_loss(as_numpy(torch.softmax(val @ w + b, dim=1)), inputs.val_labels)
+                for w, b in fits
             ]
-            chosen_c = [C_GRID[int(np.argmax(scores))]] * len(inputs.supports)
+            chosen_c = [best_c(losses)] * len(inputs.supports)
         else:
             problems, owners = [], []
             for s, (support, seed) in enumerate(zip(inputs.supports, inputs.seeds, strict=True)):
@@ -146,14 +167,13 @@ class TorchBackend:
                         owners.append((s, fold, c, support[held_out]))
             if problems:
                 fits = self._fit(pool, problems, inputs.n_classes, max_iter)
-                hits = self._held_out_accuracy(pool, fits, [o[3] for o in owners], labels)
-                accuracy: dict[tuple[int, float], list[float]] = {}
-                for (s, _, c, _), hit in zip(owners, hits, strict=True):
-                    accuracy.setdefault((s, c), []).append(float(hit))
+                losses = self._held_out_log_loss(pool, fits, [o[3] for o in owners], labels)
+                per_c: dict[tuple[int, float], list[float]] = {}
+                for (s, _, c, _), loss in zip(owners, losses, strict=True):
+                    per_c.setdefault((s, c), []).append(float(loss))
                 for s in range(len(inputs.supports)):
-                    means = [np.mean(accuracy[(s, c)]) for c in C_GRID if (s, c) in accuracy]
-                    if means:
-                        chosen_c[s] = C_GRID[int(np.argmax(means))]
+                    if (s, C_GRID[0]) in per_c:
+                        chosen_c[s] = best_c([np.mean(per_c[(s, c)]) for c in C_GRID])
         final = [
             LinearProblem(support, labels[support], c)
             for support, c in zip(inputs.supports, chosen_c, strict=True)
@@ -225,28 +245,26 @@ class EstimatorBackend:
         for support, seed in zip(inputs.supports, inputs.seeds, strict=True):
             c_best = DEFAULT_C
             if inputs.use_val and inputs.val is not None:
-                scores = [
-                    (
-                        self._fit_predict(
-                            x[support], y[support], c, inputs.val, k, max_iter
-                        ).argmax(1)
-                        == inputs.val_labels
-                    ).mean()
+                losses = [
+                    log_loss(
+                        self._fit_predict(x[support], y[support], c, inputs.val, k, max_iter),
+                        inputs.val_labels,
+                    )
                     for c in C_GRID
                 ]
-                c_best = C_GRID[int(np.argmax(scores))]
+                c_best = best_c(losses)
             elif (folds := cv_folds(y[support], seed)) is not None:
                 means = []
                 for c in C_GRID:
                     fold_scores = []
                     for fit_part, held_out in folds:
                         rows, rows_out = support[fit_part], support[held_out]
-                        predicted = self._fit_predict(
+                        probabilities = self._fit_predict(
                             x[rows], y[rows], c, x[rows_out], k, max_iter
-                        ).argmax(1)
-                        fold_scores.append((predicted == y[rows_out]).mean())
+                        )
+                        fold_scores.append(log_loss(probabilities, y[rows_out]))
                     means.append(np.mean(fold_scores))
-                c_best = C_GRID[int(np.argmax(means))]
+                c_best = best_c(means)
             results.append(
                 self._fit_predict(x[support], y[support], c_best, inputs.test, k, max_iter)
             )
