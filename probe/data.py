@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from cache import Store, ToolkitError, list_stores, open_store
+from cache.catalog import StoreEntry
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,12 @@ def read_split(store: Store, split: str, pooling: str) -> SplitArrays:
     return SplitArrays(store.ids(split), store.embeddings(split, pooling), labels)
 
 
+def _progress(entry: StoreEntry) -> str:
+    if entry.rows_done is None:
+        return "its 'complete' flag is not set"
+    return f"{entry.rows_done} of {entry.rows_total} rows written"
+
+
 def _close(name: str, known: Sequence[str]) -> str:
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
     return f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(known)}"
@@ -69,12 +76,7 @@ def select_targets(
     entries = list_stores(cache_root)
     unfinished = [e for e in entries if not e.complete]
     for entry in unfinished:
-        logger.warning(
-            "not probed, still being written: %s (%s/%s rows)",
-            entry.path,
-            entry.rows_done,
-            entry.rows_total,
-        )
+        logger.warning("not probed, not complete: %s (%s)", entry.path, _progress(entry))
     stores = [open_store(e.path) for e in entries if e.complete]
     if not stores:
         hint = f" ({len(unfinished)} unfinished)" if unfinished else ""
@@ -82,14 +84,23 @@ def select_targets(
             f"no complete stores under {cache_root}{hint}; run `extract run` first "
             "or pass --cache-dir"
         )
-    for wanted, attribute, flag in (
-        (datasets, "dataset_name", "--datasets"),
-        (models, "model_name", "--models"),
+    for wanted, attribute, entry_attribute, flag in (
+        (datasets, "dataset_name", "dataset", "--datasets"),
+        (models, "model_name", "model", "--models"),
     ):
         known = sorted({getattr(s, attribute) for s in stores})
         for name in wanted or []:
-            if name not in known:
-                raise ToolkitError(f"{flag}: no complete store for {name!r}{_close(name, known)}")
+            if name in known:
+                continue
+            pending = [e for e in unfinished if getattr(e, entry_attribute) == name]
+            if pending:
+                entry = pending[0]
+                raise ToolkitError(
+                    f"{flag}: the store for {name!r} ({entry.dataset} x {entry.model}) is not "
+                    f"complete ({_progress(entry)}); rerun the extraction, which resumes where "
+                    f"it stopped, or `cache rm {entry.path}`"
+                )
+            raise ToolkitError(f"{flag}: no complete store for {name!r}{_close(name, known)}")
     stores = [
         s
         for s in stores

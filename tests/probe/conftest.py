@@ -26,6 +26,8 @@ def write_blob_store(
     seed: int = 0,
     shuffle_rows: bool = False,
     noise_seed: int | None = None,
+    preprocessing: dict | None = None,
+    complete: bool = True,
 ) -> Path:
     """Class means at distance ~`separation` apart plus unit noise; the same ids and labels for
     every model of a dataset (they come from `seed`), embeddings differ by model."""
@@ -62,12 +64,16 @@ def write_blob_store(
     spec = StoreSpec(
         dataset={"name": dataset, "fingerprint": rows.fingerprint()},
         model={"name": model},
-        preprocessing={"shuffle": shuffle_rows},
+        preprocessing={"shuffle": shuffle_rows, **(preprocessing or {})},
         poolings=("cls",),
         task=task,
     )
     path = store_path(root, spec)
-    with StoreWriter(path, spec, rows) as writer:
+    with StoreWriter(path, spec, rows, flush_rows=1) as writer:
+        if not complete:  # an extraction that stopped half way: a journal, no published store
+            half = n_rows // 2
+            writer.append(0, np.ones(half, bool), {"cls": embeddings[order][:half]})
+            return path
         writer.append(0, np.ones(n_rows, bool), {"cls": embeddings[order]})
         writer.finish()
     return path
