@@ -52,9 +52,13 @@ def quadratic_kappa(matrix: np.ndarray) -> float:
     return float(1 - (weights * matrix).sum() / denominator) if denominator else float("nan")
 
 
-def single_label_metrics(labels: np.ndarray, scores: np.ndarray, kind: str) -> dict[str, float]:
+def single_label_metrics(
+    labels: np.ndarray, scores: np.ndarray, kind: str, *, headline: str = "accuracy"
+) -> dict[str, float]:
     """labels (N,) int64; scores (N, K) class probabilities. Adds quadratic kappa for ordinal
-    tasks and `roc_auc` (the positive class's AUROC) for binary ones."""
+    tasks and `roc_auc` (the positive class's AUROC) for binary ones, and either of them
+    whenever it is the `headline` metric (`roc_auc` of more than two classes is the macro
+    one-vs-rest AUROC)."""
     n_classes = scores.shape[1]
     matrix = confusion(labels, scores.argmax(1), n_classes)
     true_per_class, predicted_per_class = matrix.sum(1), matrix.sum(0)
@@ -68,9 +72,9 @@ def single_label_metrics(labels: np.ndarray, scores: np.ndarray, kind: str) -> d
         "macro_f1": float(f1.mean()),
         "macro_auroc": macro_ovr_auroc(labels, scores),
     }
-    if kind == "ordinal":
+    if kind == "ordinal" or headline == "quadratic_kappa":
         results["quadratic_kappa"] = quadratic_kappa(matrix)
-    if kind == "binary" or n_classes == 2:
+    if kind == "binary" or n_classes == 2 or headline == "roc_auc":
         results["roc_auc"] = results["macro_auroc"]
     return results
 

@@ -1,6 +1,7 @@
 """Tables, a label-efficiency plot per dataset and a Markdown report, from a results folder."""
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from rich.table import Table
 from cache.errors import ToolkitError
 from probe.budgets import KIND_ORDER
 from probe.stats import entry_name, paired_differences, ranking, summarise
+
+logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.csv"
 RUN_FILE = "run.json"
@@ -63,6 +66,33 @@ def headline_table(summary: pd.DataFrame, metric: str, *, compact: bool = False)
     return pivot[[b for b in budget_order(table) if b in pivot.columns]]
 
 
+def headline_of(task: dict[str, Any], summary: pd.DataFrame) -> str:
+    """The task's headline metric, or the first metric the results hold if they lack it (a store
+    whose task names a metric its labels cannot give, e.g. roc_auc with no test positives)."""
+    wanted = task.get("headline_metric", "accuracy")
+    present = list(dict.fromkeys(summary["metric"]))
+    if wanted in present or not present:
+        return wanted
+    logger.warning("headline metric %r not in the results; leading with %r", wanted, present[0])
+    return present[0]
+
+
+def metrics_table(summary: pd.DataFrame, headline: str) -> pd.DataFrame:
+    """Rows (entry, method, budget), columns every scalar metric (headline first, per-label
+    AUROCs left to summary.csv): the mean over seeds."""
+    table = summary[~summary["metric"].str.startswith("auroc[")].copy()
+    table["entry"] = entry_name(table)
+    metrics = list(dict.fromkeys([headline, *table["metric"]]))
+    pivot = table.pivot_table(
+        index=["entry", "method", "budget"], columns="metric", values="mean", aggfunc="first"
+    )
+    budgets = budget_order(table)
+    pivot = pivot.reset_index()
+    pivot["budget"] = pd.Categorical(pivot["budget"], categories=budgets, ordered=True)
+    pivot = pivot.sort_values(["entry", "method", "budget"])
+    return pivot[["entry", "method", "budget", *[m for m in metrics if m in pivot.columns]]]
+
+
 def plot_label_efficiency(summary: pd.DataFrame, dataset: str, metric: str, path: Path) -> None:
     """Metric against budget, a line per entry and a band for its interval; a panel per method."""
     import matplotlib
@@ -110,10 +140,10 @@ def build_report(out_dir: Path) -> Path:
     ]
     paired_tables = []
     for dataset, task in run["datasets"].items():
-        metric = task["headline_metric"]
         part = summary[summary["dataset"] == dataset]
         if part.empty:
             continue
+        metric = headline_of(task, part)
         lines += [
             f"## {dataset} — headline metric: {metric}",
             "",
@@ -140,8 +170,12 @@ def build_report(out_dir: Path) -> Path:
                 paired.drop(columns="dataset").to_markdown(index=False, floatfmt=".3f"),
                 "",
             ]
-        others = sorted(set(part["metric"]) - {metric})
-        lines += [f"Other metrics in summary.csv: {', '.join(others)}.", ""]
+        lines += [
+            f"### All metrics (mean over seeds; {metric} first; per-label values in summary.csv)",
+            "",
+            metrics_table(part, metric).to_markdown(index=False, floatfmt=".3f"),
+            "",
+        ]
     if paired_tables:
         pd.concat(paired_tables).to_csv(out_dir / "paired.csv", index=False)
     report = out_dir / "report.md"
@@ -154,10 +188,10 @@ def print_report(out_dir: Path, console: Console) -> None:
     results, run = load_run(out_dir)
     summary = summarise(results)
     for dataset, task in run["datasets"].items():
-        metric = task["headline_metric"]
         part = summary[summary["dataset"] == dataset]
         if part.empty:
             continue
+        metric = headline_of(task, part)
         pivot = headline_table(part, metric, compact=True)
         table = Table(title=f"{dataset}: {metric} (mean ± 95% interval over seeds)")
         table.add_column("model:pooling", no_wrap=True)

@@ -141,7 +141,9 @@ def probe_target(
         score = _multilabel if task["kind"] == "multilabel" else _single_label
         scored = score(backend, step, config)
         for method, seed, metrics in scored:
-            for metric, value in metrics.items():
+            # The headline metric leads: results.csv, summary.csv and every table keep this order.
+            ordered = sorted(metrics.items(), key=lambda item: item[0] != task["headline_metric"])
+            for metric, value in ordered:
                 rows.append(
                     {
                         "dataset": target.dataset,
@@ -197,7 +199,9 @@ def _single_label(
     scored = []
     for method, per_seed in _method_scores(backend, inputs, config):
         for seed, scores in zip(step.seeds, per_seed, strict=True):
-            metrics = single_label_metrics(test.labels, scores, step.task["kind"])
+            metrics = single_label_metrics(
+                test.labels, scores, step.task["kind"], headline=step.task["headline_metric"]
+            )
             scored.append((method, seed, metrics))
     return scored
 

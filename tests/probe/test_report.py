@@ -1,0 +1,59 @@
+"""The report leads with each dataset's headline metric, in every file a reader opens first."""
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cache import ToolkitError
+from probe.cli import app
+from probe.report import build_report
+from tests.probe.conftest import write_blob_store
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    ("kind", "headline"),
+    [("multiclass", "balanced_accuracy"), ("ordinal", "quadratic_kappa")],
+)
+def test_headline_metric_leads_results_summary_and_report(tmp_path, kind, headline):
+    root = tmp_path / "embeddings"
+    for model, separation in (("strong", 3.0), ("weak", 0.3)):
+        write_blob_store(
+            root, model=model, separation=separation, kind=kind, headline=headline, dataset="derm"
+        )
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        ["run", "--shots", "2,4", "--seeds", "3", "--cache-dir", str(root), "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    results = pd.read_csv(out / "results.csv")
+    assert results["metric"].iloc[0] == headline
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary["metric"].iloc[0] == headline
+    report = (out / "report.md").read_text()
+    assert f"## derm — headline metric: {headline}" in report
+    header = next(
+        line for line in report.splitlines() if line.startswith("| entry ") and "budget" in line
+    )
+    assert header.split("|")[4].strip() == headline  # entry, method, budget, then the headline
+    assert (out / f"derm_{headline}.png").stat().st_size > 5000
+    assert "Paired difference to the best entry" in report and "weak:cls" in report
+    assert f"derm: {headline}" in result.output  # the terminal table too
+
+
+def test_report_of_a_folder_that_is_not_a_run_is_refused(tmp_path):
+    with pytest.raises(ToolkitError, match="not a probe results folder"):
+        build_report(tmp_path)
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert isinstance(result.exception, ToolkitError)
+
+
+def test_importing_the_probe_cli_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, probe.cli, probe.sweep; print('torch' in sys.modules)"
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert completed.stdout.strip() == "False", completed.stderr
