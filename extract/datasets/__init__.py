@@ -1,5 +1,6 @@
 """Dataset adapters by name. Each reads one official layout into an `ImageDataset`."""
 
+import dataclasses
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,11 +20,27 @@ from extract.datasets.medmnist import MedMnistDataset
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    """How to build one dataset: its factory, whether it needs files, and one line for `--help`."""
+    """How to build one dataset: its factory, whether it needs files, and one line for `--help`.
+
+    `option_names` are the keyword options the factory accepts (read from its dataclass fields,
+    so they cannot drift from the code); `option_defaults` maps each to its default.
+    """
 
     factory: Callable[..., ImageDataset]
     layout: str
     needs_data_dir: bool = True
+
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        return tuple(self.option_defaults)
+
+    @property
+    def option_defaults(self) -> dict[str, Any]:
+        return {
+            f.name: f.default
+            for f in dataclasses.fields(self.factory)  # type: ignore[arg-type]
+            if f.init and f.name not in ("name", "root")
+        }
 
 
 DATASETS: dict[str, DatasetEntry] = {
@@ -48,6 +65,17 @@ def build_dataset(name: str, data_dir: Path | None, **options: Any) -> ImageData
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ToolkitError(f"unknown dataset {name!r}{hint} Known: {', '.join(sorted(DATASETS))}")
     entry = DATASETS[name]
+    unknown = sorted(set(options) - set(entry.option_names))
+    if unknown:
+        hints = [
+            f"{key} (did you mean {close[0]}?)" if close else key
+            for key in unknown
+            for close in [difflib.get_close_matches(key, entry.option_names, n=1)]
+        ]
+        raise ToolkitError(
+            f"dataset {name}: unknown option(s) {', '.join(hints)}; it takes "
+            f"{', '.join(entry.option_names)}"
+        )
     root = Path(data_dir) if data_dir is not None else Path("data") / name
     if entry.needs_data_dir and not root.exists():
         raise ToolkitError(f"dataset {name}: {root} does not exist; pass --data-dir")

@@ -25,9 +25,7 @@ FRACTIONS = (0.7, 0.15, 0.15)
 
 @dataclass
 class Aptos2019Dataset(ImageDataset):
-    """APTOS 2019 training images with their grade."""
-
-    seed: int = 42
+    """APTOS 2019 training images with their grade (the release has no patient ids)."""
 
     def __post_init__(self) -> None:
         table = self.root / "train.csv"
@@ -43,6 +41,7 @@ class Aptos2019Dataset(ImageDataset):
             {r["id_code"] for r in records}, self.root / "train_images", ".png", table
         )
         labels_array = np.asarray(labels, dtype=np.int64)
+        self.resolve_split_by("image", None)
         splits = stratified_split(labels_array, fractions=FRACTIONS, seed=self.seed)
         self.rows = RowTable(ids=ids, splits=splits.tolist(), labels=labels_array)
         self.task = TaskInfo(

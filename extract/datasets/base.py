@@ -6,6 +6,7 @@ built before extraction starts, so a store's rows and key are known up front.
 """
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from cache.rows import RowTable
 
 TASK_KINDS = ("multiclass", "binary", "ordinal", "multilabel")
 HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "quadratic_kappa", "mean_auroc")
+SPLIT_BY = ("image", "patient")
+DEFAULT_SEED = 42
 
 
 def single_file(data_dir: Path, suffix: str, dataset: str) -> Path:
@@ -65,6 +68,10 @@ class ImageDataset(ABC):
     Subclasses fill `rows` and `task` in `__post_init__` and implement `read_image`. `options` holds
     every choice that changes the images or labels (they enter the store key); `info` holds facts
     worth recording that do not (the split protocol, where the data came from).
+
+    `seed` and `split_by` are the generic options every adapter takes: the seed of any split the
+    adapter draws, and whether it draws by image or by patient/lesion group (None: the adapter's
+    published default). Adapters with an official split use them only where they carve one.
     """
 
     name: str
@@ -73,6 +80,22 @@ class ImageDataset(ABC):
     task: TaskInfo = field(init=False)
     options: dict[str, Any] = field(default_factory=dict, init=False)
     info: dict[str, Any] = field(default_factory=dict, init=False)
+    seed: int = DEFAULT_SEED
+    split_by: str | None = None
+
+    def resolve_split_by(self, default: str, groups: Sequence[str] | None) -> str:
+        """`split_by`, or `default` when unset; 'patient' needs groups. Recorded in `info` (the
+        split itself is in the rows' fingerprint, so the store key already follows it)."""
+        split_by = self.split_by or default
+        if split_by not in SPLIT_BY:
+            raise ToolkitError(f"{self.name}: split_by={split_by!r} is not one of {list(SPLIT_BY)}")
+        if split_by == "patient" and groups is None:
+            raise ToolkitError(
+                f"{self.name}: split_by=patient needs patient or lesion ids, and this layout has "
+                "none; use split_by=image"
+            )
+        self.info.update(split_by=split_by, split_seed=self.seed)
+        return split_by
 
     @abstractmethod
     def read_image(self, row: int, *, min_side: int | None = None) -> Image.Image:

@@ -55,7 +55,6 @@ class CheXpertDataset(ImageDataset):
 
     uncertain: str = "zeros"
     frontal_only: bool = False
-    seed: int = 42
 
     def __post_init__(self) -> None:
         if self.uncertain not in UNCERTAIN_POLICIES:
@@ -89,12 +88,21 @@ class CheXpertDataset(ImageDataset):
                 f"under {self.root}: {absent[:5]}"
             )
         splits = np.asarray(official, dtype=object)
+        by_patient = self.resolve_split_by("patient", groups) == "patient"
         train = np.flatnonzero(splits == "train")
+        if by_patient:
+            test_patients = {groups[i] for i in np.flatnonzero(splits == "test")}
+            straddling = sorted({groups[i] for i in train} & test_patients)
+            if straddling:
+                raise ToolkitError(
+                    f"{self.root}: patient(s) {straddling[:5]} appear in both train.csv and "
+                    "valid.csv, so split_by=patient cannot hold; use split_by=image"
+                )
         carved = stratified_split(
             np.zeros(len(train), dtype=np.int64),
             fractions=(1 - VAL_FRACTION, VAL_FRACTION, 0.0),
             seed=self.seed,
-            groups=[groups[i] for i in train],
+            groups=[groups[i] for i in train] if by_patient else None,
         )
         splits[train] = carved
         self.rows = RowTable(
@@ -113,9 +121,10 @@ class CheXpertDataset(ImageDataset):
         self.options.update(
             uncertain=self.uncertain, frontal_only=self.frontal_only, split_seed=self.seed
         )
+        unit = "patients" if by_patient else "images"
         self.info["split"] = (
-            f"official train ({1 - VAL_FRACTION:.0%} of patients) / val "
-            f"({VAL_FRACTION:.0%} of train patients, seed {self.seed}) / "
+            f"official train ({1 - VAL_FRACTION:.0%} of its {unit}) / val "
+            f"({VAL_FRACTION:.0%} of train {unit}, seed {self.seed}) / "
             "official valid as test"
         )
 

@@ -14,16 +14,14 @@ from extract.datasets.images import open_image
 from extract.datasets.splits import SPLIT_NAMES, stratified_split
 
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
-DEFAULT_SEED = 42
 REQUIRED_COLUMNS = ("path", "label")
 
 
 @dataclass
 class CsvDataset(ImageDataset):
     """Labels are the `label` column's distinct values, sorted; the split is the `split` column
-    when present (train/val/test), else stratified 70/15/15 with seed 42 (grouped by `group`)."""
-
-    seed: int = DEFAULT_SEED
+    when present (train/val/test), else stratified 70/15/15 with seed 42 (grouped by `group`
+    when that column exists, unless split_by=image)."""
 
     def __post_init__(self) -> None:
         list_file = single_file(self.root, ".csv", "csv")
@@ -62,13 +60,18 @@ class CsvDataset(ImageDataset):
             splits = given_splits
             self.info["split"] = f"given by the split column of {list_file.name}"
         else:
+            split_by = self.resolve_split_by(
+                "patient" if has_groups else "image", groups if has_groups else None
+            )
             splits = stratified_split(
                 labels,
                 fractions=DEFAULT_FRACTIONS,
                 seed=self.seed,
-                groups=groups if has_groups else None,
+                groups=groups if split_by == "patient" else None,
             ).tolist()
-            self.info["split"] = f"stratified {DEFAULT_FRACTIONS}, seed {self.seed}"
+            self.info["split"] = f"stratified {DEFAULT_FRACTIONS}, seed {self.seed}" + (
+                ", grouped by the group column" if split_by == "patient" else ""
+            )
             self.options["split_seed"] = self.seed
         self.rows = RowTable(
             ids=ids, splits=splits, labels=labels, groups=groups if has_groups else None

@@ -26,11 +26,12 @@ class DigitsDataset(ImageDataset):
         digits = load_digits()
         self._images = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
         labels = digits.target.astype(np.int64)
-        splits = stratified_split(labels, fractions=DIGITS_FRACTIONS, seed=DIGITS_SEED)
+        self.resolve_split_by("image", None)
+        splits = stratified_split(labels, fractions=DIGITS_FRACTIONS, seed=self.seed)
         ids = [f"digit_{i:04d}" for i in range(len(labels))]
         self.rows = RowTable(ids=ids, splits=splits.tolist(), labels=labels)
         self.task = TaskInfo(kind="multiclass", label_names=tuple(str(d) for d in range(10)))
-        self.info["split"] = f"stratified {DIGITS_FRACTIONS}, seed {DIGITS_SEED}"
+        self.info["split"] = f"stratified {DIGITS_FRACTIONS}, seed {self.seed}"
         self.info["source"] = "sklearn.datasets.load_digits"
 
     def image_path(self, row: int) -> Path | None:

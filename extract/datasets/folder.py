@@ -14,7 +14,6 @@ from extract.datasets.splits import SPLIT_NAMES, stratified_split
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm"})
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
-DEFAULT_SEED = 42
 
 
 def list_images(directory: Path) -> list[Path]:
@@ -29,8 +28,6 @@ def list_images(directory: Path) -> list[Path]:
 class FolderDataset(ImageDataset):
     """Labels are the names of the class folders; a split is given by top-level split folders,
     or else drawn stratified 70/15/15 with seed 42."""
-
-    seed: int = DEFAULT_SEED
 
     def __post_init__(self) -> None:
         if not self.root.is_dir():
@@ -57,6 +54,7 @@ class FolderDataset(ImageDataset):
             splits = np.array(given, dtype=str)
             self.info["split"] = f"given by folders {split_dirs}"
         else:
+            self.resolve_split_by("image", None)
             splits = stratified_split(labels, fractions=DEFAULT_FRACTIONS, seed=self.seed)
             self.info["split"] = f"stratified {DEFAULT_FRACTIONS}, seed {self.seed}"
             self.options["split_seed"] = self.seed

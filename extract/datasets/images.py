@@ -12,12 +12,15 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 # Without a stored VOI window, DICOM values are windowed to these percentiles.
 DICOM_PERCENTILE_WINDOW = (0.5, 99.5)
+# "stored": the file's VOI window when it has one, else the percentile window; "percentile":
+# always the percentile window (mammograms whose stored window suits a viewer, not a model).
+DICOM_WINDOWS = ("stored", "percentile")
 
 
-def read_dicom(path: Path) -> Image.Image:
+def read_dicom(path: Path, *, window: str = "stored") -> Image.Image:
     """A DICOM image as 8-bit: modality LUT, then the stored VOI window (WindowCenter/Width or
-    a VOI LUT) when there is one, else the 0.5-99.5 percentile window; MONOCHROME1 inverted so
-    that dense tissue is bright, as in MONOCHROME2."""
+    a VOI LUT) when there is one and `window="stored"`, else the 0.5-99.5 percentile window;
+    MONOCHROME1 inverted so that dense tissue is bright, as in MONOCHROME2."""
     import numpy as np
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -27,7 +30,8 @@ def read_dicom(path: Path) -> Image.Image:
     if getattr(dataset, "SamplesPerPixel", 1) == 3:
         return Image.fromarray(pixels.astype(np.uint8), mode="RGB")
     values = apply_modality_lut(pixels, dataset).astype(np.float64)
-    if "WindowCenter" in dataset or "VOILUTSequence" in dataset:
+    has_stored = "WindowCenter" in dataset or "VOILUTSequence" in dataset
+    if window == "stored" and has_stored:
         values = apply_voi_lut(values, dataset).astype(np.float64)
         low, high = float(values.min()), float(values.max())
     else:
@@ -38,15 +42,17 @@ def read_dicom(path: Path) -> Image.Image:
     return Image.fromarray(scaled.round().astype(np.uint8), mode="L")
 
 
-def open_image(path: Path, *, min_side: int | None = None) -> Image.Image:
-    """Decode `path` fully (DICOM through pydicom, see `read_dicom`). For JPEGs, when `min_side`
-    is given, libjpeg's DCT scaling (PIL's `draft`) decodes at 1/2, 1/4 or 1/8 scale while the
-    shorter side stays >= `min_side`."""
+def open_image(
+    path: Path, *, min_side: int | None = None, dicom_window: str = "stored"
+) -> Image.Image:
+    """Decode `path` fully (DICOM through pydicom with `dicom_window`, see `read_dicom`). For
+    JPEGs, when `min_side` is given, libjpeg's DCT scaling (PIL's `draft`) decodes at 1/2, 1/4
+    or 1/8 scale while the shorter side stays >= `min_side`."""
     if not path.is_file():
         raise ToolkitError(f"{path}: image file is missing")
     if path.suffix.lower() == ".dcm":
         try:
-            return read_dicom(path)
+            return read_dicom(path, window=dicom_window)
         except Exception as error:  # pydicom raises many types for a broken file
             raise ToolkitError(f"{path}: cannot decode DICOM ({error})") from error
     try:

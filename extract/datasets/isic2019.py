@@ -61,9 +61,6 @@ def check_files_match(listed: set[str], image_dir: Path, suffix: str, table: Pat
 class Isic2019Dataset(ImageDataset):
     """ISIC 2019 training images with their one-hot ground truth."""
 
-    seed: int = 42
-    split_by: str = "image"
-
     def __post_init__(self) -> None:
         table = self.root / GROUND_TRUTH
         records = read_csv_rows(table, ("image", *ISIC_CLASSES))
@@ -91,9 +88,7 @@ class Isic2019Dataset(ImageDataset):
         check_files_match({Path(i).stem for i in ids}, self.root / IMAGE_DIR, ".jpg", table)
         labels_array = np.asarray(labels, dtype=np.int64)
         groups = self._lesions(ids)
-        if self.split_by not in ("image", "patient"):
-            raise ToolkitError(f"split_by={self.split_by!r}: choose image or patient")
-        by_group = self.split_by == "patient"
+        by_group = self.resolve_split_by("image", groups) == "patient"
         splits = stratified_split(
             labels_array, fractions=FRACTIONS, seed=self.seed, groups=groups if by_group else None
         )
@@ -101,19 +96,21 @@ class Isic2019Dataset(ImageDataset):
         self.task = TaskInfo(
             kind="multiclass", label_names=ISIC_CLASSES, headline_metric="balanced_accuracy"
         )
-        self.options.update(split_by=self.split_by, split_seed=self.seed)
+        self.options.update(split_by=self.info["split_by"], split_seed=self.seed)
         self.info["split"] = f"stratified {FRACTIONS}, seed {self.seed}" + (
             ", grouped by lesion_id" if by_group else ""
         )
 
-    def _lesions(self, ids: list[str]) -> list[str]:
-        """lesion_id per image from the metadata CSV, or the image itself when absent."""
+    def _lesions(self, ids: list[str]) -> list[str] | None:
+        """lesion_id per image from the metadata CSV (the image itself where it has none), or
+        None without the metadata CSV."""
         metadata = self.root / METADATA
+        if not metadata.is_file():
+            return None
         lesion_of: dict[str, str] = {}
-        if metadata.is_file():
-            for record in read_csv_rows(metadata, ("image", "lesion_id")):
-                if record["lesion_id"]:
-                    lesion_of[record["image"]] = record["lesion_id"]
+        for record in read_csv_rows(metadata, ("image", "lesion_id")):
+            if record["lesion_id"]:
+                lesion_of[record["image"]] = record["lesion_id"]
         return [lesion_of.get(Path(i).stem, Path(i).stem) for i in ids]
 
     def read_image(self, row: int, *, min_side: int | None = None) -> Image.Image:
