@@ -19,17 +19,85 @@ IMAGENET_224 = center_crop_preprocessing(224)
 # Square resize without crop: SAM-style encoders see the whole image.
 IMAGENET_224_SQUASH = Preprocessing(224, 224, IMAGENET_MEAN, IMAGENET_STD, crop="none")
 CLIP_224 = Preprocessing(224, 224, CLIP_MEAN, CLIP_STD, crop="center")
+# SAM's native input: the whole image squashed to 1024 px (SAM itself pads the longer side).
+SAM_1024 = Preprocessing(1024, 1024, IMAGENET_MEAN, IMAGENET_STD, crop="none")
 
 
-def _dinov2(name: str, size: str) -> ModelSpec:
+def _dinov2(name: str, size: str, embed_dim: int) -> ModelSpec:
     return ModelSpec(
         name=name,
         source="timm",
         checkpoint=f"vit_{size}_patch14_dinov2.lvd142m",
         preprocessing=IMAGENET_224,
         poolings=("cls", "mean"),
+        embed_dim=embed_dim,
         build_kwargs={"img_size": 224},
         reproduces="DINOv2 linear-eval feature: CLS token after the final LayerNorm",
+    )
+
+
+def _mae(name: str, checkpoint: str, embed_dim: int) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        source="timm",
+        checkpoint=checkpoint,
+        preprocessing=IMAGENET_224,
+        poolings=("mean", "cls"),
+        embed_dim=embed_dim,
+        reproduces="MAE linear-probe feature: mean of patch tokens, CLS excluded",
+    )
+
+
+def _aimv2(name: str, size: str, embed_dim: int) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        source="timm",
+        checkpoint=f"aimv2_{size}_patch14_224.apple_pt",
+        preprocessing=CLIP_224,
+        poolings=("mean",),
+        embed_dim=embed_dim,
+        reproduces="AIMv2 feature: mean of the last hidden state (it has no class token)",
+    )
+
+
+def _sam(name: str, size: str, input_size: int) -> ModelSpec:
+    """SAM's image encoder ends in a 256-channel neck whatever its size. At 224 px timm
+    resamples the absolute position embeddings (and the rel-pos tables follow the window)."""
+    at_224 = input_size == 224
+    return ModelSpec(
+        name=name,
+        source="timm",
+        checkpoint=f"samvit_{size}_patch16.sa1b",
+        preprocessing=IMAGENET_224_SQUASH if at_224 else SAM_1024,
+        poolings=("mean",),
+        embed_dim=256,
+        build_kwargs={"img_size": 224} if at_224 else {},
+        reproduces=f"SAM ViT-{size[0].upper()} image encoder at {input_size} px: spatial mean of "
+        "the 256-d neck output",
+    )
+
+
+def _sam2(name: str, size: str, tag: str, embed_dim: int, label: str) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        source="timm",
+        checkpoint=f"sam2_hiera_{size}.{tag}",
+        preprocessing=IMAGENET_224_SQUASH,
+        poolings=("mean",),
+        embed_dim=embed_dim,
+        reproduces=f"SAM2 Hiera-{label} image encoder: spatial mean of the last-stage features",
+    )
+
+
+def _open_clip(name: str, checkpoint: str, embed_dim: int, reproduces: str) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        source="open_clip",
+        checkpoint=checkpoint,
+        preprocessing=CLIP_224,
+        poolings=("pooled",),
+        embed_dim=embed_dim,
+        reproduces=reproduces,
     )
 
 
@@ -43,62 +111,48 @@ SEED_MODELS: tuple[ModelSpec, ...] = (
         embed_dim=1280,
         reproduces="global average pool before the classifier; the offline default",
     ),
-    _dinov2("dinov2", "large"),
-    _dinov2("dinov2-b", "base"),
-    ModelSpec(
-        name="mae",
-        source="timm",
-        checkpoint="vit_base_patch16_224.mae",
-        preprocessing=IMAGENET_224,
-        poolings=("mean", "cls"),
-        embed_dim=768,
-        reproduces="MAE linear-probe feature: mean of patch tokens, CLS excluded",
+    _dinov2("dinov2-s", "small", 384),
+    _dinov2("dinov2-b", "base", 768),
+    _dinov2("dinov2", "large", 1024),
+    _dinov2("dinov2-g", "giant", 1536),
+    _mae("mae", "vit_base_patch16_224.mae", 768),
+    _mae("mae-l", "vit_large_patch16_224.mae", 1024),
+    _mae("mae-h", "vit_huge_patch14_224.mae", 1280),
+    _aimv2("aimv2", "large", 1024),
+    _aimv2("aimv2-h", "huge", 1536),
+    _sam("sam", "base", 224),
+    _sam("sam-l", "large", 224),
+    _sam("sam-h", "huge", 224),
+    _sam("sam-1024", "base", 1024),
+    _sam("sam-l-1024", "large", 1024),
+    _sam("sam-h-1024", "huge", 1024),
+    _sam2("sam2-t", "tiny", "fb_r896", 768, "T"),
+    _sam2("sam2-s", "small", "fb_r896", 768, "S"),
+    _sam2("sam2", "base_plus", "fb_r896", 896, "B+"),
+    _sam2("sam2-l", "large", "fb_r1024", 1152, "L"),
+    _open_clip(
+        "openclip",
+        "ViT-B-16/laion2b_s34b_b88k",
+        512,
+        "OpenCLIP ViT-B/16 (LAION-2B): the pooled, projected image embedding",
     ),
-    ModelSpec(
-        name="aimv2",
-        source="timm",
-        checkpoint="aimv2_large_patch14_224.apple_pt",
-        preprocessing=CLIP_224,
-        poolings=("mean",),
-        embed_dim=1024,
-        reproduces="AIMv2 feature: mean of the last hidden state (it has no class token)",
+    _open_clip(
+        "openclip-l",
+        "ViT-L-14/laion2b_s32b_b82k",
+        768,
+        "OpenCLIP ViT-L/14 (LAION-2B): the pooled, projected image embedding",
     ),
-    ModelSpec(
-        name="sam",
-        source="timm",
-        checkpoint="samvit_base_patch16.sa1b",
-        preprocessing=IMAGENET_224_SQUASH,
-        poolings=("mean",),
-        embed_dim=256,
-        build_kwargs={"img_size": 224},
-        reproduces="SAM ViT-B image encoder at 224 px: spatial mean of the 256-d neck output",
+    _open_clip(
+        "coca",
+        "coca_ViT-B-32/laion2b_s13b_b90k",
+        512,
+        "CoCa ViT-B/32 (LAION-2B): the pooled image embedding (attentional pooler)",
     ),
-    ModelSpec(
-        name="sam2",
-        source="timm",
-        checkpoint="sam2_hiera_base_plus.fb_r896",
-        preprocessing=IMAGENET_224_SQUASH,
-        poolings=("mean",),
-        embed_dim=896,
-        reproduces="SAM2 Hiera-B+ image encoder: spatial mean of the last-stage features",
-    ),
-    ModelSpec(
-        name="openclip",
-        source="open_clip",
-        checkpoint="ViT-B-16/laion2b_s34b_b88k",
-        preprocessing=CLIP_224,
-        poolings=("pooled",),
-        embed_dim=512,
-        reproduces="OpenCLIP ViT-B/16 (LAION-2B): the pooled, projected image embedding",
-    ),
-    ModelSpec(
-        name="coca",
-        source="open_clip",
-        checkpoint="coca_ViT-B-32/laion2b_s13b_b90k",
-        preprocessing=CLIP_224,
-        poolings=("pooled",),
-        embed_dim=512,
-        reproduces="CoCa ViT-B/32 (LAION-2B): the pooled image embedding (attentional pooler)",
+    _open_clip(
+        "coca-l",
+        "coca_ViT-L-14/laion2b_s13b_b90k",
+        768,
+        "CoCa ViT-L/14 (LAION-2B): the pooled image embedding (attentional pooler)",
     ),
     ModelSpec(
         name="biomedclip",
@@ -135,5 +189,27 @@ SEED_MODELS: tuple[ModelSpec, ...] = (
         poolings=("cls", "mean"),
         embed_dim=768,
         reproduces="ImageNet-supervised DeiT-B: CLS token after the final norm",
+    ),
+    ModelSpec(
+        name="vit-b",
+        source="timm",
+        checkpoint="vit_base_patch16_224.augreg2_in21k_ft_in1k",
+        preprocessing=center_crop_preprocessing(224, crop_pct=0.9, mean=HALF, std=HALF),
+        poolings=("pooled", "mean"),
+        embed_dim=768,
+        reproduces="ImageNet-supervised ViT-B/16 (AugReg, IN-21k then IN-1k): the CLS token "
+        "timm's head reads (pre-logits)",
+    ),
+    ModelSpec(
+        name="rad-dino",
+        source="hf",
+        checkpoint="microsoft/rad-dino",
+        # As its preprocessor_config.json states: bicubic to 518, centre crop 518, CXR statistics.
+        preprocessing=Preprocessing(
+            518, 518, (0.5307, 0.5307, 0.5307), (0.2583, 0.2583, 0.2583), crop="center"
+        ),
+        poolings=("cls", "mean"),
+        embed_dim=768,
+        reproduces="RAD-DINO (chest X-ray DINOv2 ViT-B/14): CLS token after the final LayerNorm",
     ),
 )

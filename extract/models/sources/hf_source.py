@@ -6,6 +6,7 @@ downloaded; a local directory written by `save_pretrained` works anywhere.
 
 import json
 from pathlib import Path
+from types import MappingProxyType
 
 from cache.errors import ToolkitError
 from extract.models.backbone import Backbone, pool_feature_map, pool_tokens
@@ -13,6 +14,20 @@ from extract.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, Preproce
 
 # PIL resample codes as transformers stores them in preprocessor_config.json.
 PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
+
+# The architectures of the registry's hf entries (model_type, config arguments), so that an
+# architecture-only build (`extract models --check`, parameter and FLOP counts) needs no hub.
+ARCHITECTURES = MappingProxyType(
+    {
+        # BLIP's ViT-B/16 image tower at 384 px: BlipVisionConfig's defaults are that model.
+        "Salesforce/blip-image-captioning-base": ("blip_vision_model", {"image_size": 384}),
+        # RAD-DINO: a DINOv2 ViT-B/14 at 518 px (layer scale, no registers).
+        "microsoft/rad-dino": (
+            "dinov2",
+            {"image_size": 518, "patch_size": 14, "hidden_size": 768, "num_hidden_layers": 12},
+        ),
+    }
+)
 
 
 def _offline_hint(repo: str) -> str:
@@ -90,6 +105,17 @@ def _pool(encoder, images):
     return pooled
 
 
+def _model_from_config(config):
+    """AutoModel, or for a tower config AutoModel does not map (BlipVisionConfig) the model
+    class of the same name (BlipVisionModel)."""
+    import transformers
+
+    try:
+        return transformers.AutoModel.from_config(config)
+    except ValueError:
+        return getattr(transformers, type(config).__name__.replace("Config", "Model"))(config)
+
+
 def build_hf(spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Backbone:
     """AutoModel from the hub id or a local directory (`--weights DIR`); composite models
     (BLIP, CLIP) contribute their `vision_model` only."""
@@ -99,6 +125,9 @@ def build_hf(spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Back
     try:
         if pretrained or weights is not None:
             model = AutoModel.from_pretrained(source)
+        elif weights is None and spec.checkpoint in ARCHITECTURES:
+            model_type, arguments = ARCHITECTURES[spec.checkpoint]
+            model = _model_from_config(AutoConfig.for_model(model_type, **arguments))
         else:
             model = AutoModel.from_config(AutoConfig.from_pretrained(source))
     except OSError as error:

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import torch
+
 from cache.errors import ToolkitError
 from extract.models.backbone import Backbone
 from extract.models.spec import CLIP_MEAN, CLIP_STD, ModelSpec, Preprocessing
@@ -56,7 +58,11 @@ def build_open_clip(spec: ModelSpec, *, weights: Path | None, pretrained: bool) 
         arch, _, tag = spec.checkpoint.partition("/")
     source = str(weights) if weights is not None else (tag if pretrained else None)
     try:
-        model = open_clip.create_model(arch, pretrained=source or None)
+        # The default device, so an architecture-only build on `torch.device("meta")` (costs,
+        # `--check` of the big entries) allocates nothing; open_clip would move it to cpu.
+        model = open_clip.create_model(
+            arch, pretrained=source or None, device=torch.get_default_device()
+        )
     except (OSError, RuntimeError, ValueError) as error:
         raise ToolkitError(
             f"could not load {spec.name} ({spec.checkpoint}): {error}. Offline? Put the "

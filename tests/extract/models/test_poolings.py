@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from extract.models import build_backbone, resolve_model
+from extract.models import build_backbone, default_registry, resolve_model
 from extract.models.backbone import pool_tokens
 from extract.models.describe import check_model
 
@@ -19,21 +19,69 @@ def meta_dims(name: str) -> dict[str, int]:
         return {p: v.shape[-1] for p, v in backbone(torch.zeros(1, 3, side, side)).items()}
 
 
+# The smallest member of each family runs by default; the bigger ones (same code path, a
+# second or two each even on the meta device) run with the slow tests.
+LARGER_MEMBERS = {
+    "dinov2",
+    "dinov2-g",
+    "mae-l",
+    "mae-h",
+    "aimv2-h",
+    "sam-l",
+    "sam-h",
+    "sam-l-1024",
+    "sam-h-1024",
+    "sam2",
+    "sam2-s",
+    "sam2-l",
+    "openclip-l",
+    "coca-l",
+}
+# BiomedCLIP's architecture lives in its hub repo's open_clip_config.json: no offline build.
+NEEDS_HUB_CONFIG = {"biomedclip"}
+
+
+def _registry_params():
+    for spec in default_registry().specs():
+        if spec.name in NEEDS_HUB_CONFIG:
+            continue
+        marks = [pytest.mark.slow] if spec.name in LARGER_MEMBERS else []
+        yield pytest.param(spec.name, id=spec.name, marks=marks)
+
+
+@pytest.mark.parametrize("name", list(_registry_params()))
+def test_real_configurations_give_the_stated_embedding_size(name):
+    spec = resolve_model(name)
+    assert meta_dims(name) == dict.fromkeys(spec.poolings, spec.embed_dim)
+
+
 @pytest.mark.parametrize(
-    ("name", "dims"),
+    ("name", "dim"),
     [
-        ("dinov2", {"cls": 1024, "mean": 1024}),
-        ("dinov2-b", {"cls": 768, "mean": 768}),
-        ("mae", {"mean": 768, "cls": 768}),
-        ("aimv2", {"mean": 1024}),
-        ("sam", {"mean": 256}),
-        ("sam2", {"mean": 896}),
-        ("resnet50", {"pooled": 2048}),
-        ("deit-b", {"cls": 768, "mean": 768}),
+        ("dinov2-s", 384),
+        ("dinov2-g", 1536),
+        ("mae-h", 1280),
+        ("aimv2-h", 1536),
+        ("sam-h", 256),
+        ("sam-1024", 256),
+        ("sam2-t", 768),
+        ("sam2-l", 1152),
+        ("openclip-l", 768),
+        ("coca-l", 768),
+        ("rad-dino", 768),
+        ("blip", 768),
+        ("vit-b", 768),
     ],
 )
-def test_real_configurations_give_the_published_embedding_sizes(name, dims):
-    assert meta_dims(name) == dims
+def test_published_embedding_sizes(name, dim):
+    """The sizes the papers report, independent of how the registry states them."""
+    assert resolve_model(name).embed_dim == dim
+
+
+def test_sam_at_1024_is_the_native_input_and_224_squashes():
+    assert resolve_model("sam-1024").preprocessing.input_size == 1024
+    assert dict(resolve_model("sam-1024").build_kwargs) == {}
+    assert resolve_model("sam").build_kwargs["img_size"] == 224
 
 
 def test_mean_excludes_prefix_tokens_and_cls_is_token_zero():

@@ -22,6 +22,22 @@ SEED_MODELS = [
     "deit-b",
     "efficientnet-lite0",
     "biomedclip",
+    # issue 5: every size of each family, and the medical models
+    "dinov2-s",
+    "dinov2-g",
+    "mae-l",
+    "mae-h",
+    "aimv2-h",
+    "sam-l",
+    "sam-h",
+    "sam-1024",
+    "sam2-t",
+    "sam2-s",
+    "sam2-l",
+    "openclip-l",
+    "coca-l",
+    "vit-b",
+    "rad-dino",
 ]
 
 
