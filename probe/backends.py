@@ -15,6 +15,7 @@ Exact ties (within `C_TIE`) go to the smaller C (stronger regularisation).
 """
 
 import importlib.util
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,8 @@ from probe.neighbors import KNN_TEMPERATURE, as_numpy, knn_scores, prototype_sco
 
 if TYPE_CHECKING:  # torch is imported inside functions: `import probe` stays light
     import torch
+
+logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "sklearn", "cuml")
 P_FLOOR = 1e-15  # probabilities are clipped here before the log, as sklearn's log_loss does
@@ -77,6 +80,14 @@ def best_c(losses: "list[float] | np.ndarray") -> float:
     """The C of `C_GRID` with the lowest held-out loss; near-ties go to the smaller C."""
     losses = np.asarray(losses, dtype=float)
     return C_GRID[int(np.flatnonzero(losses <= losses.min() + C_TIE)[0])]
+
+
+def warn_if_no_val(inputs: ProbeInputs) -> None:
+    if inputs.use_val and inputs.val is None:
+        logger.warning(
+            "full budget but the store has no val split: C is chosen by cross-validation on "
+            "the train split instead"
+        )
 
 
 def resolve_backend(name: str) -> "TorchBackend | EstimatorBackend":
@@ -141,6 +152,7 @@ class TorchBackend:
         """Test class probabilities (M, K) per support set."""
         import torch
 
+        warn_if_no_val(inputs)
         pool = self._tensor(inputs.train)
         labels = inputs.train_labels
         chosen_c = [DEFAULT_C] * len(inputs.supports)
@@ -240,6 +252,7 @@ class EstimatorBackend:
         return probabilities
 
     def logreg(self, inputs: ProbeInputs, *, max_iter: int = MAX_ITER) -> list[np.ndarray]:
+        warn_if_no_val(inputs)
         x, y, k = inputs.train, inputs.train_labels, inputs.n_classes
         results = []
         for support, seed in zip(inputs.supports, inputs.seeds, strict=True):
