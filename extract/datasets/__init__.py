@@ -10,6 +10,7 @@ from typing import Any
 from cache.errors import ToolkitError
 from extract.datasets.aptos2019 import Aptos2019Dataset
 from extract.datasets.base import ImageDataset, TaskInfo
+from extract.datasets.cbis_ddsm import CbisDdsmDataset
 from extract.datasets.chexpert import CheXpertDataset
 from extract.datasets.csv_list import CsvDataset
 from extract.datasets.digits import DigitsDataset
@@ -50,6 +51,10 @@ DATASETS: dict[str, DatasetEntry] = {
         Isic2019Dataset, "ISIC_2019_Training_Input/*.jpg + ISIC_2019_Training_GroundTruth.csv"
     ),
     "aptos2019": DatasetEntry(Aptos2019Dataset, "train.csv + train_images/<id_code>.png"),
+    "cbis_ddsm": DatasetEntry(
+        CbisDdsmDataset,
+        "*_case_description_*_set.csv + TCIA DICOM tree, or csv/ (dicom_info.csv) + jpeg/",
+    ),
     "chexpert": DatasetEntry(CheXpertDataset, "train.csv, valid.csv, train/ and valid/ trees"),
     "medmnist": DatasetEntry(MedMnistDataset, "<flag>[_<size>].npz (official splits)"),
     "digits": DatasetEntry(
