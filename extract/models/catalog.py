@@ -212,4 +212,14 @@ SEED_MODELS: tuple[ModelSpec, ...] = (
         embed_dim=768,
         reproduces="RAD-DINO (chest X-ray DINOv2 ViT-B/14): CLS token after the final LayerNorm",
     ),
+    ModelSpec(
+        name="seem",
+        source="seem",
+        checkpoint="seem_focalt_v0",
+        preprocessing=IMAGENET_224_SQUASH,
+        poolings=("mean",),
+        embed_dim=768,
+        reproduces="SEEM FocalNet-T backbone (seem_focalt_v0): spatial mean of the last stage "
+        "after its output norm",
+    ),
 )

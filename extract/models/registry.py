@@ -72,13 +72,20 @@ def resolve_model(name: str) -> ModelSpec:
 
 
 def _builders() -> dict[str, Builder]:
-    from extract.models.sources import bundled_source, hf_source, open_clip_source, timm_source
+    from extract.models.sources import (
+        bundled_source,
+        hf_source,
+        open_clip_source,
+        seem_source,
+        timm_source,
+    )
 
     return {
         "timm": timm_source.build_timm,
         "hf": hf_source.build_hf,
         "open_clip": open_clip_source.build_open_clip,
         "bundled": bundled_source.build_bundled_lite0,
+        "seem": seem_source.build_seem,
     }
 
 

@@ -1,0 +1,49 @@
+"""SEEM's FocalNet-T image backbone (our `focal_dw` module) from the `seem_focalt_v0` checkpoint."""
+
+from pathlib import Path
+
+import torch
+
+from cache.errors import ToolkitError
+from extract.models.backbone import Backbone, pool_feature_map
+from extract.models.spec import ModelSpec
+
+# Where SEEM publishes its checkpoints: the Hugging Face repo and file of each `checkpoint` id.
+SEEM_HUB_REPO = "xdecoder/SEEM"
+
+
+def seem_checkpoint_path(checkpoint: str) -> Path:
+    """The checkpoint file from the Hugging Face cache (download when online)."""
+    from huggingface_hub import hf_hub_download
+
+    filename = f"{checkpoint}.pt"
+    try:
+        return Path(hf_hub_download(SEEM_HUB_REPO, filename))
+    except Exception as error:  # the hub raises several types for "not reachable/not found"
+        raise ToolkitError(
+            f"SEEM checkpoint {filename!r} is not in the Hugging Face cache ({error}). Offline? "
+            f"Run `hf download {SEEM_HUB_REPO} {filename}` on a machine with internet and copy "
+            "~/.cache/huggingface, or pass --weights /path/to/" + filename
+        ) from error
+
+
+def _pool(encoder, images):
+    return pool_feature_map(encoder(images))
+
+
+def build_seem(spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Backbone:
+    """FocalNet-DW loaded strictly from SEEM's whole-model checkpoint (backbone keys only)."""
+    from extract.models.focal_dw import FocalNetDW, seem_backbone_state_dict
+
+    model = FocalNetDW(**dict(spec.build_kwargs))
+    if pretrained or weights is not None:
+        path = weights or seem_checkpoint_path(spec.checkpoint)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            model.load_state_dict(seem_backbone_state_dict(checkpoint), strict=True)
+        except RuntimeError as error:
+            raise ToolkitError(
+                f"{path} is not a SEEM FocalNet-T checkpoint in the expected key format "
+                f"(`backbone.layers.N.blocks.M…`): {str(error)[:500]}"
+            ) from error
+    return Backbone(model, _pool, spec.poolings)
