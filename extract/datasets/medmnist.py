@@ -1,6 +1,9 @@
 """MedMNIST+ npz files, any 2D subset at any size: `<flag>.npz` or `<flag>_<size>.npz` with keys
-train_images, train_labels, val_*, test_* (the official splits). The task type comes from the
-subset's name, as MedMNIST's INFO lists it."""
+train_images, train_labels, val_*, test_* (the official splits). The task type and label names
+come from the subset's name, as MedMNIST's INFO lists them; reading needs no `medmnist` package.
+
+`--data-dir` is the npz file itself, or a folder of them with `flag` (and `size`, 28 by default)
+naming one."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,31 @@ MEDMNIST_TASKS = {
     "organcmnist": ("multiclass", 11),
     "organsmnist": ("multiclass", 11),
 }
+LABEL_NAMES = {
+    "pathmnist": ("adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle",
+                  "normal colon mucosa", "cancer-associated stroma",
+                  "colorectal adenocarcinoma epithelium"),
+    "chestmnist": ("atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule",
+                   "pneumonia", "pneumothorax", "consolidation", "edema", "emphysema",
+                   "fibrosis", "pleural", "hernia"),
+    "dermamnist": ("actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma",
+                   "benign keratosis-like lesions", "dermatofibroma", "melanoma",
+                   "melanocytic nevi", "vascular lesions"),
+    "octmnist": ("choroidal neovascularization", "diabetic macular edema", "drusen", "normal"),
+    "pneumoniamnist": ("normal", "pneumonia"),
+    "retinamnist": ("0", "1", "2", "3", "4"),
+    "breastmnist": ("malignant", "normal, benign"),
+    "bloodmnist": ("basophil", "eosinophil", "erythroblast", "immature granulocytes",
+                   "lymphocyte", "monocyte", "neutrophil", "platelet"),
+    "tissuemnist": ("collecting duct, connecting tubule", "distal convoluted tubule",
+                    "glomerular endothelial cells", "interstitial endothelial cells",
+                    "leukocytes", "podocytes", "proximal tubule segments",
+                    "thick ascending limb"),
+}  # fmt: skip
+ORGAN_LABELS = ("bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right",
+                "liver", "lung-left", "lung-right", "pancreas", "spleen")  # fmt: skip
+for _organ in ("organamnist", "organcmnist", "organsmnist"):
+    LABEL_NAMES[_organ] = ORGAN_LABELS
 HEADLINE = {
     "multiclass": "accuracy",
     "binary": "roc_auc",
@@ -39,8 +67,12 @@ HEADLINE = {
 class MedMnistDataset(ImageDataset):
     """One MedMNIST+ subset; ids are `<split>/<index>` within the official splits."""
 
+    flag: str | None = None
+    size: int | None = None
+
     def __post_init__(self) -> None:
-        path = single_file(self.root, ".npz", "medmnist")
+        self.resolve_split_by("image", None)  # official splits; patient ids do not exist
+        path = self._npz_file()
         flag = path.stem.split("_")[0].lower()
         if flag not in MEDMNIST_TASKS:
             raise ToolkitError(
@@ -66,22 +98,50 @@ class MedMnistDataset(ImageDataset):
                 self._where.append((split, index))
             label_rows.append(labels[split])
         stacked = np.concatenate(label_rows)
+        width = n_outputs if kind == "multilabel" else 1
+        if stacked.ndim != 2 or stacked.shape[1] != width:
+            raise ToolkitError(
+                f"{path}: labels have shape {stacked.shape}; {flag} needs (n_images, {width})"
+            )
+        allowed = (0, 1) if kind == "multilabel" else range(n_outputs)
+        bad_rows = np.flatnonzero(~np.isin(stacked, list(allowed)).all(axis=1))
+        if len(bad_rows):
+            bad = int(bad_rows[0])
+            raise ToolkitError(
+                f"{path}: row {ids[bad]} has label {stacked[bad].tolist()}; {flag} labels are "
+                f"{'0/1 per finding' if kind == 'multilabel' else f'0..{n_outputs - 1}'}"
+            )
         if kind == "multilabel":
             label_array = stacked.astype(np.int8)
         else:
             label_array = stacked.reshape(-1).astype(np.int64)
-            if label_array.min() < 0 or label_array.max() >= n_outputs:
-                raise ToolkitError(f"{path}: labels outside 0..{n_outputs - 1} for {flag}")
         self.root = path.parent
         self._file = path.name
         self.rows = RowTable(ids=ids, splits=splits, labels=label_array)
         self.task = TaskInfo(
             kind=kind,
-            label_names=tuple(str(i) for i in range(n_outputs)),
+            label_names=LABEL_NAMES[flag],
             headline_metric=HEADLINE[kind],
         )
         self.options["file"] = path.name
+        self.info["flag"] = flag
+        self.info["image_size"] = list(self._images["train"].shape[1:3])
         self.info["split"] = "official MedMNIST train/val/test"
+
+    def _npz_file(self) -> Path:
+        """The npz file: `root` itself, `<flag>[_<size>].npz` inside it, or its only npz."""
+        if self.flag is None or self.root.is_file():
+            return single_file(self.root, ".npz", "medmnist")
+        names = [f"{self.flag}_{self.size}.npz"] if self.size not in (None, 28) else []
+        names += [f"{self.flag}.npz", f"{self.flag}_28.npz"] if self.size in (None, 28) else []
+        for name in names:
+            if (self.root / name).is_file():
+                return self.root / name
+        present = sorted(p.name for p in self.root.glob("*.npz"))
+        raise ToolkitError(
+            f"medmnist: none of {names} in {self.root} (present: {present}); pass flag= and "
+            "size= matching a file, or the npz file itself as --data-dir"
+        )
 
     def image_path(self, row: int) -> Path | None:
         return None
