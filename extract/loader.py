@@ -1,8 +1,9 @@
 """Decode each image once and cut every input geometry the requested models need from it."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -26,6 +27,13 @@ class DecodedBatch:
     ok: np.ndarray
     views: list[torch.Tensor]
     failures: dict[int, str]
+
+    def pin_memory(self) -> "DecodedBatch":
+        """Called by the DataLoader's pinning thread: page-locked views copy to the GPU
+        asynchronously (non_blocking) instead of through a staging buffer."""
+        return DecodedBatch(
+            self.start, self.ok, [v.pin_memory() for v in self.views], self.failures
+        )
 
 
 class DecodedImages(Dataset):
@@ -100,8 +108,9 @@ def collate(items: list[tuple[int, list[torch.Tensor] | None, str | None]]) -> D
 
 
 def make_loader(
-    images: DecodedImages | CachedPixels,
+    images: Dataset,
     *,
+    collate_fn: Callable[[list], Any] = collate,
     start: int,
     batch_size: int,
     num_workers: int,
@@ -114,7 +123,7 @@ def make_loader(
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
-        collate_fn=collate,
+        collate_fn=collate_fn,
         pin_memory=pin_memory,
         prefetch_factor=4 if num_workers else None,
     )

@@ -18,28 +18,35 @@ INTERPOLATIONS = {
 }
 
 
+def resize_geometry(
+    width: int, height: int, preprocessing: Preprocessing
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((resized width, height), (crop left, top)) for an image of `width` x `height`: the
+    shorter side to resize_size then a centre crop, or the whole image squashed to a square for
+    crop='none'. One definition for the CPU and the GPU decoders, so both cut the same pixels."""
+    side = preprocessing.input_size
+    if preprocessing.crop == "none":
+        return (side, side), (0, 0)
+    scale = preprocessing.resize_size / min(width, height)
+    resized = (max(side, round(width * scale)), max(side, round(height * scale)))
+    return resized, ((resized[0] - side) // 2, (resized[1] - side) // 2)
+
+
 def to_model_input(image: Image.Image, preprocessing: Preprocessing) -> torch.Tensor:
     """(C, input_size, input_size) uint8: resize (shorter side to resize_size, or the whole image
     to a square for crop='none'), centre-crop, and grey replicated to 3 channels if needed."""
     mode = "L" if preprocessing.channels == 1 else "RGB"
     if image.mode != mode:
         image = image.convert(mode)
-    resample = INTERPOLATIONS[preprocessing.interpolation]
     side = preprocessing.input_size
-    if preprocessing.crop == "none":
-        image = image.resize((side, side), resample)
-    else:
-        width, height = image.size
-        scale = preprocessing.resize_size / min(width, height)
-        new_size = (max(side, round(width * scale)), max(side, round(height * scale)))
-        image = image.resize(new_size, resample)
-        left = (new_size[0] - side) // 2
-        top = (new_size[1] - side) // 2
+    (width, height), (left, top) = resize_geometry(*image.size, preprocessing)
+    image = image.resize((width, height), INTERPOLATIONS[preprocessing.interpolation])
+    if (width, height) != (side, side):
         image = image.crop((left, top, left + side, top + side))
     pixels = np.asarray(image, dtype=np.uint8)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
-    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
+    return torch.from_numpy(pixels.transpose(2, 0, 1).copy())  # owned, writable, contiguous
 
 
 def normalise_on_device(
