@@ -137,6 +137,13 @@ def run(
             "so later models over this dataset skip decoding"
         ),
     ] = False,
+    decode: Annotated[
+        str,
+        typer.Option(
+            help="'cpu': loader workers decode; 'gpu': JPEG files are decoded and resized on the "
+            "CUDA device (nvJPEG), for large JPEGs where the CPU is the bottleneck"
+        ),
+    ] = "cpu",
 ) -> None:
     """Embed one dataset (or every configured one) with one or more models.
 
@@ -159,6 +166,7 @@ def run(
         compile=compile,
         cache_pixels=cache_pixels,
         shard=parse_shard(shard) if shard else None,
+        decode=decode,
     )
     root = resolve_cache_root(cache_dir)
     console = Console()

@@ -19,7 +19,13 @@ import torch
 from cache import RowTable, StoreSpec, StoreWriter, ToolkitError, find_complete_store, store_path
 from cache.key import file_sha256
 from extract.datasets.base import ImageDataset
-from extract.loader import CachedPixels, DecodedBatch, DecodedImages, make_loader
+from extract.gpu_decode import (
+    DeviceJpegDecoder,
+    EncodedImages,
+    check_device_decoding,
+    collate_encoded,
+)
+from extract.loader import CachedPixels, DecodedBatch, DecodedImages, collate, make_loader
 from extract.models import Backbone, ModelSpec, Preprocessing, build_backbone
 from extract.models.sources.bundled_source import bundled_weights_path
 from extract.progress import extraction_progress
@@ -29,6 +35,7 @@ from extract.transforms import normalise_on_device
 logger = logging.getLogger(__name__)
 
 ON_ERROR_CHOICES = ("fail", "skip")
+DECODE_CHOICES = ("cpu", "gpu")
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,7 @@ class ExtractionOptions:
     progress: bool = True
     cache_pixels: bool = False
     shard: tuple[int, int] | None = None
+    decode: str = "cpu"
 
 
 @dataclass
@@ -181,6 +189,10 @@ def extract_dataset(
     """
     if options.on_error not in ON_ERROR_CHOICES:
         raise ToolkitError(f"--on-error {options.on_error!r}: choose one of {ON_ERROR_CHOICES}")
+    if options.decode not in DECODE_CHOICES:
+        raise ToolkitError(f"--decode {options.decode!r}: choose one of {DECODE_CHOICES}")
+    if options.decode == "gpu":
+        check_device_decoding([s.preprocessing for s in specs], resolve_device(options.device))
     if options.weights is not None and len(specs) != 1:
         raise ToolkitError("--weights names one checkpoint; pass exactly one --model with it")
     positions = select_rows(len(dataset.rows), options.limit)
@@ -234,7 +246,8 @@ def _write_targets(
         images = CachedPixels(cached, rows.ids, geometries)
         logger.info("reading decoded pixels from %s", [str(c) for c in cached])
     else:
-        images = DecodedImages(dataset, positions, geometries)
+        images_type = EncodedImages if options.decode == "gpu" else DecodedImages
+        images = images_type(dataset, positions, geometries)
         if options.cache_pixels:
             targets += [
                 _Target(p, store_path(pixel_root, p), g)
@@ -257,7 +270,7 @@ def _write_targets(
 
 def _run_pass(
     dataset: ImageDataset,
-    images: DecodedImages | CachedPixels,
+    images: DecodedImages | EncodedImages | CachedPixels,
     targets: list[_Target],
     writers: list[StoreWriter],
     geometries: list[Preprocessing],
@@ -268,6 +281,9 @@ def _run_pass(
     if start == len(images):
         return
     device = resolve_device(options.device)
+    decoder = None
+    if isinstance(images, EncodedImages):
+        decoder = DeviceJpegDecoder(dataset, images.row_indices, geometries, device)
     view_keys = [g.view_key for g in geometries]
     embedders = []
     for target in targets:
@@ -281,6 +297,7 @@ def _run_pass(
     num_workers = default_num_workers() if options.num_workers is None else options.num_workers
     loader = make_loader(
         images,
+        collate_fn=collate if decoder is None else collate_encoded,
         start=start,
         batch_size=options.batch_size,
         num_workers=num_workers,
@@ -292,7 +309,8 @@ def _run_pass(
     with extraction_progress(
         description, total=len(images), completed=start, enabled=options.progress
     ) as advance:
-        for batch in loader:
+        for loaded in loader:
+            batch = loaded if decoder is None else decoder(loaded)
             if batch.failures and options.on_error == "fail":
                 position, reason = next(iter(batch.failures.items()))
                 raise ToolkitError(
@@ -321,7 +339,7 @@ def _prepare(backbone: Backbone, device: torch.device, options: ExtractionOption
 
 def _pixels(images: torch.Tensor) -> dict[str, np.ndarray]:
     """The pixel cache's 'embedding': the uint8 input itself, flattened to (B, C*H*W)."""
-    return {"pixels": images.reshape(len(images), -1).numpy()}
+    return {"pixels": images.reshape(len(images), -1).cpu().numpy()}
 
 
 def _feed(

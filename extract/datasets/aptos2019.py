@@ -50,5 +50,7 @@ class Aptos2019Dataset(ImageDataset):
         self.options["split_seed"] = self.seed
         self.info["split"] = f"stratified {FRACTIONS}, seed {self.seed}"
 
+    reads_plain_files = True
+
     def read_image(self, row: int, *, min_side: int | None = None) -> Image.Image:
         return open_image(self.root / self.rows.ids[row], min_side=min_side)

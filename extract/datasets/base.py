@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from PIL import Image
 
@@ -82,6 +82,10 @@ class ImageDataset(ABC):
     info: dict[str, Any] = field(default_factory=dict, init=False)
     seed: int = DEFAULT_SEED
     split_by: str | None = None
+    # True where read_image is open_image(image_path(row)) and nothing more, so a JPEG file may
+    # be handed to a GPU decoder as stored (`--decode gpu`); adapters that transform pixels or
+    # read arrays keep False.
+    reads_plain_files: ClassVar[bool] = False
 
     def resolve_split_by(self, default: str, groups: Sequence[str] | None) -> str:
         """`split_by`, or `default` when unset; 'patient' needs groups. Recorded in `info` (the

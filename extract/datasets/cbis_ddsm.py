@@ -188,6 +188,8 @@ class CbisDdsmDataset(ImageDataset):
                 f"; {dropped} train image(s) of patients in the official test set left out"
             )
 
+    reads_plain_files = True
+
     def read_image(self, row: int, *, min_side: int | None = None) -> Image.Image:
         return open_image(
             self.root / self.rows.ids[row], min_side=min_side, dicom_window=self.window

@@ -145,5 +145,7 @@ class CheXpertDataset(ImageDataset):
                 known.append(True)
         return values, known
 
+    reads_plain_files = True
+
     def read_image(self, row: int, *, min_side: int | None = None) -> Image.Image:
         return open_image(self.root / self.rows.ids[row], min_side=min_side)

@@ -80,5 +80,7 @@ class CsvDataset(ImageDataset):
         self.task = TaskInfo(kind=kind, label_names=label_names)
         self.info["list_file"] = list_file.name
 
+    reads_plain_files = True
+
     def read_image(self, row: int, *, min_side: int | None = None) -> Image.Image:
         return open_image(self.root / self.rows.ids[row], min_side=min_side)

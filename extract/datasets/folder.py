@@ -62,5 +62,7 @@ class FolderDataset(ImageDataset):
         kind = "binary" if len(label_names) == 2 else "multiclass"
         self.task = TaskInfo(kind=kind, label_names=label_names, headline_metric="accuracy")
 
+    reads_plain_files = True
+
     def read_image(self, row: int, *, min_side: int | None = None) -> Image.Image:
         return open_image(self.root / self.rows.ids[row], min_side=min_side)

@@ -113,5 +113,7 @@ class Isic2019Dataset(ImageDataset):
                 lesion_of[record["image"]] = record["lesion_id"]
         return [lesion_of.get(Path(i).stem, Path(i).stem) for i in ids]
 
+    reads_plain_files = True
+
     def read_image(self, row: int, *, min_side: int | None = None) -> Image.Image:
         return open_image(self.root / self.rows.ids[row], min_side=min_side)
