@@ -14,9 +14,12 @@ uses tiny models (random weights; speed does not depend on them); on CUDA the re
 
 import argparse
 import contextlib
+import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +30,14 @@ from cache.writer import StoreWriter
 from extract.datasets import build_dataset
 from extract.datasets.images import open_image
 from extract.models import build_backbone
+from extract.models.describe import model_costs
 from extract.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, Preprocessing
-from extract.pipeline import ExtractionOptions, extract_dataset, resolve_device
+from extract.pipeline import (
+    ExtractionOptions,
+    default_num_workers,
+    extract_dataset,
+    resolve_device,
+)
 from extract.transforms import normalise_on_device
 
 P224 = Preprocessing(224, 256, IMAGENET_MEAN, IMAGENET_STD)
@@ -92,17 +101,32 @@ def synthetic_photo(width: int, height: int, rng: np.random.Generator, grey: boo
 
 
 def write_images(
-    root: Path, *, n_images: int, size: tuple[int, int], suffix: str, grey: bool, seed: int = 0
+    root: Path,
+    *,
+    n_images: int,
+    size: tuple[int, int],
+    suffix: str,
+    grey: bool,
+    n_unique: int | None = None,
+    seed: int = 0,
 ) -> Path:
-    """A folder dataset of two classes: <root>/<class>/<i><suffix>."""
+    """A folder dataset of two classes: <root>/<class>/<i><suffix>. Past `n_unique` images the
+    files are byte copies of the first ones (every file is still read and decoded)."""
     rng = np.random.default_rng(seed)
+    written: list[Path] = []
     for i in range(n_images):
         folder = root / ("a" if i % 2 else "b")
         folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{i:06d}{suffix}"
+        if n_unique is not None and i >= n_unique:
+            shutil.copyfile(written[i % n_unique], path)
+            continue
         image = synthetic_photo(*size, rng, grey)
-        image.save(folder / f"{i:05d}{suffix}", quality=90) if suffix == ".jpg" else image.save(
-            folder / f"{i:05d}{suffix}", compress_level=6
-        )
+        if suffix == ".jpg":
+            image.save(path, quality=90)
+        else:
+            image.save(path, compress_level=6)
+        written.append(path)
     return root
 
 
@@ -187,27 +211,57 @@ def decode_ratio(images: list[Path], min_side: int) -> tuple[float, float]:
     return timings[0], timings[1]
 
 
+def device_decode_rate(paths: list[Path], device: torch.device, batch_size: int) -> float:
+    """images/s of batched nvJPEG decoding (bytes already in memory) on `device`."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    encoded = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in paths]
+    batches = [encoded[i : i + batch_size] for i in range(0, len(encoded), batch_size)]
+    decode_jpeg(batches[0], mode=ImageReadMode.RGB, device=device)
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for batch in batches:
+        decode_jpeg(batch, mode=ImageReadMode.RGB, device=device)
+    torch.cuda.synchronize()
+    return len(encoded) / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--models", default=None, help="comma-separated keys of the model tables")
     parser.add_argument("--quick", action="store_true", help="fewer images (a smoke run)")
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument(
+        "--images", type=int, default=None, help="section 1 images (default 256 CPU, 32768 GPU)"
+    )
+    parser.add_argument(
+        "--ceiling", type=float, default=798.0, help="bf16 TFLOP/s the GPU reaches on matmuls"
+    )
     args = parser.parse_args()
     device = resolve_device(args.device)
-    table = GPU_MODELS if device.type == "cuda" else CPU_MODELS
+    on_gpu = device.type == "cuda"
+    table = GPU_MODELS if on_gpu else CPU_MODELS
     names = args.models.split(",") if args.models else list(table)
     specs = [table[n] for n in names]
     scale = 1 if args.quick else 4
-    batch_size = 128 if device.type == "cuda" else 32
+    batch_size = 128 if on_gpu else 32
+    n_small = args.images or ((32768 if on_gpu else 64) * (scale if not on_gpu else 1))
+    decoders = ("cpu", "gpu") if on_gpu else ("cpu",)
+    workers = args.workers if args.workers is not None else default_num_workers()
     print(
-        f"device {device}; torch {torch.__version__}; {torch.get_num_threads()} threads; "
-        f"models {names}"
+        f"device {torch.cuda.get_device_name(device) if on_gpu else 'cpu'}; torch "
+        f"{torch.__version__}; {os.cpu_count()} cores, {workers} decode workers; models {names}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         small = write_images(
-            tmp_path / "xray", n_images=64 * scale, size=(390, 320), suffix=".jpg", grey=True
+            tmp_path / "xray",
+            n_images=n_small,
+            size=(390, 320),
+            suffix=".jpg",
+            grey=True,
+            n_unique=min(n_small, 512),
         )
         fundus = write_images(
             tmp_path / "fundus", n_images=8 * scale, size=(2416, 1736), suffix=".png", grey=False
@@ -223,17 +277,27 @@ def main() -> None:
             progress=False,
         )
 
-        print("\n1. end-to-end (390x320 grey JPEGs from disk) / pure forward (ready tensors)")
+        print(
+            f"\n1. end-to-end ({n_small} 390x320 grey JPEGs from disk) / pure forward "
+            "(ready tensors)"
+        )
         write_seconds, run_seconds = 0.0, 0.0
         for spec in specs:
-            seconds, end_to_end, in_writes = run_pass(small, [spec], tmp_path / "c1", options)
-            write_seconds += in_writes
-            run_seconds += seconds
             forward = pure_forward_rate(spec, device, batch_size, n_batches=2 * scale)
-            print(
-                f"   {spec.name:12s} end-to-end {end_to_end:8.1f} img/s   forward "
-                f"{forward:8.1f} img/s   efficiency {end_to_end / forward:5.2f}"
-            )
+            gflops = model_costs(spec)[1]
+            line = f"   {spec.name:12s} forward {forward:8.1f} img/s"
+            if on_gpu:
+                tflops = gflops * forward / 1e3
+                line += f" ({tflops:.0f} TFLOP/s, {100 * tflops / args.ceiling:.0f} % of ceiling)"
+            for decode in decoders:
+                seconds, end_to_end, in_writes = run_pass(
+                    small, [spec], tmp_path / f"c1-{decode}", replace(options, decode=decode)
+                )
+                write_seconds += in_writes
+                run_seconds += seconds
+                line += f"\n      decode {decode}: end-to-end {end_to_end:8.1f} img/s, "
+                line += f"efficiency {end_to_end / forward:5.2f}"
+            print(line)
 
         print(
             f"\n2. {len(specs)} models in one pass / {len(specs)} separate passes (2416x1736 PNGs)"
@@ -250,8 +314,12 @@ def main() -> None:
         full, reduced = decode_ratio(paths, min_side=256)
         print(
             f"   full {full * 1000:6.1f} ms   reduced {reduced * 1000:6.1f} ms   ratio "
-            f"{reduced / full:5.2f}"
+            f"{reduced / full:5.2f}   (one core; x{workers} workers: "
+            f"{workers / full:.0f} vs {workers / reduced:.0f} img/s)"
         )
+        if on_gpu:
+            rate = device_decode_rate(paths * 8, device, batch_size=32)
+            print(f"   nvJPEG batched full decode on the GPU: {rate:.0f} img/s")
 
         print("\n4. HDF5 writes as a share of the run (all section-1 passes)")
         print(
