@@ -101,6 +101,22 @@ def _open_clip(name: str, checkpoint: str, embed_dim: int, reproduces: str) -> M
     )
 
 
+def _vmamba(name: str, size: str, checkpoint: str, dims: int, embed_dim: int) -> ModelSpec:
+    """VMamba v2 ImageNet-1k release (configs/vssm/vmambav2_*_224.yaml): evaluated, as
+    its own eval transform does, at 224 after a bicubic resize to 256 and a centre crop."""
+    return ModelSpec(
+        name=name,
+        source="vmamba",
+        checkpoint=checkpoint,
+        preprocessing=IMAGENET_224,
+        poolings=("pooled",),
+        embed_dim=embed_dim,
+        build_kwargs={"dims": dims, "depths": (2, 2, 15, 2)},
+        reproduces=f"VMamba-{size} (ImageNet-1k, v2): the classifier's pooling, spatial mean of "
+        "the last stage after its norm",
+    )
+
+
 SEED_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
         name="efficientnet-lite0",
@@ -222,4 +238,6 @@ SEED_MODELS: tuple[ModelSpec, ...] = (
         reproduces="SEEM FocalNet-T backbone (seem_focalt_v0): spatial mean of the last stage "
         "after its output norm",
     ),
+    _vmamba("vmamba-s", "S", "vssm_small_0229_ckpt_epoch_222.pth", 96, 768),
+    _vmamba("vmamba-b", "B", "vssm_base_0229_ckpt_epoch_237.pth", 128, 1024),
 )

@@ -78,6 +78,7 @@ def _builders() -> dict[str, Builder]:
         open_clip_source,
         seem_source,
         timm_source,
+        vmamba_source,
     )
 
     return {
@@ -86,6 +87,7 @@ def _builders() -> dict[str, Builder]:
         "open_clip": open_clip_source.build_open_clip,
         "bundled": bundled_source.build_bundled_lite0,
         "seem": seem_source.build_seem,
+        "vmamba": vmamba_source.build_vmamba,
     }
 
 

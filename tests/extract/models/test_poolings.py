@@ -36,6 +36,7 @@ LARGER_MEMBERS = {
     "sam2-l",
     "openclip-l",
     "coca-l",
+    "vmamba-b",
 }
 # BiomedCLIP's architecture lives in its hub repo's open_clip_config.json: no offline build.
 NEEDS_HUB_CONFIG = {"biomedclip"}
@@ -71,6 +72,8 @@ def test_real_configurations_give_the_stated_embedding_size(name):
         ("rad-dino", 768),
         ("blip", 768),
         ("vit-b", 768),
+        ("vmamba-s", 768),
+        ("vmamba-b", 1024),
     ],
 )
 def test_published_embedding_sizes(name, dim):
