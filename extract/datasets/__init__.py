@@ -82,7 +82,8 @@ def build_dataset(name: str, data_dir: Path | None, **options: Any) -> ImageData
             f"{', '.join(entry.option_names)}"
         )
     root = Path(data_dir) if data_dir is not None else Path("data") / name
-    if entry.needs_data_dir and not root.exists():
+    # A folder that a download will create need not exist yet.
+    if entry.needs_data_dir and not root.exists() and not options.get("download"):
         raise ToolkitError(f"dataset {name}: {root} does not exist; pass --data-dir")
     return entry.factory(name=name, root=root, **options)
 

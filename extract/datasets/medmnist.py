@@ -3,7 +3,8 @@ train_images, train_labels, val_*, test_* (the official splits). The task type a
 come from the subset's name, as MedMNIST's INFO lists them; reading needs no `medmnist` package.
 
 `--data-dir` is the npz file itself, or a folder of them with `flag` (and `size`, 28 by default)
-naming one."""
+naming one; with `download=true` a missing file is fetched into that folder first
+(`medmnist_download`)."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +15,10 @@ from PIL import Image
 from cache.errors import ToolkitError
 from cache.rows import RowTable
 from extract.datasets.base import ImageDataset, TaskInfo, single_file
+from extract.datasets.medmnist_download import download_medmnist, medmnist_file_name
 
-# flag -> (task kind, number of classes or labels), from MedMNIST v2's INFO.
+# flag -> (task kind, number of classes or labels), from MedMNIST v2's INFO (a test checks
+# both tables against the medmnist package's INFO).
 MEDMNIST_TASKS = {
     "pathmnist": ("multiclass", 9),
     "chestmnist": ("multilabel", 14),
@@ -44,12 +47,13 @@ LABEL_NAMES = {
     "pneumoniamnist": ("normal", "pneumonia"),
     "retinamnist": ("0", "1", "2", "3", "4"),
     "breastmnist": ("malignant", "normal, benign"),
-    "bloodmnist": ("basophil", "eosinophil", "erythroblast", "immature granulocytes",
+    "bloodmnist": ("basophil", "eosinophil", "erythroblast",
+                   "immature granulocytes(myelocytes, metamyelocytes and promyelocytes)",
                    "lymphocyte", "monocyte", "neutrophil", "platelet"),
-    "tissuemnist": ("collecting duct, connecting tubule", "distal convoluted tubule",
-                    "glomerular endothelial cells", "interstitial endothelial cells",
-                    "leukocytes", "podocytes", "proximal tubule segments",
-                    "thick ascending limb"),
+    "tissuemnist": ("Collecting Duct, Connecting Tubule", "Distal Convoluted Tubule",
+                    "Glomerular endothelial cells", "Interstitial endothelial cells",
+                    "Leukocytes", "Podocytes", "Proximal Tubule Segments",
+                    "Thick Ascending Limb"),
 }  # fmt: skip
 ORGAN_LABELS = ("bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right",
                 "liver", "lung-left", "lung-right", "pancreas", "spleen")  # fmt: skip
@@ -69,6 +73,7 @@ class MedMnistDataset(ImageDataset):
 
     flag: str | None = None
     size: int | None = None
+    download: bool = False
 
     def __post_init__(self) -> None:
         self.resolve_split_by("image", None)  # official splits; patient ids do not exist
@@ -129,18 +134,33 @@ class MedMnistDataset(ImageDataset):
         self.info["split"] = "official MedMNIST train/val/test"
 
     def _npz_file(self) -> Path:
-        """The npz file: `root` itself, `<flag>[_<size>].npz` inside it, or its only npz."""
+        """The npz file: `root` itself, `<flag>[_<size>].npz` inside it, or its only npz; with
+        `download`, a missing `<flag>[_<size>].npz` is fetched into `root`."""
         if self.flag is None or self.root.is_file():
+            if self.download:
+                raise ToolkitError(
+                    "medmnist: download=true needs flag= (e.g. flag=pathmnist) and a folder "
+                    "as --data-dir to download into"
+                )
             return single_file(self.root, ".npz", "medmnist")
-        names = [f"{self.flag}_{self.size}.npz"] if self.size not in (None, 28) else []
-        names += [f"{self.flag}.npz", f"{self.flag}_28.npz"] if self.size in (None, 28) else []
+        if self.flag not in MEDMNIST_TASKS:
+            raise ToolkitError(
+                f"medmnist: unknown 2D subset flag={self.flag!r}; known: {sorted(MEDMNIST_TASKS)}"
+            )
+        size = self.size or 28
+        names = [medmnist_file_name(self.flag, size)]
+        if size == 28:
+            names.append(f"{self.flag}_28.npz")  # a name some conversions use
         for name in names:
             if (self.root / name).is_file():
                 return self.root / name
+        if self.download:
+            return download_medmnist(self.flag, size, self.root)
         present = sorted(p.name for p in self.root.glob("*.npz"))
         raise ToolkitError(
             f"medmnist: none of {names} in {self.root} (present: {present}); pass flag= and "
-            "size= matching a file, or the npz file itself as --data-dir"
+            "size= matching a file, the npz file itself as --data-dir, or download=true to "
+            "fetch it"
         )
 
     def image_path(self, row: int) -> Path | None:

@@ -7,7 +7,6 @@ downloaded: the file must be in that cache already or be given with `--weights F
 """
 
 import logging
-import os
 import pickle
 import re
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ import torch
 from cache.errors import ToolkitError
 from extract.models.backbone import Backbone
 from extract.models.spec import ModelSpec
+from extract.offline import is_offline
 
 logger = logging.getLogger(__name__)
 
@@ -25,11 +25,6 @@ logger = logging.getLogger(__name__)
 RELEASE_URL = "https://github.com/MzeroMiko/VMamba/releases/download/%23v2cls/{checkpoint}"
 # The keys of the ImageNet head, which a features-only model does not have.
 HEAD_KEYS = ("classifier.head.weight", "classifier.head.bias")
-
-
-def _offline() -> bool:
-    """huggingface_hub's reading of HF_HUB_OFFLINE, the switch the other sources obey."""
-    return os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
 
 
 def vmamba_checkpoint_path(checkpoint: str) -> Path:
@@ -42,7 +37,7 @@ def vmamba_checkpoint_path(checkpoint: str) -> Path:
         f"Download {url} on a machine with internet and put it at {cached}, or pass "
         f"--weights /path/to/{checkpoint}"
     )
-    if _offline():
+    if is_offline():
         raise ToolkitError(f"VMamba checkpoint {checkpoint!r} is not at {cached} (offline). {hint}")
     cached.parent.mkdir(parents=True, exist_ok=True)
     logger.info("downloading %s to %s", url, cached)
