@@ -27,6 +27,8 @@ FRACTIONS = (0.7, 0.15, 0.15)
 class Aptos2019Dataset(ImageDataset):
     """APTOS 2019 training images with their grade (the release has no patient ids)."""
 
+    reads_plain_files = True
+
     def __post_init__(self) -> None:
         table = self.root / "train.csv"
         records = read_csv_rows(table, ("id_code", "diagnosis"))
@@ -49,8 +51,6 @@ class Aptos2019Dataset(ImageDataset):
         )
         self.options["split_seed"] = self.seed
         self.info["split"] = f"stratified {FRACTIONS}, seed {self.seed}"
-
-    reads_plain_files = True
 
     def read_image(self, row: int, *, min_side: int | None = None) -> Image.Image:
         return open_image(self.root / self.rows.ids[row], min_side=min_side)

@@ -79,6 +79,8 @@ _UID_TAIL_NAME = re.compile(r"-(\d+)$")
 class CbisDdsmDataset(ImageDataset):
     """CBIS-DDSM, TCIA DICOM tree or Kaggle JPEG conversion, whole-image or ROI task."""
 
+    reads_plain_files = True
+
     roi: bool = False
     abnormality: str = "both"
     window: str = "percentile"
@@ -187,8 +189,6 @@ class CbisDdsmDataset(ImageDataset):
             self.info["split"] += (
                 f"; {dropped} train image(s) of patients in the official test set left out"
             )
-
-    reads_plain_files = True
 
     def read_image(self, row: int, *, min_side: int | None = None) -> Image.Image:
         return open_image(

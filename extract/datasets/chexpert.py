@@ -53,6 +53,8 @@ PATIENT = re.compile(r"(patient\d+)")
 class CheXpertDataset(ImageDataset):
     """CheXpert's train.csv (train and carved val) and valid.csv (test)."""
 
+    reads_plain_files = True
+
     uncertain: str = "zeros"
     frontal_only: bool = False
 
@@ -144,8 +146,6 @@ class CheXpertDataset(ImageDataset):
                 values.append(code)
                 known.append(True)
         return values, known
-
-    reads_plain_files = True
 
     def read_image(self, row: int, *, min_side: int | None = None) -> Image.Image:
         return open_image(self.root / self.rows.ids[row], min_side=min_side)

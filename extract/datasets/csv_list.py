@@ -23,6 +23,8 @@ class CsvDataset(ImageDataset):
     when present (train/val/test), else stratified 70/15/15 with seed 42 (grouped by `group`
     when that column exists, unless split_by=image)."""
 
+    reads_plain_files = True
+
     def __post_init__(self) -> None:
         list_file = single_file(self.root, ".csv", "csv")
         self.root = list_file.parent
@@ -79,8 +81,6 @@ class CsvDataset(ImageDataset):
         kind = "binary" if len(label_names) == 2 else "multiclass"
         self.task = TaskInfo(kind=kind, label_names=label_names)
         self.info["list_file"] = list_file.name
-
-    reads_plain_files = True
 
     def read_image(self, row: int, *, min_side: int | None = None) -> Image.Image:
         return open_image(self.root / self.rows.ids[row], min_side=min_side)

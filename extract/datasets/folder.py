@@ -29,6 +29,8 @@ class FolderDataset(ImageDataset):
     """Labels are the names of the class folders; a split is given by top-level split folders,
     or else drawn stratified 70/15/15 with seed 42."""
 
+    reads_plain_files = True
+
     def __post_init__(self) -> None:
         if not self.root.is_dir():
             raise ToolkitError(f"dataset folder {self.root} does not exist")
@@ -61,8 +63,6 @@ class FolderDataset(ImageDataset):
         self.rows = RowTable(ids=ids, splits=splits.tolist(), labels=labels)
         kind = "binary" if len(label_names) == 2 else "multiclass"
         self.task = TaskInfo(kind=kind, label_names=label_names, headline_metric="accuracy")
-
-    reads_plain_files = True
 
     def read_image(self, row: int, *, min_side: int | None = None) -> Image.Image:
         return open_image(self.root / self.rows.ids[row], min_side=min_side)

@@ -61,6 +61,8 @@ def check_files_match(listed: set[str], image_dir: Path, suffix: str, table: Pat
 class Isic2019Dataset(ImageDataset):
     """ISIC 2019 training images with their one-hot ground truth."""
 
+    reads_plain_files = True
+
     def __post_init__(self) -> None:
         table = self.root / GROUND_TRUTH
         records = read_csv_rows(table, ("image", *ISIC_CLASSES))
@@ -112,8 +114,6 @@ class Isic2019Dataset(ImageDataset):
             if record["lesion_id"]:
                 lesion_of[record["image"]] = record["lesion_id"]
         return [lesion_of.get(Path(i).stem, Path(i).stem) for i in ids]
-
-    reads_plain_files = True
 
     def read_image(self, row: int, *, min_side: int | None = None) -> Image.Image:
         return open_image(self.root / self.rows.ids[row], min_side=min_side)
