@@ -201,14 +201,21 @@ def models(
     costs: Annotated[
         bool, typer.Option(help="add parameters and GFLOPs per image (counted on 'meta')")
     ] = False,
+    markdown: Annotated[
+        bool,
+        typer.Option(help="print docs/models.md's table: costs and what each entry reads"),
+    ] = False,
 ) -> None:
     """Table of the registry: source, checkpoint, input, poolings, embedding size."""
-    from extract.models.describe import check_model, describe_models
+    from extract.models.describe import check_model, describe_models, markdown_table
 
     console = table_console()
     if check is not None:
         for key, value in check_model(check).items():
             console.print(f"{key:>16}: {value}")
+        return
+    if markdown:
+        print(markdown_table(describe_models(with_costs=True, with_notes=True)))
         return
     rows = describe_models(with_costs=costs)
     table = Table(title="models (any other: timm:NAME, hf:ORG/NAME, open_clip:ARCH/TAG)")

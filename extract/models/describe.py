@@ -19,10 +19,10 @@ def _input(spec: ModelSpec) -> str:
     return f"{p.input_size} px ({geometry}, {p.interpolation})"
 
 
-def describe_models(*, with_costs: bool = False) -> list[dict[str, Any]]:
-    """One row per registry entry (what each reads is in docs/models.md and `--check`);
-    `with_costs` adds parameters and GFLOPs per image, counted on the meta device (no weights
-    are allocated or downloaded)."""
+def describe_models(*, with_costs: bool = False, with_notes: bool = False) -> list[dict[str, Any]]:
+    """One row per registry entry; `with_costs` adds parameters and GFLOPs per image, counted
+    on the meta device (no weights are allocated or downloaded); `with_notes` adds which
+    published embedding the entry reproduces."""
     rows = []
     for spec in default_registry().specs():
         row = {
@@ -44,8 +44,20 @@ def describe_models(*, with_costs: bool = False) -> list[dict[str, Any]]:
             else:
                 row["params (M)"] = f"{params / 1e6:.1f}"
                 row["GFLOPs"] = f"{gflops:.1f}"
+        if with_notes:
+            row["what is read"] = spec.reproduces
         rows.append(row)
     return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """`rows` as a Markdown table (docs/models.md is this output, so it cannot drift)."""
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [f"`{v}`" if k in ("name", "checkpoint") else str(v) for k, v in row.items()]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
 
 
 def model_costs(spec: ModelSpec) -> tuple[int, float]:

@@ -1,5 +1,7 @@
 """The registry: every entry is well formed, names resolve, unknown ones name the closest."""
 
+from pathlib import Path
+
 import pytest
 
 from cache import ToolkitError
@@ -76,3 +78,20 @@ def test_describe_lists_every_entry_with_costs_counted_on_meta():
     params, gflops = model_costs(resolve_model("resnet50"))
     assert 23.0e6 < params < 24.0e6  # torchvision ResNet-50 without its classifier: 23.5 M
     assert 7.5 < gflops < 9.0
+
+
+def test_docs_models_table_is_the_registry():
+    """docs/models.md's table is `extract models --markdown`; regenerate it when this fails."""
+    from extract.models.describe import markdown_table
+
+    text = (Path(__file__).parents[3] / "docs" / "models.md").read_text()
+    documented = text.split("<!-- generated: extract models --markdown -->\n")[1]
+    documented = documented.split("\n<!-- end generated -->")[0].splitlines()
+    without_costs = []
+    for line in documented:
+        cells = line.split(" | ")
+        del cells[6:8]  # params and GFLOPs: counted, not stated, so left out of the comparison
+        without_costs.append(" | ".join(cells))
+    registry = markdown_table(describe_models(with_notes=True)).splitlines()
+    assert without_costs[0] == registry[0]
+    assert without_costs[2:] == registry[2:]
