@@ -1,6 +1,7 @@
 """Geometry on the CPU, normalisation on the device."""
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -16,6 +17,24 @@ def test_grey_is_replicated_to_three_channels_and_centre_cropped():
     # The shorter side went to 40 (width 80); the crop is the middle 32 columns, so the left
     # edge is not the image's darkest column.
     assert out[0, 0, 0] > 20
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear", "nearest", "lanczos"])
+@pytest.mark.parametrize("crop", ["center", "none"])
+def test_grey_resized_as_grey_gives_the_bytes_of_resizing_it_as_rgb(interpolation, crop):
+    rng = np.random.default_rng(0)
+    grey = Image.fromarray(rng.integers(0, 256, (61, 83), dtype=np.uint8))
+    preprocessing = Preprocessing(32, 40, HALF, HALF, interpolation=interpolation, crop=crop)
+    as_rgb = to_model_input(grey.convert("RGB"), preprocessing)
+    assert torch.equal(to_model_input(grey, preprocessing), as_rgb)
+
+
+def test_modes_other_than_grey_and_rgb_are_converted():
+    palette = Image.new("P", (40, 40), 3)
+    assert to_model_input(palette, Preprocessing(16, 16, HALF, HALF)).shape == (3, 16, 16)
+    rgba = Image.new("RGBA", (40, 40), (10, 20, 30, 0))
+    grey = to_model_input(rgba, Preprocessing(16, 16, HALF, HALF, channels=1))
+    assert grey.shape == (1, 16, 16)
 
 
 def test_squash_keeps_the_whole_image():
