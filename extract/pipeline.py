@@ -9,7 +9,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,18 +19,18 @@ import torch
 from cache import RowTable, StoreSpec, StoreWriter, ToolkitError, find_complete_store, store_path
 from cache.key import file_sha256
 from extract.datasets.base import ImageDataset
+from extract.forward import Embedder, MicroBatcher, StoreFeed, pixels_embedder
 from extract.gpu_decode import (
     DeviceJpegDecoder,
     EncodedImages,
     check_device_decoding,
     collate_encoded,
 )
-from extract.loader import CachedPixels, DecodedBatch, DecodedImages, collate, make_loader
+from extract.loader import CachedPixels, DecodedImages, collate, make_loader
 from extract.models import Backbone, ModelSpec, Preprocessing, build_backbone
 from extract.models.sources.bundled_source import bundled_weights_path
 from extract.progress import extraction_progress
 from extract.shards import join_shards, shard_positions, shard_root, shard_spec
-from extract.transforms import normalise_on_device
 
 logger = logging.getLogger(__name__)
 
@@ -285,15 +285,15 @@ def _run_pass(
     if isinstance(images, EncodedImages):
         decoder = DeviceJpegDecoder(dataset, images.row_indices, geometries, device)
     view_keys = [g.view_key for g in geometries]
-    embedders = []
-    for target in targets:
-        if target.model is None:
-            embedders.append(_pixels)
-            continue
-        backbone = build_backbone(
-            target.model, weights=options.weights, pretrained=options.pretrained
-        )
-        embedders.append(_MicroBatcher(_prepare(backbone, device, options), device, target.model))
+    feeds = []
+    for target, writer in zip(targets, writers, strict=True):
+        embed: Embedder = pixels_embedder
+        if target.model is not None:
+            backbone = build_backbone(
+                target.model, weights=options.weights, pretrained=options.pretrained
+            )
+            embed = MicroBatcher(_prepare(backbone, device, options), device, target.model)
+        feeds.append(StoreFeed(writer, embed, view_keys.index(target.preprocessing.view_key)))
     num_workers = default_num_workers() if options.num_workers is None else options.num_workers
     loader = make_loader(
         images,
@@ -312,6 +312,8 @@ def _run_pass(
         for loaded in loader:
             batch = loaded if decoder is None else decoder(loaded)
             if batch.failures and options.on_error == "fail":
+                for feed in feeds:  # what was computed before the failure is kept
+                    feed.flush()
                 position, reason = next(iter(batch.failures.items()))
                 raise ToolkitError(
                     f"{reason} (row {position}). Fix or remove the file, or rerun with "
@@ -320,11 +322,12 @@ def _run_pass(
             for failed_position, reason in batch.failures.items():
                 report.failures[writers[0].rows.ids[failed_position]] = reason
                 logger.warning("skipped %s", reason)
-            for target, writer, embed in zip(targets, writers, embedders, strict=True):
-                view = view_keys.index(target.preprocessing.view_key)
-                _feed(writer, embed, batch, batch.views[view] if batch.views else None)
+            for feed in feeds:
+                feed.launch(batch)
             n_images += len(batch.ok)
             advance(len(batch.ok))
+        for feed in feeds:
+            feed.flush()
     elapsed = time.perf_counter() - started
     report.images_per_second = n_images / elapsed if elapsed > 0 else None
 
@@ -335,69 +338,3 @@ def _prepare(backbone: Backbone, device: torch.device, options: ExtractionOption
     if options.compile:
         backbone.encoder = torch.compile(backbone.encoder)
     return backbone
-
-
-def _pixels(images: torch.Tensor) -> dict[str, np.ndarray]:
-    """The pixel cache's 'embedding': the uint8 input itself, flattened to (B, C*H*W)."""
-    return {"pixels": images.reshape(len(images), -1).cpu().numpy()}
-
-
-def _feed(
-    writer: StoreWriter,
-    embed: Callable[[torch.Tensor], dict[str, np.ndarray]],
-    batch: DecodedBatch,
-    view: torch.Tensor | None,
-) -> None:
-    """Append this batch to one store, skipping the rows the store already has (a resume)."""
-    stop = batch.start + len(batch.ok)
-    if stop <= writer.next_row:
-        return
-    skip = writer.next_row - batch.start  # > 0 only on the first batch of a resumed store
-    ok = batch.ok[skip:]
-    n_ok_before = int(batch.ok[:skip].sum())
-    if ok.any() and view is not None:
-        embeddings = embed(view[n_ok_before:])
-    else:
-        embeddings = {p: np.zeros((0, 0), dtype=np.float32) for p in writer.spec.poolings}
-    failures = {p: r for p, r in batch.failures.items() if p >= writer.next_row}
-    writer.append(writer.next_row, ok, embeddings, failures)
-
-
-class _MicroBatcher:
-    """Runs a backbone on a batch, halving the micro-batch on CUDA out-of-memory and keeping it."""
-
-    def __init__(self, backbone: Backbone, device: torch.device, spec: ModelSpec) -> None:
-        self.backbone = backbone
-        self.device = device
-        self.spec = spec
-        self.micro_batch: int | None = None
-
-    @torch.inference_mode()
-    def __call__(self, images: torch.Tensor) -> dict[str, np.ndarray]:
-        spec = self.spec
-        size = self.micro_batch or len(images)
-        while True:
-            try:
-                chunks = [
-                    self._forward(images[i : i + size], spec) for i in range(0, len(images), size)
-                ]
-                break
-            except torch.cuda.OutOfMemoryError:
-                if size == 1:
-                    raise
-                size = max(1, size // 2)
-                self.micro_batch = size
-                torch.cuda.empty_cache()
-                logger.warning(
-                    "CUDA out of memory: %s now runs %d images at a time", spec.name, size
-                )
-        return {p: np.concatenate([c[p] for c in chunks]) for p in spec.poolings}
-
-    def _forward(self, images: torch.Tensor, spec: ModelSpec) -> dict[str, np.ndarray]:
-        on_device = images.to(self.device, non_blocking=True)
-        inputs = normalise_on_device(on_device, spec.preprocessing, channels_last=True)
-        with torch.autocast(
-            self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
-        ):
-            outputs = self.backbone(inputs)
-        return {p: v.float().cpu().numpy() for p, v in outputs.items()}
