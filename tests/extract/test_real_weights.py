@@ -6,6 +6,7 @@ import timm
 import torch
 from PIL import Image
 
+from cache import ToolkitError
 from extract.models import build_backbone, resolve_model
 from extract.models.sources.bundled_source import bundled_weights_path, map_lite0_keys
 from extract.transforms import normalise_on_device, to_model_input
@@ -38,3 +39,16 @@ def test_bundled_backbone_gives_1280_d_pooled_features_that_differ_by_image():
         out = backbone(normalise_on_device(batch, spec.preprocessing, channels_last=False))
     assert out["pooled"].shape == (2, 1280)
     assert not torch.allclose(out["pooled"][0], out["pooled"][1])
+
+
+@pytest.mark.real_weights
+def test_a_checkpoint_missing_a_key_is_refused_naming_the_file(tmp_path):
+    state_dict = torch.load(bundled_weights_path(), map_location="cpu", weights_only=True)
+    dropped = next(iter(state_dict))
+    del state_dict[dropped]
+    path = tmp_path / "lite0_partial.pth"
+    torch.save(state_dict, path)
+    with pytest.raises(
+        ToolkitError, match=r"lite0_partial\.pth is not an EfficientNet-Lite0.*Missing"
+    ):
+        build_backbone(resolve_model("efficientnet-lite0"), weights=path)

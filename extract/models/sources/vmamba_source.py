@@ -16,6 +16,7 @@ import torch
 
 from cache.errors import ToolkitError
 from extract.models.backbone import Backbone
+from extract.models.sources.strict import load_strictly
 from extract.models.spec import ModelSpec
 from extract.offline import is_offline
 
@@ -89,12 +90,11 @@ def build_vmamba(spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> 
     model = VSSM(**dict(spec.build_kwargs))
     if pretrained or weights is not None:
         path = weights or vmamba_checkpoint_path(spec.checkpoint)
-        state = vmamba_state_dict(load_vmamba_checkpoint(path), with_head=False)
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as error:
-            raise ToolkitError(
-                f"{path} is not a VMamba checkpoint of {spec.name}'s configuration "
-                f"({dict(spec.build_kwargs)}): {' '.join(str(error).split())[:500]}"
-            ) from error
+        load_strictly(
+            model,
+            vmamba_state_dict(load_vmamba_checkpoint(path), with_head=False),
+            path=path,
+            expected=f"a VMamba checkpoint of {spec.name}'s configuration "
+            f"({dict(spec.build_kwargs)})",
+        )
     return Backbone(model, _pool, spec.poolings)
