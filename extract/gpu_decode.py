@@ -128,7 +128,8 @@ class DeviceJpegDecoder:
                 ok[position - batch.start] = False
                 failures[position] = self._failure(position)
         decoded = [views for views in per_item if views is not None]
-        views = [torch.stack([d[v] for d in decoded]) for v in range(len(self.views))]
+        n_views = len(self.views) if decoded else 0  # a batch may fail entirely, as in `collate`
+        views = [torch.stack([d[v] for d in decoded]) for v in range(n_views)]
         return DecodedBatch(start=batch.start, ok=ok, views=views, failures=failures)
 
     def _decode(self, payloads: list[torch.Tensor], mode) -> list[torch.Tensor | None]:

@@ -105,6 +105,15 @@ def test_a_failed_jpeg_is_recorded_with_its_path_like_the_cpu_path(mixed_folder)
     assert device.failures.keys() == cpu.failures.keys()
 
 
+def test_a_batch_whose_every_jpeg_fails_is_all_failures(mixed_folder):
+    dataset = build_dataset("folder", mixed_folder)
+    bad = np.array([dataset.rows.ids.index("b/5.jpg")])
+    encoded = collate_encoded([EncodedImages(dataset, bad, GEOMETRIES)[0]])
+    decoded = DeviceJpegDecoder(dataset, bad, GEOMETRIES, torch.device("cpu"))(encoded)
+    assert decoded.views == [] and not decoded.ok.any()
+    assert "5.jpg" in decoded.failures[0]
+
+
 def test_pngs_and_adapters_that_transform_pixels_are_decoded_by_the_workers(mixed_folder):
     dataset = build_dataset("folder", mixed_folder)
     rows = np.arange(len(dataset.rows))
