@@ -64,9 +64,21 @@ def build_open_clip(spec: ModelSpec, *, weights: Path | None, pretrained: bool) 
             arch, pretrained=source or None, device=torch.get_default_device()
         )
     except (OSError, RuntimeError, ValueError) as error:
+        repo = _hub_repo(arch, tag)
+        fetch = f"Run `hf download {repo}`" if repo else "Fetch its checkpoint"
         raise ToolkitError(
-            f"could not load {spec.name} ({spec.checkpoint}): {error}. Offline? Put the "
-            "checkpoint in the Hugging Face cache on a machine with internet, or pass "
-            "--weights FILE (an open_clip state dict)."
+            f"could not load {spec.name} ({spec.checkpoint}). Offline? {fetch} once "
+            "on a machine with internet and copy ~/.cache/huggingface, or pass --weights FILE "
+            f"(an open_clip state dict). Cause: {error}"
         ) from error
     return Backbone(model, _pool, spec.poolings)
+
+
+def _hub_repo(arch: str, tag: str | None) -> str | None:
+    """The Hugging Face repo open_clip reads `arch`/`tag` from, for the offline hint."""
+    import open_clip
+
+    if arch.startswith("hf-hub:"):
+        return arch.removeprefix("hf-hub:")
+    repo = open_clip.get_pretrained_cfg(arch, tag or "").get("hf_hub", "")
+    return repo.strip("/") or None

@@ -1,6 +1,7 @@
 """Each loader's real checkpoint path, exercised on locally saved weights in the real format."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -92,3 +93,15 @@ def test_open_clip_weights_file_gives_the_pooled_embedding(tmp_path):
     np.testing.assert_allclose(
         out.detach().numpy(), source.eval().encode_image(images).detach().numpy(), atol=1e-4
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "repo"),
+    [
+        ("openclip", "laion/CLIP-ViT-B-16-laion2B-s34B-b88K"),
+        ("biomedclip", "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"),
+    ],
+)
+def test_open_clip_offline_names_the_hub_repo_to_fetch(name, repo):
+    with pytest.raises(ToolkitError, match=rf"Offline\? Run `hf download {re.escape(repo)}`"):
+        build_backbone(resolve_model(name), pretrained=True)
