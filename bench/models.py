@@ -3,7 +3,8 @@
 Each architecture is built offline with random weights (speed does not depend on them) and run
 on uint8 tensors already in memory, normalised on the device as the pipeline does; the rate is
 the forward pass alone, the ceiling an extraction pass can approach. TFLOP/s achieved is
-GFLOPs per image (counted by torch's FLOP counter) times images/s.
+GFLOPs per image (counted by torch's FLOP counter) times images/s. A model that does not fit
+at the batch size is measured at the largest halving that fits, and its row says which.
 
     python -m bench.models [--models dinov2,sam] [--batch-size 128] [--batches 10]
 """
@@ -57,20 +58,33 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     precision = "bf16 autocast" if device.type == "cuda" else "float32"
     print(f"device {name}; torch {torch.__version__}; batch {args.batch_size}; {precision}")
-    print("| model | input | GFLOPs/img | img/s | TFLOP/s |\n|---|---:|---:|---:|---:|")
+    print(
+        "| model | input | batch | GFLOPs/img | img/s | TFLOP/s |\n|---|---:|---:|---:|---:|---:|"
+    )
     for spec in specs:
         size = spec.preprocessing.input_size
         try:
             _, gflops = model_costs(spec)
-            rate = forward_rate(spec, device, args.batch_size, args.batches)
         except (ToolkitError, ImportError) as error:  # hub-only architectures, missing extras
-            print(f"| {spec.name} | {size} | - | not run: {str(error).splitlines()[0][:80]} | - |")
+            print(
+                f"| {spec.name} | {size} | - | - | not run: {str(error).splitlines()[0][:80]} | - |"
+            )
             continue
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            print(f"| {spec.name} | {size} | {gflops:.1f} | out of memory at this batch | - |")
+        batch_size = args.batch_size
+        rate = None
+        while rate is None and batch_size >= 1:
+            try:
+                rate = forward_rate(spec, device, batch_size, args.batches)
+            except torch.cuda.OutOfMemoryError:  # as the pipeline does: halve and go on
+                torch.cuda.empty_cache()
+                batch_size //= 2
+        if rate is None:
+            print(f"| {spec.name} | {size} | 1 | {gflops:.1f} | out of memory | - |")
             continue
-        print(f"| {spec.name} | {size} | {gflops:.1f} | {rate:,.0f} | {gflops * rate / 1e3:.0f} |")
+        tflops = gflops * rate / 1e3
+        print(
+            f"| {spec.name} | {size} | {batch_size} | {gflops:.1f} | {rate:,.0f} | {tflops:.0f} |"
+        )
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
