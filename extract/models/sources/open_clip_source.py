@@ -44,12 +44,16 @@ def open_clip_spec(name: str) -> ModelSpec:
     )
 
 
-def _pool(encoder, images):
-    return {"pooled": encoder.encode_image(images, normalize=False)}
+def _pool(visual, images):
+    """What `encode_image(images, normalize=False)` returns: the image tower's pooled output
+    (CoCa's tower returns its token embeddings beside it, which the embedding does not use)."""
+    out = visual(images)
+    return {"pooled": out[0] if isinstance(out, tuple) else out}
 
 
 def build_open_clip(spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Backbone:
-    """open_clip.create_model with the tag, or a local checkpoint file (`--weights FILE`)."""
+    """open_clip.create_model with the tag, or a local checkpoint file (`--weights FILE`);
+    the image tower of the loaded model."""
     import open_clip
 
     if spec.checkpoint.startswith("hf-hub:"):
@@ -71,7 +75,9 @@ def build_open_clip(spec: ModelSpec, *, weights: Path | None, pretrained: bool) 
             "on a machine with internet and copy ~/.cache/huggingface, or pass --weights FILE "
             f"(an open_clip state dict). Cause: {error}"
         ) from error
-    return Backbone(model, _pool, spec.poolings)
+    # Only the image tower is kept: the text tower (and CoCa's decoder) would hold GPU memory
+    # that no image embedding uses.
+    return Backbone(model.visual, _pool, spec.poolings)
 
 
 def _hub_repo(arch: str, tag: str | None) -> str | None:

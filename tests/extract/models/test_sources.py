@@ -95,6 +95,38 @@ def test_open_clip_weights_file_gives_the_pooled_embedding(tmp_path):
     )
 
 
+TINY_COCA = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16,
+                   "attentional_pool": True, "attn_pooler_heads": 4, "output_tokens": True},
+    "text_cfg": {"context_length": 8, "vocab_size": 100, "width": 32, "heads": 4, "layers": 1,
+                 "embed_cls": True, "output_tokens": True},
+    "multimodal_cfg": {"context_length": 8, "vocab_size": 100, "width": 32, "heads": 4,
+                       "layers": 1, "attn_pooler_heads": 4},
+    "custom_text": True,
+}  # fmt: skip
+
+
+def test_coca_keeps_only_its_image_tower_and_gives_encode_images_embedding(tmp_path):
+    """CoCa's image tower returns (latent, tokens); the embedding is encode_image's latent."""
+    import open_clip
+
+    config = tmp_path / "coca_tiny_test.json"
+    config.write_text(json.dumps(TINY_COCA))
+    open_clip.add_model_config(config)
+    torch.manual_seed(3)
+    source = open_clip.create_model("coca_tiny_test", pretrained=None).eval()
+    path = tmp_path / "coca.pt"
+    torch.save(source.state_dict(), path)
+    backbone = build_backbone(resolve_model("open_clip:coca_tiny_test/none"), weights=path)
+    assert not hasattr(backbone.encoder, "text"), "only the image tower is kept"
+    images = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            backbone(images)["pooled"], source.encode_image(images, normalize=False)
+        )
+
+
 @pytest.mark.parametrize(
     ("name", "repo"),
     [
