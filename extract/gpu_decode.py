@@ -19,10 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from cache import ToolkitError
-from extract.datasets.base import ImageDataset
 from extract.loader import DecodedBatch, DecodedImages
 from extract.models.spec import Preprocessing
-from extract.transforms import resize_geometry, to_model_input
+from extract.transforms import resize_geometry
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 JPEG_SUFFIXES = (".jpg", ".jpeg")
@@ -86,18 +85,11 @@ def collate_encoded(items: list[tuple[int, Payload | None, str | None]]) -> Enco
 
 
 class DeviceJpegDecoder:
-    """Turns an `EncodedBatch` into a `DecodedBatch` whose views live on `device`."""
+    """Turns an `EncodedBatch` of `images` into a `DecodedBatch` whose views live on `device`."""
 
-    def __init__(
-        self,
-        dataset: ImageDataset,
-        row_indices: np.ndarray,
-        views: Sequence[Preprocessing],
-        device: torch.device,
-    ) -> None:
-        self.dataset = dataset
-        self.row_indices = row_indices
-        self.views = list(views)
+    def __init__(self, images: EncodedImages, device: torch.device) -> None:
+        self.images = images
+        self.views = images.views
         self.device = device
 
     def __call__(self, batch: EncodedBatch) -> DecodedBatch:
@@ -120,13 +112,16 @@ class DeviceJpegDecoder:
         for slot_index, slot in enumerate(jpeg_slots):
             position = int(ok_positions[slot])
             images = {c: decoded[slot_index] for c, decoded in decoded_by_channels.items()}
-            if any(image is None for image in images.values()):
-                per_item[slot] = self._decode_on_cpu(position)
-            else:
+            if all(image is not None for image in images.values()):
                 per_item[slot] = [cut_view(images[v.channels], v) for v in self.views]
-            if per_item[slot] is None:
+                continue
+            # The CPU path for a JPEG the device decoder refused, with its failure record.
+            views, error = self.images.decode(position)
+            if views is None:
                 ok[position - batch.start] = False
-                failures[position] = self._failure(position)
+                failures[position] = error
+            else:
+                per_item[slot] = [v.to(self.device) for v in views]
         decoded = [views for views in per_item if views is not None]
         n_views = len(self.views) if decoded else 0  # a batch may fail entirely, as in `collate`
         views = [torch.stack([d[v] for d in decoded]) for v in range(n_views)]
@@ -149,23 +144,6 @@ class DeviceJpegDecoder:
                 except RuntimeError:
                     results.append(None)
             return results
-
-    def _decode_on_cpu(self, position: int) -> list[torch.Tensor] | None:
-        """The CPU path for a JPEG the device decoder refused; None if that fails too."""
-        row = int(self.row_indices[position])
-        try:
-            image = self.dataset.read_image(row, min_side=max(v.resize_size for v in self.views))
-        except Exception:  # reported by _failure with the CPU decoder's message
-            return None
-        return [to_model_input(image, v).to(self.device) for v in self.views]
-
-    def _failure(self, position: int) -> str:
-        row = int(self.row_indices[position])
-        try:
-            self.dataset.read_image(row)
-        except Exception as error:
-            return str(error)
-        return f"{self.dataset.image_path(row)}: cannot decode image"
 
 
 def cut_view(image: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:

@@ -52,14 +52,18 @@ class DecodedImages(Dataset):
         return len(self.row_indices)
 
     def __getitem__(self, position: int) -> tuple[int, list[torch.Tensor] | None, str | None]:
+        return position, *self.decode(position)
+
+    def decode(self, position: int) -> tuple[list[torch.Tensor] | None, str | None]:
+        """(one view per geometry, None), or (None, "path: reason") if decoding failed."""
         row = int(self.row_indices[position])
         try:
             image = self.dataset.read_image(row, min_side=self.min_side)
-            return position, [to_model_input(image, v) for v in self.views], None
+            return [to_model_input(image, v) for v in self.views], None
         except Exception as error:  # any decoder failure becomes a per-image record
             where = self.dataset.image_path(row) or self.dataset.rows.ids[row]
             message = str(error)
-            return position, None, message if str(where) in message else f"{where}: {message}"
+            return None, message if str(where) in message else f"{where}: {message}"
 
 
 class CachedPixels(Dataset):

@@ -283,7 +283,7 @@ def _run_pass(
     device = resolve_device(options.device)
     decoder = None
     if isinstance(images, EncodedImages):
-        decoder = DeviceJpegDecoder(dataset, images.row_indices, geometries, device)
+        decoder = DeviceJpegDecoder(images, device)
     view_keys = [g.view_key for g in geometries]
     feeds = []
     for target, writer in zip(targets, writers, strict=True):

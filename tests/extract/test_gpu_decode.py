@@ -64,8 +64,8 @@ def mixed_folder(tmp_path) -> Path:
 def decode_both_ways(dataset, geometries, *, on: torch.device):
     rows = np.arange(len(dataset.rows))
     cpu = collate([DecodedImages(dataset, rows, geometries)[i] for i in rows])
-    encoded = collate_encoded([EncodedImages(dataset, rows, geometries)[i] for i in rows])
-    device = DeviceJpegDecoder(dataset, rows, geometries, on)(encoded)
+    images = EncodedImages(dataset, rows, geometries)
+    device = DeviceJpegDecoder(images, on)(collate_encoded([images[i] for i in rows]))
     return cpu, device
 
 
@@ -108,8 +108,8 @@ def test_a_failed_jpeg_is_recorded_with_its_path_like_the_cpu_path(mixed_folder)
 def test_a_batch_whose_every_jpeg_fails_is_all_failures(mixed_folder):
     dataset = build_dataset("folder", mixed_folder)
     bad = np.array([dataset.rows.ids.index("b/5.jpg")])
-    encoded = collate_encoded([EncodedImages(dataset, bad, GEOMETRIES)[0]])
-    decoded = DeviceJpegDecoder(dataset, bad, GEOMETRIES, torch.device("cpu"))(encoded)
+    images = EncodedImages(dataset, bad, GEOMETRIES)
+    decoded = DeviceJpegDecoder(images, torch.device("cpu"))(collate_encoded([images[0]]))
     assert decoded.views == [] and not decoded.ok.any()
     assert "5.jpg" in decoded.failures[0]
 
