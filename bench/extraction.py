@@ -42,7 +42,7 @@ from extract.pipeline import (
 from extract.transforms import normalise_on_device
 
 P224 = Preprocessing(224, 256, IMAGENET_MEAN, IMAGENET_STD)
-P224_SQUASH = Preprocessing(224, 224, IMAGENET_MEAN, IMAGENET_STD, crop="none")
+P224_SQUASH = Preprocessing(224, 224, IMAGENET_MEAN, IMAGENET_STD, crop="squash")
 
 # Real architectures for a GPU run (random weights: throughput does not depend on them).
 GPU_MODELS = {

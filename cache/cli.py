@@ -58,7 +58,7 @@ def ls(cache_dir: CacheDirOption = None) -> None:
     for e in entries:
         if e.complete:
             rows = [str(e.rows.get(s, "-")) for s in ("train", "val", "test")]
-            status = "[green]yes[/]"
+            status = "[yellow]outdated: extract again[/]" if e.outdated else "[green]yes[/]"
         else:
             rows = ["-", "-", "-"]
             status = f"[yellow]no ({e.rows_done}/{e.rows_total} rows)[/]"

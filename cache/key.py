@@ -15,8 +15,9 @@ import numpy as np
 
 from cache.errors import ToolkitError
 
-# Bump when the bytes written for the same inputs change (schema, dtype handling, row order).
-STORE_FORMAT_VERSION = 1
+# Bump when the bytes written for the same inputs change (schema, dtype handling, row order,
+# the pixels a preprocessing cuts). 2: resize and centre-crop arithmetic exactly torchvision's.
+STORE_FORMAT_VERSION = 2
 # Embeddings are float16 or float32; uint8 holds decoded pixels (the preprocessed-image cache).
 STORE_DTYPES = ("float16", "float32", "uint8")
 

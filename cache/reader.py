@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 
 from cache.errors import ToolkitError
+from cache.key import STORE_FORMAT_VERSION
 from cache.schema import EMBEDDINGS_GROUP, SKIPPED_GROUP, SPLITS
 
 
@@ -35,6 +36,20 @@ class Store:
     @property
     def complete(self) -> bool:
         return bool(self.attrs.get("complete", False))
+
+    @property
+    def format_version(self) -> int:
+        return int(self.spec.get("format_version", 1))
+
+    @property
+    def outdated(self) -> str | None:
+        """Why an earlier toolkit's store is not this toolkit's result for its spec, or None."""
+        if self.format_version == STORE_FORMAT_VERSION:
+            return None
+        return (
+            f"written in store format {self.format_version}, this toolkit writes format "
+            f"{STORE_FORMAT_VERSION}; extract again (a new store), then `cache rm {self.path}`"
+        )
 
     @property
     def dataset_name(self) -> str:

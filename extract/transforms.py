@@ -21,20 +21,27 @@ INTERPOLATIONS = {
 def resize_geometry(
     width: int, height: int, preprocessing: Preprocessing
 ) -> tuple[tuple[int, int], tuple[int, int]]:
-    """((resized width, height), (crop left, top)) for an image of `width` x `height`: the
-    shorter side to resize_size then a centre crop, or the whole image squashed to a square for
-    crop='none'. One definition for the CPU and the GPU decoders, so both cut the same pixels."""
+    """((resized width, height), (crop left, top)) for an image of `width` x `height`.
+
+    torchvision's arithmetic, to the pixel, because timm and open_clip evaluate through it:
+    Resize(int) truncates the longer side (int(size * long / short)) and CenterCrop rounds its
+    offset half to even (int(round(excess / 2))). One definition for the CPU and the GPU decoders,
+    so both cut the same pixels."""
+    target = preprocessing.resize_size
+    if preprocessing.crop == "squash":
+        resized = (target, target)
+    elif width <= height:
+        resized = (target, int(target * height / width))
+    else:
+        resized = (int(target * width / height), target)
     side = preprocessing.input_size
-    if preprocessing.crop == "none":
-        return (side, side), (0, 0)
-    scale = preprocessing.resize_size / min(width, height)
-    resized = (max(side, round(width * scale)), max(side, round(height * scale)))
-    return resized, ((resized[0] - side) // 2, (resized[1] - side) // 2)
+    # Python's round() halves to even, as CenterCrop's int(round(...)) does.
+    return resized, (round((resized[0] - side) / 2.0), round((resized[1] - side) / 2.0))
 
 
 def to_model_input(image: Image.Image, preprocessing: Preprocessing) -> torch.Tensor:
-    """(C, input_size, input_size) uint8: resize (shorter side to resize_size, or the whole image
-    to a square for crop='none'), centre-crop, and grey replicated to 3 channels if needed.
+    """(C, input_size, input_size) uint8: resize (shorter side, or the whole image squashed, to
+    resize_size; see `resize_geometry`), centre-crop, and grey replicated to 3 channels if needed.
 
     A grey image is resized as grey and replicated after the crop: the same bytes as converting
     to RGB first (resampling is per channel), at a third of the resize cost, which is most of a

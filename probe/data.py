@@ -77,9 +77,14 @@ def select_targets(
     unfinished = [e for e in entries if not e.complete]
     for entry in unfinished:
         logger.warning("not probed, not complete: %s (%s)", entry.path, _progress(entry))
-    stores = [open_store(e.path) for e in entries if e.complete]
+    outdated = [e for e in entries if e.complete and e.outdated]
+    for entry in outdated:
+        logger.warning("not probed, %s", entry.outdated)
+    stores = [open_store(e.path) for e in entries if e.complete and not e.outdated]
     if not stores:
-        hint = f" ({len(unfinished)} unfinished)" if unfinished else ""
+        left_out = [f"{len(unfinished)} unfinished"] * bool(unfinished)
+        left_out += [f"{len(outdated)} outdated"] * bool(outdated)
+        hint = f" ({', '.join(left_out)})" if left_out else ""
         raise ToolkitError(
             f"no complete stores under {cache_root}{hint}; run `extract run` first "
             "or pass --cache-dir"

@@ -17,10 +17,10 @@ from extract.models.spec import (
 
 IMAGENET_224 = center_crop_preprocessing(224)
 # Square resize without crop: SAM-style encoders see the whole image.
-IMAGENET_224_SQUASH = Preprocessing(224, 224, IMAGENET_MEAN, IMAGENET_STD, crop="none")
+IMAGENET_224_SQUASH = Preprocessing(224, 224, IMAGENET_MEAN, IMAGENET_STD, crop="squash")
 CLIP_224 = Preprocessing(224, 224, CLIP_MEAN, CLIP_STD, crop="center")
 # SAM's native input: the whole image squashed to 1024 px (SAM itself pads the longer side).
-SAM_1024 = Preprocessing(1024, 1024, IMAGENET_MEAN, IMAGENET_STD, crop="none")
+SAM_1024 = Preprocessing(1024, 1024, IMAGENET_MEAN, IMAGENET_STD, crop="squash")
 
 
 def _dinov2(name: str, size: str, embed_dim: int) -> ModelSpec:
@@ -183,7 +183,7 @@ SEED_MODELS: tuple[ModelSpec, ...] = (
         name="blip",
         source="hf",
         checkpoint="Salesforce/blip-image-captioning-base",
-        preprocessing=Preprocessing(384, 384, CLIP_MEAN, CLIP_STD, crop="none"),
+        preprocessing=Preprocessing(384, 384, CLIP_MEAN, CLIP_STD, crop="squash"),
         poolings=("cls", "mean"),
         embed_dim=768,
         reproduces="BLIP ViT-B/16 image encoder at 384 px: CLS after the post-layernorm",

@@ -15,7 +15,10 @@ logger = logging.getLogger(__name__)
 
 def _input(spec: ModelSpec) -> str:
     p = spec.preprocessing
-    geometry = "squash" if p.crop == "none" else f"crop from {p.resize_size}"
+    if p.crop == "center":
+        geometry = f"crop from {p.resize_size}"
+    else:
+        geometry = "squash" if p.resize_size == p.input_size else f"squash to {p.resize_size}, crop"
     return f"{p.input_size} px ({geometry}, {p.interpolation})"
 
 

@@ -1,5 +1,6 @@
 """What a model entry is: a frozen spec of checkpoint, preprocessing and pooling, one per name."""
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -22,10 +23,12 @@ POOLINGS = {
 class Preprocessing:
     """How an image becomes the model's input tensor.
 
-    The image's shorter side is resized to `resize_size` with `interpolation`, then centre-cropped
-    to `input_size` (crop="center"), or the whole image is resized to `input_size` square
-    (crop="none", as SAM-style encoders and the published studies' 224 px runs do). Grey images
-    are replicated to three channels unless `channels` is 1.
+    crop="center": the image's shorter side is resized to `resize_size` with `interpolation`,
+    then centre-cropped to `input_size` (torchvision's Resize(int) + CenterCrop, as timm and
+    open_clip evaluate). crop="squash": the whole image is resized to `resize_size` square, then
+    centre-cropped to `input_size` (timm's and open_clip's "squash"; no crop when the two are
+    equal, as SAM-style encoders and the published studies' 224 px runs see the whole image).
+    Grey images are replicated to three channels unless `channels` is 1.
     """
 
     input_size: int
@@ -37,8 +40,8 @@ class Preprocessing:
     channels: int = 3
 
     def __post_init__(self) -> None:
-        if self.crop not in ("center", "none"):
-            raise ValueError(f"crop={self.crop!r}; expected 'center' or 'none'")
+        if self.crop not in ("center", "squash"):
+            raise ValueError(f"crop={self.crop!r}; expected 'center' or 'squash'")
         if self.interpolation not in ("bilinear", "bicubic", "nearest", "lanczos"):
             raise ValueError(f"interpolation={self.interpolation!r} is not supported")
         if self.resize_size < self.input_size:
@@ -56,6 +59,11 @@ class Preprocessing:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
+def timm_resize_size(input_size: int, crop_pct: float) -> int:
+    """timm's eval transform floors input/crop_pct (224 at 0.9 resizes to 248, not 249)."""
+    return math.floor(input_size / crop_pct)
+
+
 def center_crop_preprocessing(
     input_size: int,
     *,
@@ -67,7 +75,7 @@ def center_crop_preprocessing(
     """The timm convention: resize the shorter side to input/crop_pct, then centre-crop."""
     return Preprocessing(
         input_size=input_size,
-        resize_size=round(input_size / crop_pct),
+        resize_size=timm_resize_size(input_size, crop_pct),
         mean=mean,
         std=std,
         interpolation=interpolation,

@@ -206,6 +206,17 @@ def test_verify_finds_tampering(tmp_path):
     assert any("does not match" in p for p in problems)
 
 
+def test_verify_names_a_store_of_an_earlier_format_and_what_to_do(tmp_path):
+    rows = make_rows()
+    spec = make_spec(rows)
+    path = write_all(store_path(tmp_path, spec), spec, rows)
+    with h5py.File(path, "r+") as handle:
+        handle.attrs["spec"] = json.dumps({**json.loads(handle.attrs["spec"]), "format_version": 1})
+    (problem,) = verify_store(path)
+    assert "store format 1" in problem and "extract again" in problem
+    assert list_stores(tmp_path)[0].outdated == problem
+
+
 def test_incomplete_or_foreign_files_are_refused_by_the_reader(tmp_path):
     foreign = tmp_path / "x.h5"
     with h5py.File(foreign, "w") as handle:

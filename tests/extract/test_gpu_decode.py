@@ -32,7 +32,7 @@ from tests.extract.conftest import tiny_vit_spec
 
 GEOMETRIES = [
     Preprocessing(32, 36, IMAGENET_MEAN, IMAGENET_STD),  # bicubic, centre crop
-    Preprocessing(24, 24, HALF, HALF, interpolation="bilinear", crop="none"),
+    Preprocessing(24, 24, HALF, HALF, interpolation="bilinear", crop="squash"),
     Preprocessing(28, 32, HALF, HALF, interpolation="nearest", channels=1),
 ]
 
@@ -129,7 +129,7 @@ def test_pngs_and_adapters_that_transform_pixels_are_decoded_by_the_workers(mixe
 def test_cut_view_keeps_orientation():
     image = torch.zeros(3, 50, 100, dtype=torch.uint8)
     image[2, :, :10] = 255  # a blue strip on the left
-    squashed = cut_view(image, Preprocessing(20, 20, HALF, HALF, crop="none"))
+    squashed = cut_view(image, Preprocessing(20, 20, HALF, HALF, crop="squash"))
     assert squashed.shape == (3, 20, 20) and squashed[2, 10, 0] > 200 and squashed[2, 10, -1] < 50
 
 

@@ -20,7 +20,7 @@ def test_grey_is_replicated_to_three_channels_and_centre_cropped():
 
 
 @pytest.mark.parametrize("interpolation", ["bicubic", "bilinear", "nearest", "lanczos"])
-@pytest.mark.parametrize("crop", ["center", "none"])
+@pytest.mark.parametrize("crop", ["center", "squash"])
 def test_grey_resized_as_grey_gives_the_bytes_of_resizing_it_as_rgb(interpolation, crop):
     rng = np.random.default_rng(0)
     grey = Image.fromarray(rng.integers(0, 256, (61, 83), dtype=np.uint8))
@@ -40,7 +40,7 @@ def test_modes_other_than_grey_and_rgb_are_converted():
 def test_squash_keeps_the_whole_image():
     image = Image.new("RGB", (100, 50), (255, 0, 0))
     image.paste((0, 0, 255), (0, 0, 10, 50))
-    out = to_model_input(image, Preprocessing(20, 20, HALF, HALF, crop="none"))
+    out = to_model_input(image, Preprocessing(20, 20, HALF, HALF, crop="squash"))
     assert out.shape == (3, 20, 20)
     assert out[2, 10, 0] > 200, "the blue left strip must survive a squash resize"
 

@@ -51,3 +51,33 @@ def test_unknown_dataset_suggests_the_closest_name(tmp_path):
     write_blob_store(root, model="m", separation=1.0, dataset="isic2019")
     with pytest.raises(ToolkitError, match="did you mean isic2019"):
         select_targets(root, datasets=["isic2018"])
+
+
+def written_by_format_1(path):
+    """As an earlier toolkit (store format 1) left the file."""
+    import json
+
+    import h5py
+
+    with h5py.File(path, "r+") as handle:
+        spec = json.loads(handle.attrs["spec"])
+        handle.attrs["spec"] = json.dumps({**spec, "format_version": 1})
+
+
+def test_a_store_of_an_earlier_format_is_skipped_with_what_to_do(tmp_path, caplog):
+    root = tmp_path / "embeddings"
+    write_blob_store(root, model="new", separation=1.0)
+    old = write_blob_store(root, model="old", separation=1.0)
+    written_by_format_1(old)
+    with caplog.at_level(logging.WARNING, logger="probe.data"):
+        targets = select_targets(root)
+    assert [t.model for t in targets] == ["new"]
+    assert "store format 1" in caplog.text and "extract again" in caplog.text
+    assert str(old) in caplog.text
+
+
+def test_only_outdated_stores_is_an_error_that_counts_them(tmp_path):
+    root = tmp_path / "embeddings"
+    written_by_format_1(write_blob_store(root, model="old", separation=1.0))
+    with pytest.raises(ToolkitError, match=r"no complete stores .*\(1 outdated\)"):
+        select_targets(root)

@@ -76,7 +76,7 @@ def hf_preprocessing(config: dict) -> Preprocessing:
         mean=tuple(config.get("image_mean", IMAGENET_MEAN)),
         std=tuple(config.get("image_std", IMAGENET_STD)),
         interpolation=PIL_RESAMPLE.get(int(config.get("resample", 3)), "bicubic"),
-        crop="center" if center_crop else "none",
+        crop="center" if center_crop else "squash",
     )
 
 

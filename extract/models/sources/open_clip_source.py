@@ -8,10 +8,14 @@ from cache.errors import ToolkitError
 from extract.models.backbone import Backbone
 from extract.models.spec import CLIP_MEAN, CLIP_STD, ModelSpec, Preprocessing
 
+# open_clip's eval resize modes as ours; "longest" letterboxes, which we do not reproduce.
+RESIZE_MODES = {"shortest": "center", "squash": "squash"}
+
 
 def open_clip_preprocessing(arch: str, tag: str) -> Preprocessing:
-    """open_clip's own eval transform: shorter side to the image size, centre crop, its mean
-    and std (OpenAI's unless the pretrained tag says otherwise), bicubic."""
+    """open_clip's own eval transform: the image size, its resize mode (shorter side then centre
+    crop, or squash), mean, std and interpolation (OpenAI's unless the pretrained tag says
+    otherwise)."""
     import open_clip
 
     config = open_clip.get_model_config(arch)
@@ -20,12 +24,19 @@ def open_clip_preprocessing(arch: str, tag: str) -> Preprocessing:
     size = config["vision_cfg"]["image_size"]
     size = size[0] if isinstance(size, (list, tuple)) else size
     pretrained = open_clip.get_pretrained_cfg(arch, tag) if tag else {}
+    resize_mode = pretrained.get("resize_mode") or "shortest"
+    if resize_mode not in RESIZE_MODES:
+        raise ToolkitError(
+            f"open_clip:{arch}/{tag} is evaluated with resize_mode={resize_mode!r} (letterbox "
+            "padding), which this toolkit does not reproduce"
+        )
     return Preprocessing(
         input_size=int(size),
         resize_size=int(size),
         mean=tuple(pretrained.get("mean") or CLIP_MEAN),
         std=tuple(pretrained.get("std") or CLIP_STD),
         interpolation=pretrained.get("interpolation") or "bicubic",
+        crop=RESIZE_MODES[resize_mode],
     )
 
 

@@ -5,14 +5,16 @@ from pathlib import Path
 
 from cache.errors import ToolkitError
 from extract.models.backbone import Backbone, pool_feature_map, pool_tokens
-from extract.models.spec import ModelSpec, Preprocessing
+from extract.models.spec import ModelSpec, Preprocessing, timm_resize_size
 
 logger = logging.getLogger(__name__)
 
 
 def timm_preprocessing(checkpoint: str) -> Preprocessing:
-    """Preprocessing from timm's own pretrained config for `checkpoint` (no download needed)."""
+    """timm's own eval transform for `checkpoint`, from its pretrained config (no download
+    needed): input size, floor(input / crop_pct), crop mode, mean, std, interpolation."""
     import timm
+    from timm.data import DEFAULT_CROP_PCT
 
     try:
         config = timm.models.get_pretrained_cfg(checkpoint)
@@ -22,15 +24,26 @@ def timm_preprocessing(checkpoint: str) -> Preprocessing:
     if config is None:
         close = timm.list_models(f"*{checkpoint.split('.')[0][:12]}*", pretrained=True)[:5]
         raise ToolkitError(f"timm knows no pretrained model {checkpoint!r}; close: {close}")
+    crop_mode = config.crop_mode or "center"
+    if crop_mode not in ("center", "squash"):
+        raise ToolkitError(
+            f"timm:{checkpoint} is evaluated with crop_mode={crop_mode!r} (letterbox padding), "
+            "which this toolkit does not reproduce; pick a checkpoint with centre or squash crop"
+        )
     input_size = int(config.input_size[-1])
-    crop_pct = float(config.crop_pct or 1.0)
+    resize_size = timm_resize_size(input_size, float(config.crop_pct or DEFAULT_CROP_PCT))
+    if resize_size < input_size:
+        raise ToolkitError(
+            f"timm:{checkpoint} has crop_pct={config.crop_pct} > 1, so its eval transform pads "
+            "the resized image, which this toolkit does not reproduce"
+        )
     return Preprocessing(
         input_size=input_size,
-        resize_size=round(input_size / crop_pct),
+        resize_size=resize_size,
         mean=tuple(config.mean),
         std=tuple(config.std),
         interpolation=config.interpolation or "bicubic",
-        crop="center" if crop_pct < 1.0 else "none",
+        crop=crop_mode,
     )
 
 
