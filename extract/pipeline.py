@@ -309,23 +309,28 @@ def _run_pass(
     with extraction_progress(
         description, total=len(images), completed=start, enabled=options.progress
     ) as advance:
-        for loaded in loader:
-            batch = loaded if decoder is None else decoder(loaded)
-            if batch.failures and options.on_error == "fail":
-                for feed in feeds:  # what was computed before the failure is kept
-                    feed.flush()
-                position, reason = next(iter(batch.failures.items()))
-                raise ToolkitError(
-                    f"{reason} (row {position}). Fix or remove the file, or rerun with "
-                    "--on-error skip to leave unreadable images out (they are recorded)."
-                )
-            for failed_position, reason in batch.failures.items():
-                report.failures[writers[0].rows.ids[failed_position]] = reason
-                logger.warning("skipped %s", reason)
+        try:
+            for loaded in loader:
+                batch = loaded if decoder is None else decoder(loaded)
+                if batch.failures and options.on_error == "fail":
+                    position, reason = next(iter(batch.failures.items()))
+                    raise ToolkitError(
+                        f"{reason} (row {position}). Fix or remove the file, or rerun with "
+                        "--on-error skip to leave unreadable images out (they are recorded)."
+                    )
+                for failed_position, reason in batch.failures.items():
+                    report.failures[writers[0].rows.ids[failed_position]] = reason
+                    logger.warning("skipped %s", reason)
+                for feed in feeds:
+                    feed.launch(batch)
+                n_images += len(batch.ok)
+                advance(len(batch.ok))
+        except (ToolkitError, KeyboardInterrupt):
+            # A bad image or Ctrl-C: the batch computed last is sound, keep it for the resume.
+            # (Other errors may come from the device itself, whose pending copies can't be trusted.)
             for feed in feeds:
-                feed.launch(batch)
-            n_images += len(batch.ok)
-            advance(len(batch.ok))
+                feed.flush()
+            raise
         for feed in feeds:
             feed.flush()
     elapsed = time.perf_counter() - started

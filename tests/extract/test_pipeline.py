@@ -99,6 +99,30 @@ def test_corrupt_image_stops_the_run_naming_the_file(folder_dataset, tmp_path):
     assert not any(e.complete for e in list_stores(tmp_path))
 
 
+def test_ctrl_c_keeps_every_batch_already_computed(folder_dataset, tmp_path, monkeypatch):
+    dataset = build_dataset("folder", folder_dataset)
+    read_image = type(dataset).read_image
+    calls = []
+
+    def interrupted_at_the_ninth_image(self, row, **kwargs):
+        calls.append(row)
+        if len(calls) == 9:  # the first image of the third batch of 4
+            raise KeyboardInterrupt
+        return read_image(self, row, **kwargs)
+
+    monkeypatch.setattr(type(dataset), "read_image", interrupted_at_the_ninth_image)
+    with pytest.raises(KeyboardInterrupt):
+        extract_dataset(
+            dataset,
+            [tiny_vit_spec()],
+            cache_root=tmp_path,
+            options=ExtractionOptions(pretrained=False, **FAST),
+        )
+    (entry,) = list_stores(tmp_path)
+    # Batch 2 was computed but, written one batch behind, not yet stored when Ctrl-C came.
+    assert entry.rows_done == 8 and not entry.complete
+
+
 def test_corrupt_image_is_skipped_and_recorded(folder_dataset, tmp_path):
     _corrupt(folder_dataset / "malignant" / "002.png")
     (folder_dataset / "benign" / "004.png").unlink()
