@@ -30,6 +30,7 @@ from PIL import Image
 from cache.writer import StoreWriter
 from extract.datasets import build_dataset
 from extract.datasets.images import open_image
+from extract.loader import DecodedImages, make_loader
 from extract.models import build_backbone
 from extract.models.describe import model_costs
 from extract.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, Preprocessing
@@ -185,6 +186,25 @@ def pure_forward_rate(
     return batch_size * n_batches / elapsed
 
 
+def loader_rate(
+    images: Path, preprocessing: Preprocessing, *, batch_size: int, workers: int, pin: bool
+) -> float:
+    """Steady-state images/s the decode workers deliver with no model behind them: the most any
+    model can get from this loader, so efficiency <= loader / forward. Timed from the moment
+    every worker has handed over its first batch (before that they all start at once)."""
+    dataset = build_dataset("folder", images)
+    decoded = DecodedImages(dataset, np.arange(len(dataset)), [preprocessing])
+    batches = iter(
+        make_loader(decoded, start=0, batch_size=batch_size, num_workers=workers, pin_memory=pin)
+    )
+    for _ in range(max(1, workers)):
+        next(batches)
+    started, n_images = time.perf_counter(), 0
+    for batch in batches:
+        n_images += len(batch.ok)
+    return n_images / (time.perf_counter() - started)
+
+
 def run_pass(
     images: Path, specs: list[ModelSpec], cache_root: Path, options: ExtractionOptions
 ) -> tuple[float, float, float]:
@@ -285,7 +305,13 @@ def main() -> None:
                 f"\n1. end-to-end ({n_small} 390x320 grey JPEGs from disk) / pure forward "
                 "(ready tensors)"
             )
+            loader = {}
             for spec in specs:
+                geometry = spec.preprocessing
+                if geometry.view_key not in loader:
+                    loader[geometry.view_key] = loader_rate(
+                        small, geometry, batch_size=batch_size, workers=workers, pin=on_gpu
+                    )
                 forward = pure_forward_rate(spec, device, batch_size, n_batches=2 * scale)
                 gflops = model_costs(spec)[1]
                 line = f"   {spec.name:12s} forward {forward:8.1f} img/s"
@@ -302,6 +328,11 @@ def main() -> None:
                     run_seconds += seconds
                     line += f"\n      decode {decode}: end-to-end {end_to_end:8.1f} img/s, "
                     line += f"efficiency {end_to_end / forward:5.2f}"
+                feed = loader[geometry.view_key]
+                line += (
+                    f"\n      loader alone {feed:8.1f} img/s ({feed / max(1, workers):.0f} per "
+                    f"worker): efficiency at most {min(1.0, feed / forward):4.2f}"
+                )
                 print(line)
 
         if 2 in sections:
