@@ -85,14 +85,38 @@ def collate_encoded(items: list[tuple[int, Payload | None, str | None]]) -> Enco
 
 
 class DeviceJpegDecoder:
-    """Turns an `EncodedBatch` of `images` into a `DecodedBatch` whose views live on `device`."""
+    """Turns an `EncodedBatch` of `images` into a `DecodedBatch` whose views live on `device`.
+
+    On CUDA it decodes on a stream of its own. nvJPEG's hardware engine writes its outputs
+    without waiting for work already queued on the stream it is given (pytorch/vision#9606), and
+    PyTorch's caching allocator hands a block back out as soon as it is freed on its stream: on
+    the forward pass's stream, the decoder could be given memory that queued kernels are still
+    reading and overwrite it (seen as NaN embeddings on an H100). The allocator only reuses a
+    block on the stream that freed it, so the decoder's stream gets nothing but its own memory,
+    and draining that stream before each decode (it holds only the last batch's resizes, not the
+    forward pass) leaves none of it in use. The views handed on are recorded on the consumer's
+    stream, so they are not reused before the forward pass has read them.
+    """
 
     def __init__(self, images: EncodedImages, device: torch.device) -> None:
         self.images = images
         self.views = images.views
         self.device = device
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
     def __call__(self, batch: EncodedBatch) -> DecodedBatch:
+        if self.stream is None:
+            return self._decode_batch(batch)
+        consumer = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(self.stream):
+            self.stream.synchronize()
+            decoded = self._decode_batch(batch)
+        consumer.wait_stream(self.stream)
+        for view in decoded.views:
+            view.record_stream(consumer)
+        return decoded
+
+    def _decode_batch(self, batch: EncodedBatch) -> DecodedBatch:
         from torchvision.io import ImageReadMode
 
         ok = batch.ok.copy()

@@ -182,3 +182,32 @@ def test_nvjpeg_pass_gives_the_embeddings_of_the_cpu_pass(mixed_folder, tmp_path
         np.linalg.norm(embeddings["cpu"], axis=1) * np.linalg.norm(embeddings["gpu"], axis=1)
     )
     assert cosine.min() > 0.99
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_nvjpeg_never_writes_into_memory_queued_kernels_are_still_reading(tmp_path):
+    """pytorch/vision#9606: nvJPEG's hardware engine ignores the work queued on its stream. Here
+    blocks of exactly a decoded image's size are freed while reads of them are still queued
+    behind ~25 ms of GPU work; a decoder on the caller's stream is handed those blocks and
+    overwrites them before the reads run."""
+    root = tmp_path / "same-size"
+    for i in range(16):
+        (root / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+        smooth_photo(160, 120, i).save(root / "ab"[i % 2] / f"{i}.jpg", quality=95)
+    dataset = build_dataset("folder", root)
+    rows = np.arange(len(dataset.rows))
+    images = EncodedImages(dataset, rows, GEOMETRIES[:1])
+    decoder = DeviceJpegDecoder(images, torch.device("cuda"))
+    batch = collate_encoded([images[i] for i in rows])
+    expected = decoder(batch).views[0].cpu()
+    corrupted = 0
+    for _ in range(10):
+        blocks = [torch.full((3, 120, 160), 7, dtype=torch.uint8, device="cuda") for _ in range(64)]
+        torch.cuda._sleep(50_000_000)
+        sums = [block.sum(dtype=torch.int64) for block in blocks]
+        del blocks
+        decoded = decoder(batch).views[0]
+        corrupted += sum(int(total) != 7 * 3 * 120 * 160 for total in sums)
+        assert torch.equal(decoded.cpu(), expected)
+    assert corrupted == 0
