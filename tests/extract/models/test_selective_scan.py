@@ -29,8 +29,8 @@ def scan_inputs(*, batch=2, channels=6, groups=2, state=3, length=37, device="cp
     )
 
 
-@pytest.mark.parametrize("chunk", [1, 8, 64])
-def test_chunked_scan_equals_the_loop(chunk):
+@pytest.mark.parametrize("chunk", [1, 8, 37, 64])
+def test_two_level_scan_equals_the_loop(chunk):
     inputs = scan_inputs()
     expected = selective_scan_reference(**inputs)
     torch.testing.assert_close(selective_scan_torch(**inputs, chunk=chunk), expected)
