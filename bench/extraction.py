@@ -10,7 +10,7 @@ It writes its own images (realistic sizes: 390x320 grey JPEG as CheXpert-small, 
 uses tiny models (random weights; speed does not depend on them); on CUDA the real architectures.
 
     python -m bench.extraction [--quick] [--device cuda] [--models vit-b14,vit-l14,sam-b]
-                               [--sections 1,2,3,4]
+                               [--sections 1,2,3,4] [--decode cpu,gpu]
 """
 
 import argparse
@@ -264,6 +264,11 @@ def main() -> None:
         default="1,2,3,4",
         help="which ratios to measure (4 needs 1), e.g. to fit a time limit per command",
     )
+    parser.add_argument(
+        "--decode",
+        default=None,
+        help="section 1 decoders to time, of cpu,gpu (default both on CUDA, cpu otherwise)",
+    )
     args = parser.parse_args()
     sections = {int(s) for s in args.sections.split(",")}
     if not sections <= {1, 2, 3, 4} or (4 in sections and 1 not in sections):
@@ -276,7 +281,9 @@ def main() -> None:
     scale = 1 if args.quick else 4
     batch_size = 128 if on_gpu else 32
     n_small = args.images or ((32768 if on_gpu else 64) * (scale if not on_gpu else 1))
-    decoders = ("cpu", "gpu") if on_gpu else ("cpu",)
+    decoders = args.decode.split(",") if args.decode else (["cpu", "gpu"] if on_gpu else ["cpu"])
+    if not set(decoders) <= {"cpu", "gpu"} or ("gpu" in decoders and not on_gpu):
+        parser.error(f"--decode {args.decode}: choose from cpu,gpu (gpu needs --device cuda)")
     workers = args.workers if args.workers is not None else default_num_workers()
     print(
         f"device {torch.cuda.get_device_name(device) if on_gpu else 'cpu'}; torch "
