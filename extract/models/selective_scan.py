@@ -52,9 +52,10 @@ def _inclusive_scan(decay: torch.Tensor, inputs: torch.Tensor) -> tuple[torch.Te
     """h_t = decay_t * h_{t-1} + inputs_t along the last dim from h_{-1} = 0, in log2(length)
     doubling steps (Hillis-Steele) over whole tensors instead of `length` sequential ones.
 
-    Returns (decay_0 * ... * decay_t, h_t). Only products of decays in (0, 1] are formed, so
-    nothing overflows; they underflow to 0, which is the right limit."""
-    decay, state = decay.clone(), inputs.clone()
+    In place: `decay` becomes decay_0 * ... * decay_t and `inputs` becomes h_t; both are
+    returned. Only products of decays in (0, 1] are formed, so nothing overflows; they underflow
+    to 0, which is the right limit."""
+    state = inputs
     length, offset = decay.shape[-1], 1
     while offset < length:
         state[..., offset:] += decay[..., offset:] * state[..., :-offset]
@@ -81,7 +82,9 @@ def selective_scan_torch(
     decay = F.pad(decay, (0, pad), value=1.0).unflatten(-1, (-1, chunk))
     inputs = F.pad(inputs, (0, pad)).unflatten(-1, (-1, chunk))
     running_decay, local = _inclusive_scan(decay, inputs)  # (b, d, n, chunks, chunk)
-    _, chunk_ends = _inclusive_scan(running_decay[..., -1], local[..., -1])  # (b, d, n, chunks)
+    _, chunk_ends = _inclusive_scan(  # (b, d, n, chunks)
+        running_decay[..., -1].clone(), local[..., -1].clone()
+    )
     entering = F.pad(chunk_ends[..., :-1], (1, 0))
     states = (local + running_decay * entering[..., None]).flatten(-2)[..., :length]
     y = (states * C).sum(2)
