@@ -27,20 +27,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cache.writer import StoreWriter
-from extract.datasets import build_dataset
-from extract.datasets.images import open_image
-from extract.loader import DecodedImages, make_loader
-from extract.models import build_backbone
-from extract.models.describe import model_costs
-from extract.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, Preprocessing
-from extract.pipeline import (
+from medprobe.cache.writer import StoreWriter
+from medprobe.extract.datasets import build_dataset
+from medprobe.extract.datasets.images import open_image
+from medprobe.extract.loader import DecodedImages, make_loader
+from medprobe.extract.models import build_backbone
+from medprobe.extract.models.describe import model_costs
+from medprobe.extract.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, Preprocessing
+from medprobe.extract.pipeline import (
     ExtractionOptions,
     default_num_workers,
     extract_dataset,
     resolve_device,
 )
-from extract.transforms import normalise_on_device
+from medprobe.extract.transforms import normalise_on_device
 
 P224 = Preprocessing(224, 256, IMAGENET_MEAN, IMAGENET_STD)
 P224_SQUASH = Preprocessing(224, 224, IMAGENET_MEAN, IMAGENET_STD, crop="squash")

@@ -14,13 +14,13 @@ import time
 
 import torch
 
-from cache import ToolkitError
-from extract.models import build_backbone
-from extract.models.describe import model_costs
-from extract.models.registry import default_registry, resolve_model
-from extract.models.spec import ModelSpec
-from extract.pipeline import resolve_device
-from extract.transforms import normalise_on_device
+from medprobe.cache import ToolkitError
+from medprobe.extract.models import build_backbone
+from medprobe.extract.models.describe import model_costs
+from medprobe.extract.models.registry import default_registry, resolve_model
+from medprobe.extract.models.spec import ModelSpec
+from medprobe.extract.pipeline import resolve_device
+from medprobe.extract.transforms import normalise_on_device
 
 
 def forward_rate(spec: ModelSpec, device: torch.device, batch_size: int, n_batches: int) -> float:

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cache import RowTable, StoreSpec, StoreWriter, store_path
-from probe.budgets import parse_budgets
-from probe.data import select_targets
-from probe.sweep import SweepConfig, draw_supports, run_sweep
+from medprobe.cache import RowTable, StoreSpec, StoreWriter, store_path
+from medprobe.probe.budgets import parse_budgets
+from medprobe.probe.data import select_targets
+from medprobe.probe.sweep import SweepConfig, draw_supports, run_sweep
 
 MODEL_SEPARATION = {"model-a": 0.9, "model-b": 0.7, "model-c": 0.5, "model-d": 0.35}
 

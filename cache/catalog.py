@@ -9,12 +9,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cache.errors import ToolkitError
-from cache.key import StoreSpec
-from cache.lock import StoreLock
-from cache.reader import Store, open_store
-from cache.schema import EMBEDDINGS_GROUP, JOURNAL_SUFFIX, STORE_SUFFIX
-from cache.writer import contiguous_parts, journal_dir, lock_path, store_path
+from medprobe.cache.errors import ToolkitError
+from medprobe.cache.key import StoreSpec
+from medprobe.cache.lock import StoreLock
+from medprobe.cache.reader import Store, open_store
+from medprobe.cache.schema import EMBEDDINGS_GROUP, JOURNAL_SUFFIX, STORE_SUFFIX
+from medprobe.cache.writer import contiguous_parts, journal_dir, lock_path, store_path
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cache.catalog import list_stores, remove_store, verify_store
-from cache.console import run_app, table_console
-from cache.errors import ToolkitError
-from cache.root import CACHE_DIR_ENV, resolve_cache_root
+from medprobe.cache.catalog import list_stores, remove_store, verify_store
+from medprobe.cache.console import run_app, table_console
+from medprobe.cache.errors import ToolkitError
+from medprobe.cache.root import CACHE_DIR_ENV, resolve_cache_root
 
 app = typer.Typer(
     help="Inspect, verify and remove embedding stores.", no_args_is_help=True, add_completion=False

@@ -6,7 +6,7 @@ import sys
 import typer
 from rich.console import Console
 
-from cache.errors import ToolkitError
+from medprobe.cache.errors import ToolkitError
 
 EXIT_USER_ERROR = 2
 

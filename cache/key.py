@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from cache.errors import ToolkitError
+from medprobe.cache.errors import ToolkitError
 
 # Bump when the bytes written for the same inputs change (schema, dtype handling, row order,
 # the pixels a preprocessing cuts). 2: resize and centre-crop arithmetic exactly torchvision's.

@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 from types import TracebackType
 
-from cache.errors import ToolkitError
+from medprobe.cache.errors import ToolkitError
 
 logger = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from cache.errors import ToolkitError
-from cache.key import STORE_FORMAT_VERSION
-from cache.schema import EMBEDDINGS_GROUP, SKIPPED_GROUP, SPLITS
+from medprobe.cache.errors import ToolkitError
+from medprobe.cache.key import STORE_FORMAT_VERSION
+from medprobe.cache.schema import EMBEDDINGS_GROUP, SKIPPED_GROUP, SPLITS
 
 
 @dataclass(frozen=True)

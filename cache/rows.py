@@ -5,9 +5,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cache.errors import ToolkitError
-from cache.key import dataset_fingerprint
-from cache.schema import SPLITS
+from medprobe.cache.errors import ToolkitError
+from medprobe.cache.key import dataset_fingerprint
+from medprobe.cache.schema import SPLITS
 
 
 @dataclass(frozen=True, eq=False)

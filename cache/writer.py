@@ -22,11 +22,17 @@ from typing import Any
 import h5py
 import numpy as np
 
-from cache.errors import ToolkitError
-from cache.key import STORE_FORMAT_VERSION, StoreSpec, canonical_json
-from cache.lock import StoreLock
-from cache.rows import RowTable
-from cache.schema import EMBEDDINGS_GROUP, JOURNAL_SUFFIX, LOCK_SUFFIX, SKIPPED_GROUP, SPLITS
+from medprobe.cache.errors import ToolkitError
+from medprobe.cache.key import STORE_FORMAT_VERSION, StoreSpec, canonical_json
+from medprobe.cache.lock import StoreLock
+from medprobe.cache.rows import RowTable
+from medprobe.cache.schema import (
+    EMBEDDINGS_GROUP,
+    JOURNAL_SUFFIX,
+    LOCK_SUFFIX,
+    SKIPPED_GROUP,
+    SPLITS,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -8,14 +8,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cache.console import run_app, table_console
-from cache.errors import ToolkitError
-from cache.root import CACHE_DIR_ENV, resolve_cache_root
-from extract.config import DATA_CONFIG_ENV, ConfiguredDataset, load_data_config
-from extract.datasets import DATASETS, build_dataset
-from extract.models import resolve_model
-from extract.pipeline import ON_ERROR_CHOICES, ExtractionOptions, extract_dataset
-from extract.shards import parse_shard
+from medprobe.cache.console import run_app, table_console
+from medprobe.cache.errors import ToolkitError
+from medprobe.cache.root import CACHE_DIR_ENV, resolve_cache_root
+from medprobe.extract.config import DATA_CONFIG_ENV, ConfiguredDataset, load_data_config
+from medprobe.extract.datasets import DATASETS, build_dataset
+from medprobe.extract.models import resolve_model
+from medprobe.extract.pipeline import ON_ERROR_CHOICES, ExtractionOptions, extract_dataset
+from medprobe.extract.shards import parse_shard
 
 app = typer.Typer(
     help="Run frozen vision models once over every image and cache the embeddings (HDF5).",
@@ -207,7 +207,7 @@ def models(
     ] = False,
 ) -> None:
     """Table of the registry: source, checkpoint, input, poolings, embedding size."""
-    from extract.models.describe import check_model, describe_models, markdown_table
+    from medprobe.extract.models.describe import check_model, describe_models, markdown_table
 
     console = table_console()
     if check is not None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cache.errors import ToolkitError
+from medprobe.cache.errors import ToolkitError
 
 DATA_CONFIG_ENV = "MEDPROBE_DATA_CONFIG"
 DEFAULT_DATA_CONFIG = "datasets.toml"

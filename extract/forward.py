@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cache import StoreWriter
-from extract.loader import DecodedBatch
-from extract.models import Backbone, ModelSpec
-from extract.transforms import normalise_on_device
+from medprobe.cache import StoreWriter
+from medprobe.extract.loader import DecodedBatch
+from medprobe.extract.models import Backbone, ModelSpec
+from medprobe.extract.transforms import normalise_on_device
 
 logger = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cache import ToolkitError
-from extract.loader import DecodedBatch, DecodedImages
-from extract.models.spec import Preprocessing
-from extract.transforms import resize_geometry
+from medprobe.cache import ToolkitError
+from medprobe.extract.loader import DecodedBatch, DecodedImages
+from medprobe.extract.models.spec import Preprocessing
+from medprobe.extract.transforms import resize_geometry
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 JPEG_SUFFIXES = (".jpg", ".jpeg")

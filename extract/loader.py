@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from extract.datasets.base import ImageDataset
-from extract.models.spec import Preprocessing
-from extract.transforms import to_model_input
+from medprobe.extract.datasets.base import ImageDataset
+from medprobe.extract.models.spec import Preprocessing
+from medprobe.extract.transforms import to_model_input
 
 
 @dataclass

@@ -16,21 +16,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cache import RowTable, StoreSpec, StoreWriter, ToolkitError, find_complete_store, store_path
-from cache.key import file_sha256
-from extract.datasets.base import ImageDataset
-from extract.forward import Embedder, MicroBatcher, StoreFeed, pixels_embedder
-from extract.gpu_decode import (
+from medprobe.cache import (
+    RowTable,
+    StoreSpec,
+    StoreWriter,
+    ToolkitError,
+    find_complete_store,
+    store_path,
+)
+from medprobe.cache.key import file_sha256
+from medprobe.extract.datasets.base import ImageDataset
+from medprobe.extract.forward import Embedder, MicroBatcher, StoreFeed, pixels_embedder
+from medprobe.extract.gpu_decode import (
     DeviceJpegDecoder,
     EncodedImages,
     check_device_decoding,
     collate_encoded,
 )
-from extract.loader import CachedPixels, DecodedImages, collate, make_loader
-from extract.models import Backbone, ModelSpec, Preprocessing, build_backbone
-from extract.models.sources.bundled_source import bundled_weights_path
-from extract.progress import extraction_progress
-from extract.shards import join_shards, shard_positions, shard_root, shard_spec
+from medprobe.extract.loader import CachedPixels, DecodedImages, collate, make_loader
+from medprobe.extract.models import Backbone, ModelSpec, Preprocessing, build_backbone
+from medprobe.extract.models.sources.bundled_source import bundled_weights_path
+from medprobe.extract.progress import extraction_progress
+from medprobe.extract.shards import join_shards, shard_positions, shard_root, shard_spec
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from cache import RowTable, StoreSpec, StoreWriter, ToolkitError, find_complete_store, store_path
-from cache.catalog import remove_store
-from cache.reader import open_store
+from medprobe.cache import (
+    RowTable,
+    StoreSpec,
+    StoreWriter,
+    ToolkitError,
+    find_complete_store,
+    store_path,
+)
+from medprobe.cache.catalog import remove_store
+from medprobe.cache.reader import open_store
 
 logger = logging.getLogger(__name__)
 

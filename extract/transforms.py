@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from extract.models.spec import Preprocessing
+from medprobe.extract.models.spec import Preprocessing
 
 INTERPOLATIONS = {
     "bilinear": Image.Resampling.BILINEAR,

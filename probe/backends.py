@@ -22,11 +22,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
-from cache.errors import ToolkitError
-from probe.logistic import C_GRID, CV_FOLDS, DEFAULT_C, MAX_ITER, LinearProblem, fit_logistic
-from probe.neighbors import KNN_TEMPERATURE, as_numpy, knn_scores, prototype_scores
+from medprobe.cache.errors import ToolkitError
+from medprobe.probe.logistic import (
+    C_GRID,
+    CV_FOLDS,
+    DEFAULT_C,
+    MAX_ITER,
+    LinearProblem,
+    fit_logistic,
+)
+from medprobe.probe.neighbors import KNN_TEMPERATURE, as_numpy, knn_scores, prototype_scores
 
-if TYPE_CHECKING:  # torch is imported inside functions: `import probe` stays light
+if TYPE_CHECKING:  # torch is imported inside functions: `import medprobe.probe` stays light
     import torch
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cache.errors import ToolkitError
+from medprobe.cache.errors import ToolkitError
 
 # Budgets sort by kind (shots, fractions, full), then by size.
 KIND_ORDER = {"shots": 0, "fraction": 1, "full": 2}

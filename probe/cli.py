@@ -14,15 +14,15 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cache import open_store
-from cache.console import run_app, table_console
-from cache.errors import ToolkitError
-from cache.root import CACHE_DIR_ENV, resolve_cache_root
-from probe.backends import BACKENDS
-from probe.budgets import parse_budgets
-from probe.data import select_targets, task_of
-from probe.report import RESULTS_FILE, RUN_FILE, build_report, print_report
-from probe.sweep import METHODS, SweepConfig, draw_supports, run_sweep
+from medprobe.cache import open_store
+from medprobe.cache.console import run_app, table_console
+from medprobe.cache.errors import ToolkitError
+from medprobe.cache.root import CACHE_DIR_ENV, resolve_cache_root
+from medprobe.probe.backends import BACKENDS
+from medprobe.probe.budgets import parse_budgets
+from medprobe.probe.data import select_targets, task_of
+from medprobe.probe.report import RESULTS_FILE, RUN_FILE, build_report, print_report
+from medprobe.probe.sweep import METHODS, SweepConfig, draw_supports, run_sweep
 
 app = typer.Typer(
     help="Probe cached embeddings across label budgets and seeds; compare models.",

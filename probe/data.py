@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from cache import Store, ToolkitError, list_stores, open_store
-from cache.catalog import StoreEntry
+from medprobe.cache import Store, ToolkitError, list_stores, open_store
+from medprobe.cache.catalog import StoreEntry
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ stops when its own gradient is small; all of them are still evaluated in one bat
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # torch is imported inside functions: `import probe` stays light
+if TYPE_CHECKING:  # torch is imported inside functions: `import medprobe.probe` stays light
     import torch
 
 Objective = Callable[["torch.Tensor"], "tuple[torch.Tensor, torch.Tensor]"]

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from probe.lbfgs import minimise
+from medprobe.probe.lbfgs import minimise
 
-if TYPE_CHECKING:  # torch is imported inside functions: `import probe` stays light
+if TYPE_CHECKING:  # torch is imported inside functions: `import medprobe.probe` stays light
     import torch
 
 # Named grids, as DINOv2's linear evaluation names its own.

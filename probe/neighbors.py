@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # torch is imported inside functions: `import probe` stays light
+if TYPE_CHECKING:  # torch is imported inside functions: `import medprobe.probe` stays light
     import torch
 
 KNN_KS: tuple[int, ...] = (20,)

@@ -10,9 +10,9 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from cache.errors import ToolkitError
-from probe.budgets import KIND_ORDER
-from probe.stats import entry_name, paired_differences, ranking, summarise
+from medprobe.cache.errors import ToolkitError
+from medprobe.probe.budgets import KIND_ORDER
+from medprobe.probe.stats import entry_name, paired_differences, ranking, summarise
 
 logger = logging.getLogger(__name__)
 

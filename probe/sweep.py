@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 from joblib import Parallel, delayed
 
-from cache import ToolkitError, open_store
-from probe.backends import EstimatorBackend, ProbeInputs, TorchBackend, resolve_backend
-from probe.budgets import Budget, draw_support
-from probe.data import ProbeTarget, SplitArrays, read_split, task_of
-from probe.metrics import multilabel_metrics, single_label_metrics
-from probe.neighbors import KNN_KS
+from medprobe.cache import ToolkitError, open_store
+from medprobe.probe.backends import EstimatorBackend, ProbeInputs, TorchBackend, resolve_backend
+from medprobe.probe.budgets import Budget, draw_support
+from medprobe.probe.data import ProbeTarget, SplitArrays, read_split, task_of
+from medprobe.probe.metrics import multilabel_metrics, single_label_metrics
+from medprobe.probe.neighbors import KNN_KS
 
 logger = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cache import open_store
-from extract.datasets import build_dataset
-from extract.pipeline import ExtractionOptions, extract_dataset
-from probe.cli import app
+from medprobe.cache import open_store
+from medprobe.extract.datasets import build_dataset
+from medprobe.extract.pipeline import ExtractionOptions, extract_dataset
+from medprobe.probe.cli import app
 from tests.extract.conftest import tiny_vit_spec
 from tests.extract.datasets.test_cbis_ddsm import write_cbis
 from tests.extract.datasets.test_options_and_medmnist import write_npz

@@ -7,16 +7,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cache.errors import ToolkitError
-from extract.datasets.aptos2019 import Aptos2019Dataset
-from extract.datasets.base import ImageDataset, TaskInfo
-from extract.datasets.cbis_ddsm import CbisDdsmDataset
-from extract.datasets.chexpert import CheXpertDataset
-from extract.datasets.csv_list import CsvDataset
-from extract.datasets.digits import DigitsDataset
-from extract.datasets.folder import FolderDataset
-from extract.datasets.isic2019 import Isic2019Dataset
-from extract.datasets.medmnist import MedMnistDataset
+from medprobe.cache.errors import ToolkitError
+from medprobe.extract.datasets.aptos2019 import Aptos2019Dataset
+from medprobe.extract.datasets.base import ImageDataset, TaskInfo
+from medprobe.extract.datasets.cbis_ddsm import CbisDdsmDataset
+from medprobe.extract.datasets.chexpert import CheXpertDataset
+from medprobe.extract.datasets.csv_list import CsvDataset
+from medprobe.extract.datasets.digits import DigitsDataset
+from medprobe.extract.datasets.folder import FolderDataset
+from medprobe.extract.datasets.isic2019 import Isic2019Dataset
+from medprobe.extract.datasets.medmnist import MedMnistDataset
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from cache.errors import ToolkitError
-from cache.rows import RowTable
-from extract.datasets.base import ImageDataset, TaskInfo
-from extract.datasets.images import open_image
-from extract.datasets.isic2019 import check_files_match, read_csv_rows
-from extract.datasets.splits import stratified_split
+from medprobe.cache.errors import ToolkitError
+from medprobe.cache.rows import RowTable
+from medprobe.extract.datasets.base import ImageDataset, TaskInfo
+from medprobe.extract.datasets.images import open_image
+from medprobe.extract.datasets.isic2019 import check_files_match, read_csv_rows
+from medprobe.extract.datasets.splits import stratified_split
 
 APTOS_GRADES = ("No DR", "Mild", "Moderate", "Severe", "Proliferative DR")
 FRACTIONS = (0.7, 0.15, 0.15)

@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
-from cache.errors import ToolkitError
-from cache.rows import RowTable
+from medprobe.cache.errors import ToolkitError
+from medprobe.cache.rows import RowTable
 
 TASK_KINDS = ("multiclass", "binary", "ordinal", "multilabel")
 HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "quadratic_kappa", "mean_auroc")

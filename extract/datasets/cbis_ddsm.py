@@ -44,12 +44,12 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
-from cache.errors import ToolkitError
-from cache.rows import RowTable
-from extract.datasets.base import ImageDataset, TaskInfo
-from extract.datasets.images import DICOM_WINDOWS, open_image
-from extract.datasets.isic2019 import read_csv_rows
-from extract.datasets.splits import stratified_split
+from medprobe.cache.errors import ToolkitError
+from medprobe.cache.rows import RowTable
+from medprobe.extract.datasets.base import ImageDataset, TaskInfo
+from medprobe.extract.datasets.images import DICOM_WINDOWS, open_image
+from medprobe.extract.datasets.isic2019 import read_csv_rows
+from medprobe.extract.datasets.splits import stratified_split
 
 logger = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cache.errors import ToolkitError
-from cache.rows import RowTable
-from extract.datasets.base import ImageDataset, TaskInfo, single_file
-from extract.datasets.images import open_image
-from extract.datasets.splits import SPLIT_NAMES, stratified_split
+from medprobe.cache.errors import ToolkitError
+from medprobe.cache.rows import RowTable
+from medprobe.extract.datasets.base import ImageDataset, TaskInfo, single_file
+from medprobe.extract.datasets.images import open_image
+from medprobe.extract.datasets.splits import SPLIT_NAMES, stratified_split
 
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
 REQUIRED_COLUMNS = ("path", "label")

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cache.rows import RowTable
-from extract.datasets.base import ImageDataset, TaskInfo
-from extract.datasets.splits import stratified_split
+from medprobe.cache.rows import RowTable
+from medprobe.extract.datasets.base import ImageDataset, TaskInfo
+from medprobe.extract.datasets.splits import stratified_split
 
 DIGITS_FRACTIONS = (0.6, 0.1, 0.3)
 DIGITS_SEED = 42

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from PIL import Image, ImageFile
 
-from cache.errors import ToolkitError
+from medprobe.cache.errors import ToolkitError
 
 # A truncated file must fail loudly, not decode as a half-grey image.
 ImageFile.LOAD_TRUNCATED_IMAGES = False

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cache.errors import ToolkitError
-from cache.rows import RowTable
-from extract.datasets.base import ImageDataset, TaskInfo
-from extract.datasets.images import open_image
-from extract.datasets.splits import stratified_split
+from medprobe.cache.errors import ToolkitError
+from medprobe.cache.rows import RowTable
+from medprobe.extract.datasets.base import ImageDataset, TaskInfo
+from medprobe.extract.datasets.images import open_image
+from medprobe.extract.datasets.splits import stratified_split
 
 ISIC_CLASSES = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC")
 IMAGE_DIR = "ISIC_2019_Training_Input"

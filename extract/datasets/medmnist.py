@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cache.errors import ToolkitError
-from cache.rows import RowTable
-from extract.datasets.base import ImageDataset, TaskInfo, single_file
-from extract.datasets.medmnist_download import download_medmnist, medmnist_file_name
+from medprobe.cache.errors import ToolkitError
+from medprobe.cache.rows import RowTable
+from medprobe.extract.datasets.base import ImageDataset, TaskInfo, single_file
+from medprobe.extract.datasets.medmnist_download import download_medmnist, medmnist_file_name
 
 # flag -> (task kind, number of classes or labels), from MedMNIST v2's INFO (a test checks
 # both tables against the medmnist package's INFO).

@@ -10,8 +10,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from cache.errors import ToolkitError
-from extract.offline import is_offline
+from medprobe.cache.errors import ToolkitError
+from medprobe.extract.offline import is_offline
 
 SIZES = (28, 64, 128, 224)
 

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cache.errors import ToolkitError
+from medprobe.cache.errors import ToolkitError
 
 SPLIT_NAMES = ("train", "val", "test")
 

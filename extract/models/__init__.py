@@ -1,8 +1,8 @@
 """Frozen backbones: a registry of specs, loaders per source library, and pooling."""
 
-from extract.models.backbone import Backbone
-from extract.models.registry import build_backbone, default_registry, resolve_model
-from extract.models.spec import ModelSpec, Preprocessing
+from medprobe.extract.models.backbone import Backbone
+from medprobe.extract.models.registry import build_backbone, default_registry, resolve_model
+from medprobe.extract.models.spec import ModelSpec, Preprocessing
 
 __all__ = [
     "Backbone",

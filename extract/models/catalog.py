@@ -4,7 +4,7 @@ Input sizes follow the studies (224 px), not the checkpoints' native sizes, unle
 resamples position embeddings when a ViT is built at another size.
 """
 
-from extract.models.spec import (
+from medprobe.extract.models.spec import (
     CLIP_MEAN,
     CLIP_STD,
     HALF,

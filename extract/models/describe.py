@@ -5,10 +5,10 @@ from typing import Any
 
 import torch
 
-from cache.errors import ToolkitError
-from extract.models.backbone import Backbone
-from extract.models.registry import build_backbone, default_registry, resolve_model
-from extract.models.spec import ModelSpec
+from medprobe.cache.errors import ToolkitError
+from medprobe.extract.models.backbone import Backbone
+from medprobe.extract.models.registry import build_backbone, default_registry, resolve_model
+from medprobe.extract.models.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 

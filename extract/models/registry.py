@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
 
-from cache.errors import ToolkitError
-from extract.models.backbone import Backbone
-from extract.models.spec import ModelSpec
+from medprobe.cache.errors import ToolkitError
+from medprobe.extract.models.backbone import Backbone
+from medprobe.extract.models.spec import ModelSpec
 
 Builder = Callable[..., Backbone]
 PREFIXES = ("timm:", "hf:", "open_clip:")
@@ -49,7 +49,7 @@ class ModelRegistry:
 
 @cache
 def default_registry() -> ModelRegistry:
-    from extract.models.catalog import SEED_MODELS
+    from medprobe.extract.models.catalog import SEED_MODELS
 
     return ModelRegistry(SEED_MODELS)
 
@@ -57,22 +57,22 @@ def default_registry() -> ModelRegistry:
 def resolve_model(name: str) -> ModelSpec:
     """A registry short name, or a prefixed full name resolved from the library's own config."""
     if name.startswith("timm:"):
-        from extract.models.sources.timm_source import timm_spec
+        from medprobe.extract.models.sources.timm_source import timm_spec
 
         return timm_spec(name.removeprefix("timm:"))
     if name.startswith("hf:"):
-        from extract.models.sources.hf_source import hf_spec
+        from medprobe.extract.models.sources.hf_source import hf_spec
 
         return hf_spec(name.removeprefix("hf:"))
     if name.startswith("open_clip:"):
-        from extract.models.sources.open_clip_source import open_clip_spec
+        from medprobe.extract.models.sources.open_clip_source import open_clip_spec
 
         return open_clip_spec(name.removeprefix("open_clip:"))
     return default_registry().get(name)
 
 
 def _builders() -> dict[str, Builder]:
-    from extract.models.sources import (
+    from medprobe.extract.models.sources import (
         bundled_source,
         hf_source,
         open_clip_source,

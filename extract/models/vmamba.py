@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from extract.models.selective_scan import selective_scan
+from medprobe.extract.models.selective_scan import selective_scan
 
 ScanFn = Callable[..., torch.Tensor]
 # Four scan directions: rows, columns, and both reversed.

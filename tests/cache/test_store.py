@@ -9,10 +9,10 @@ import h5py
 import numpy as np
 import pytest
 
-from cache import RowTable, StoreSpec, StoreWriter, ToolkitError, open_store, store_path
-from cache.catalog import find_complete_store, list_stores, remove_store, verify_store
-from cache.lock import StoreLock
-from cache.writer import journal_dir, lock_path
+from medprobe.cache import RowTable, StoreSpec, StoreWriter, ToolkitError, open_store, store_path
+from medprobe.cache.catalog import find_complete_store, list_stores, remove_store, verify_store
+from medprobe.cache.lock import StoreLock
+from medprobe.cache.writer import journal_dir, lock_path
 
 
 def make_rows(n_rows: int = 10) -> RowTable:
@@ -157,7 +157,7 @@ def test_lock_held_by_another_process_is_refused(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys,time; from cache.lock import StoreLock; "
+            "import sys,time; from medprobe.cache.lock import StoreLock; "
             f"l=StoreLock(__import__('pathlib').Path({str(lock_file)!r})).acquire(); "
             "print('held', flush=True); time.sleep(30)",
         ],

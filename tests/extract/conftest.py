@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from extract.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, Preprocessing
+from medprobe.extract.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, Preprocessing
 
 TINY_VIT_KWARGS = {"img_size": 32, "patch_size": 8, "depth": 1, "embed_dim": 32, "num_heads": 2}
 

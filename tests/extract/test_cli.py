@@ -3,9 +3,9 @@
 import pytest
 from typer.testing import CliRunner
 
-from cache import complete_stores
-from extract.cli import app, parse_options
-from extract.config import load_data_config
+from medprobe.cache import complete_stores
+from medprobe.extract.cli import app, parse_options
+from medprobe.extract.config import load_data_config
 
 runner = CliRunner()
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from extract.forward import HostEmbeddings, MicroBatcher, StoreFeed, to_host
-from extract.loader import DecodedBatch
-from extract.models import build_backbone
+from medprobe.extract.forward import HostEmbeddings, MicroBatcher, StoreFeed, to_host
+from medprobe.extract.loader import DecodedBatch
+from medprobe.extract.models import build_backbone
 from tests.extract.conftest import tiny_vit_spec
 
 

@@ -14,20 +14,20 @@ import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from cache import ToolkitError, open_store
-from extract.datasets import build_dataset
-from extract.datasets.images import open_image
-from extract.gpu_decode import (
+from medprobe.cache import ToolkitError, open_store
+from medprobe.extract.datasets import build_dataset
+from medprobe.extract.datasets.images import open_image
+from medprobe.extract.gpu_decode import (
     DeviceJpegDecoder,
     EncodedImages,
     check_device_decoding,
     collate_encoded,
     cut_view,
 )
-from extract.loader import DecodedImages, collate
-from extract.models.spec import HALF, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from extract.pipeline import ExtractionOptions, extract_dataset
-from extract.transforms import to_model_input
+from medprobe.extract.loader import DecodedImages, collate
+from medprobe.extract.models.spec import HALF, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from medprobe.extract.pipeline import ExtractionOptions, extract_dataset
+from medprobe.extract.transforms import to_model_input
 from tests.extract.conftest import tiny_vit_spec
 
 GEOMETRIES = [

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cache import ToolkitError, open_store, verify_store
-from cache.catalog import list_stores
-from extract.datasets import build_dataset
-from extract.pipeline import ExtractionOptions, extract_dataset
+from medprobe.cache import ToolkitError, open_store, verify_store
+from medprobe.cache.catalog import list_stores
+from medprobe.extract.datasets import build_dataset
+from medprobe.extract.pipeline import ExtractionOptions, extract_dataset
 from tests.extract.conftest import tiny_vit_spec
 
 FAST = dict(num_workers=0, progress=False, batch_size=4)
@@ -48,7 +48,7 @@ def test_second_run_is_a_no_op(folder_dataset, tmp_path, tiny_vit_weights, monke
     def no_build(*args, **kwargs):
         raise AssertionError("a complete store must be skipped before any model is built")
 
-    monkeypatch.setattr("extract.pipeline.build_backbone", no_build)
+    monkeypatch.setattr("medprobe.extract.pipeline.build_backbone", no_build)
     second = extract_dataset(dataset, [tiny_vit_spec()], cache_root=tmp_path, options=options)
     assert second.written == [] and second.skipped_complete == first.written
     assert first.written[0].stat().st_mtime_ns == mtime
@@ -158,9 +158,9 @@ def test_limit_takes_a_spread_subset_keyed_apart(folder_dataset, tmp_path):
 KILL_SCRIPT = """
 import sys, time
 from pathlib import Path
-from extract.datasets import build_dataset
-from extract.pipeline import ExtractionOptions, extract_dataset
-from extract.models import Backbone
+from medprobe.extract.datasets import build_dataset
+from medprobe.extract.pipeline import ExtractionOptions, extract_dataset
+from medprobe.extract.models import Backbone
 from tests.extract.conftest import tiny_vit_spec
 
 slow_forward = Backbone.forward
@@ -257,7 +257,7 @@ def test_pixel_cache_feeds_a_later_model_without_decoding(
 def test_one_pass_for_two_models_equals_two_single_passes(folder_dataset, tmp_path, monkeypatch):
     import torch
 
-    from extract import pipeline
+    from medprobe.extract import pipeline
 
     build = pipeline.build_backbone
 
@@ -318,7 +318,7 @@ def test_shards_join_into_the_store_an_unsharded_run_writes(
 
 @pytest.mark.parametrize("text", ["3/3", "1", "a/b", "-1/2"])
 def test_bad_shard_is_refused(text):
-    from extract.shards import parse_shard
+    from medprobe.extract.shards import parse_shard
 
     with pytest.raises(ToolkitError, match="expected i/n"):
         parse_shard(text)

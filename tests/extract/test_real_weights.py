@@ -6,10 +6,10 @@ import timm
 import torch
 from PIL import Image
 
-from cache import ToolkitError
-from extract.models import build_backbone, resolve_model
-from extract.models.sources.bundled_source import bundled_weights_path, map_lite0_keys
-from extract.transforms import normalise_on_device, to_model_input
+from medprobe.cache import ToolkitError
+from medprobe.extract.models import build_backbone, resolve_model
+from medprobe.extract.models.sources.bundled_source import bundled_weights_path, map_lite0_keys
+from medprobe.extract.transforms import normalise_on_device, to_model_input
 
 EGYPTIAN_CAT, TABBY, TIGER_CAT = 285, 281, 282
 

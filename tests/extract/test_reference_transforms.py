@@ -7,11 +7,11 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from cache import ToolkitError
-from extract.models.sources.open_clip_source import open_clip_preprocessing
-from extract.models.sources.timm_source import timm_preprocessing
-from extract.models.spec import HALF, Preprocessing
-from extract.transforms import normalise_on_device, to_model_input
+from medprobe.cache import ToolkitError
+from medprobe.extract.models.sources.open_clip_source import open_clip_preprocessing
+from medprobe.extract.models.sources.timm_source import timm_preprocessing
+from medprobe.extract.models.spec import HALF, Preprocessing
+from medprobe.extract.transforms import normalise_on_device, to_model_input
 
 MODES = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC}
 # Sizes whose resized long side truncates (not rounds) and whose crop excess is odd, both ways.

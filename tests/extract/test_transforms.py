@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from extract.models.spec import HALF, Preprocessing
-from extract.transforms import normalise_on_device, to_model_input
+from medprobe.extract.models.spec import HALF, Preprocessing
+from medprobe.extract.transforms import normalise_on_device, to_model_input
 
 
 def test_grey_is_replicated_to_three_channels_and_centre_cropped():

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cache import RowTable, StoreSpec, StoreWriter, store_path
+from medprobe.cache import RowTable, StoreSpec, StoreWriter, store_path
 
 
 def write_blob_store(

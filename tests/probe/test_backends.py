@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss as sklearn_log_loss
 
-from probe.backends import EstimatorBackend, ProbeInputs, TorchBackend, best_c, log_loss
-from probe.logistic import C_GRID
+from medprobe.probe.backends import EstimatorBackend, ProbeInputs, TorchBackend, best_c, log_loss
+from medprobe.probe.logistic import C_GRID
 
 
 def test_log_loss_equals_sklearn():
@@ -42,7 +42,7 @@ def test_full_budget_without_val_falls_back_to_cross_validation_and_says_so(capl
         n_classes=3,
         use_val=True,
     )
-    with caplog.at_level("WARNING", logger="probe.backends"):
+    with caplog.at_level("WARNING", logger="medprobe.probe.backends"):
         (ours,) = TorchBackend().logreg(data)
     assert "no val split" in caplog.text
     (theirs,) = EstimatorBackend("sklearn").logreg(data)

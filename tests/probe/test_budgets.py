@@ -5,8 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from cache import ToolkitError
-from probe.budgets import Budget, draw_support, parse_budgets
+from medprobe.cache import ToolkitError
+from medprobe.probe.budgets import Budget, draw_support, parse_budgets
 
 NAMES = ["benign", "malignant", "normal"]
 

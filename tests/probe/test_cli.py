@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cache import ToolkitError
-from probe.cli import app
+from medprobe.cache import ToolkitError
+from medprobe.probe.cli import app
 from tests.probe.conftest import write_blob_store
 
 runner = CliRunner()
@@ -55,9 +55,9 @@ def test_run_writes_results_report_and_plot_and_ranks_the_better_model_first(blo
 def test_support_sets_are_shared_across_stores_whatever_their_row_order(tmp_path):
     """Two stores with identical embeddings in different row order must score identically:
     supports are drawn and looked up by id, so every model sees the same labelled images."""
-    from probe.budgets import parse_budgets
-    from probe.data import select_targets
-    from probe.sweep import SweepConfig, draw_supports, run_sweep
+    from medprobe.probe.budgets import parse_budgets
+    from medprobe.probe.data import select_targets
+    from medprobe.probe.sweep import SweepConfig, draw_supports, run_sweep
 
     root = tmp_path / "embeddings"
     write_blob_store(root, model="ordered", separation=1.0, noise_seed=7)
@@ -167,7 +167,7 @@ def test_console_script_exits_2_with_a_one_line_error(tmp_path):
         [
             sys.executable,
             "-c",
-            "from probe.cli import main; main()",
+            "from medprobe.probe.cli import main; main()",
             "run",
             "--shots",
             "abc",

@@ -4,8 +4,8 @@ import logging
 
 import pytest
 
-from cache import ToolkitError
-from probe.data import select_targets
+from medprobe.cache import ToolkitError
+from medprobe.probe.data import select_targets
 from tests.probe.conftest import write_blob_store
 
 
@@ -21,7 +21,7 @@ def test_an_unfinished_store_is_skipped_with_a_warning_when_others_are_complete(
     root = tmp_path / "embeddings"
     write_blob_store(root, model="done", separation=1.0)
     write_blob_store(root, model="halfway", separation=1.0, complete=False)
-    with caplog.at_level(logging.WARNING, logger="probe.data"):
+    with caplog.at_level(logging.WARNING, logger="medprobe.probe.data"):
         targets = select_targets(root)
     assert [t.model for t in targets] == ["done"]
     assert "not complete" in caplog.text and "150 of 300" in caplog.text
@@ -40,7 +40,7 @@ def test_two_stores_of_one_model_are_labelled_by_key(tmp_path):
     second = write_blob_store(root, model="dino", separation=1.0, preprocessing={"size": 518})
     write_blob_store(root, model="mae", separation=1.0)
     labels = sorted(t.model for t in select_targets(root))
-    from cache import open_store
+    from medprobe.cache import open_store
 
     keys = sorted(open_store(p).key[:8] for p in (first, second))
     assert labels == sorted([f"dino@{keys[0]}", f"dino@{keys[1]}", "mae"])
@@ -69,7 +69,7 @@ def test_a_store_of_an_earlier_format_is_skipped_with_what_to_do(tmp_path, caplo
     write_blob_store(root, model="new", separation=1.0)
     old = write_blob_store(root, model="old", separation=1.0)
     written_by_format_1(old)
-    with caplog.at_level(logging.WARNING, logger="probe.data"):
+    with caplog.at_level(logging.WARNING, logger="medprobe.probe.data"):
         targets = select_targets(root)
     assert [t.model for t in targets] == ["new"]
     assert "store format 1" in caplog.text and "extract again" in caplog.text

@@ -6,7 +6,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from probe.logistic import LinearProblem, fit_logistic
+from medprobe.probe.logistic import LinearProblem, fit_logistic
 
 
 def blobs(n_rows: int, dim: int, n_classes: int, seed: int = 0):

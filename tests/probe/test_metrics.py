@@ -10,7 +10,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from probe.metrics import multilabel_metrics, single_label_metrics
+from medprobe.probe.metrics import multilabel_metrics, single_label_metrics
 
 
 @pytest.mark.parametrize("n_classes", [2, 5])

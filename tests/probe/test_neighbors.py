@@ -4,8 +4,8 @@ import numpy as np
 import torch
 from sklearn.neighbors import KNeighborsClassifier
 
-from probe.backends import EstimatorBackend, ProbeInputs, TorchBackend
-from probe.neighbors import knn_scores
+from medprobe.probe.backends import EstimatorBackend, ProbeInputs, TorchBackend
+from medprobe.probe.neighbors import knn_scores
 
 
 def inputs(seed: int = 0) -> ProbeInputs:

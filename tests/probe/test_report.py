@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cache import ToolkitError
-from probe.cli import app
-from probe.report import build_report
+from medprobe.cache import ToolkitError
+from medprobe.probe.cli import app
+from medprobe.probe.report import build_report
 from tests.probe.conftest import write_blob_store
 
 runner = CliRunner()
@@ -54,6 +54,6 @@ def test_importing_the_probe_cli_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, probe.cli, probe.sweep; print('torch' in sys.modules)"
+    code = "import sys, medprobe.probe.cli, medprobe.probe.sweep; print('torch' in sys.modules)"
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert completed.stdout.strip() == "False", completed.stderr

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from probe.stats import paired_differences, ranking, summarise, t_interval
+from medprobe.probe.stats import paired_differences, ranking, summarise, t_interval
 
 
 def results_frame(seeds: int = 8) -> pd.DataFrame:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
-from cache.errors import ToolkitError
-from extract.models.backbone import Backbone
-from extract.models.sources.strict import load_strictly
-from extract.models.sources.timm_source import _pool
-from extract.models.spec import ModelSpec
+from medprobe.cache.errors import ToolkitError
+from medprobe.extract.models.backbone import Backbone
+from medprobe.extract.models.sources.strict import load_strictly
+from medprobe.extract.models.sources.timm_source import _pool
+from medprobe.extract.models.spec import ModelSpec
 
 # Blocks per stage of EfficientNet-Lite0; flat block n maps to (stage, index) in this order.
 LITE0_STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)

@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 from types import MappingProxyType
 
-from cache.errors import ToolkitError
-from extract.models.backbone import Backbone, pool_feature_map, pool_tokens
-from extract.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, Preprocessing
+from medprobe.cache.errors import ToolkitError
+from medprobe.extract.models.backbone import Backbone, pool_feature_map, pool_tokens
+from medprobe.extract.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, Preprocessing
 
 # PIL resample codes as transformers stores them in preprocessor_config.json.
 PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import torch
 
-from cache.errors import ToolkitError
-from extract.models.backbone import Backbone
-from extract.models.spec import CLIP_MEAN, CLIP_STD, ModelSpec, Preprocessing
+from medprobe.cache.errors import ToolkitError
+from medprobe.extract.models.backbone import Backbone
+from medprobe.extract.models.spec import CLIP_MEAN, CLIP_STD, ModelSpec, Preprocessing
 
 # open_clip's eval resize modes as ours; "longest" letterboxes, which we do not reproduce.
 RESIZE_MODES = {"shortest": "center", "squash": "squash"}

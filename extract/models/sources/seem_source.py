@@ -4,10 +4,10 @@ from pathlib import Path
 
 import torch
 
-from cache.errors import ToolkitError
-from extract.models.backbone import Backbone, pool_feature_map
-from extract.models.sources.strict import load_strictly
-from extract.models.spec import ModelSpec
+from medprobe.cache.errors import ToolkitError
+from medprobe.extract.models.backbone import Backbone, pool_feature_map
+from medprobe.extract.models.sources.strict import load_strictly
+from medprobe.extract.models.spec import ModelSpec
 
 # Where SEEM publishes its checkpoints: the Hugging Face repo and file of each `checkpoint` id.
 SEEM_HUB_REPO = "xdecoder/SEEM"
@@ -34,7 +34,7 @@ def _pool(encoder, images):
 
 def build_seem(spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Backbone:
     """FocalNet-DW loaded strictly from SEEM's whole-model checkpoint (backbone keys only)."""
-    from extract.models.focal_dw import FocalNetDW, seem_backbone_state_dict
+    from medprobe.extract.models.focal_dw import FocalNetDW, seem_backbone_state_dict
 
     model = FocalNetDW(**dict(spec.build_kwargs))
     if pretrained or weights is not None:

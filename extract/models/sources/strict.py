@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cache.errors import ToolkitError
+from medprobe.cache.errors import ToolkitError
 
 
 def load_strictly(

@@ -3,9 +3,9 @@
 import logging
 from pathlib import Path
 
-from cache.errors import ToolkitError
-from extract.models.backbone import Backbone, pool_feature_map, pool_tokens
-from extract.models.spec import ModelSpec, Preprocessing, timm_resize_size
+from medprobe.cache.errors import ToolkitError
+from medprobe.extract.models.backbone import Backbone, pool_feature_map, pool_tokens
+from medprobe.extract.models.spec import ModelSpec, Preprocessing, timm_resize_size
 
 logger = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from cache.errors import ToolkitError
-from extract.models.backbone import Backbone
-from extract.models.sources.strict import load_strictly
-from extract.models.spec import ModelSpec
-from extract.offline import is_offline
+from medprobe.cache.errors import ToolkitError
+from medprobe.extract.models.backbone import Backbone
+from medprobe.extract.models.sources.strict import load_strictly
+from medprobe.extract.models.spec import ModelSpec
+from medprobe.extract.offline import is_offline
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def _pool(encoder, images):
 
 def build_vmamba(spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Backbone:
     """VSSM without its head, loaded strictly from the release checkpoint (or `weights`)."""
-    from extract.models.vmamba import VSSM
+    from medprobe.extract.models.vmamba import VSSM
 
     model = VSSM(**dict(spec.build_kwargs))
     if pretrained or weights is not None:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cache import ToolkitError
-from extract.datasets import build_dataset
+from medprobe.cache import ToolkitError
+from medprobe.extract.datasets import build_dataset
 
 MASS_HEADER = [
     "patient_id",

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cache import ToolkitError
-from extract.datasets import build_dataset
-from extract.datasets.images import open_image
+from medprobe.cache import ToolkitError
+from medprobe.extract.datasets import build_dataset
+from medprobe.extract.datasets.images import open_image
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ import medmnist
 import numpy as np
 import pytest
 
-from cache import ToolkitError
-from extract.datasets import build_dataset
-from extract.datasets.medmnist import LABEL_NAMES, MEDMNIST_TASKS
+from medprobe.cache import ToolkitError
+from medprobe.extract.datasets import build_dataset
+from medprobe.extract.datasets.medmnist import LABEL_NAMES, MEDMNIST_TASKS
 from tests.extract.datasets.test_options_and_medmnist import write_npz
 
 INFO_TASKS = {

@@ -5,9 +5,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from cache import ToolkitError
-from extract.datasets import DATASETS, build_dataset
-from extract.datasets.medmnist import LABEL_NAMES, MEDMNIST_TASKS
+from medprobe.cache import ToolkitError
+from medprobe.extract.datasets import DATASETS, build_dataset
+from medprobe.extract.datasets.medmnist import LABEL_NAMES, MEDMNIST_TASKS
 
 
 def test_every_entry_lists_its_options_with_generic_seed_and_split_by():

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cache import ToolkitError
-from extract.datasets import build_dataset
-from extract.datasets.isic2019 import GROUND_TRUTH, IMAGE_DIR, ISIC_CLASSES, METADATA
+from medprobe.cache import ToolkitError
+from medprobe.extract.datasets import build_dataset
+from medprobe.extract.datasets.isic2019 import GROUND_TRUTH, IMAGE_DIR, ISIC_CLASSES, METADATA
 
 
 def write_csv(path, header, rows):

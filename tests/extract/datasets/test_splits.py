@@ -5,8 +5,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from cache import ToolkitError
-from extract.datasets.splits import stratified_split
+from medprobe.cache import ToolkitError
+from medprobe.extract.datasets.splits import stratified_split
 
 LETTER = {"train": "t", "val": "v", "test": "e"}
 

@@ -6,9 +6,9 @@ import dataclasses
 import pytest
 import torch
 
-from extract.models import build_backbone, default_registry, resolve_model
-from extract.models.backbone import pool_tokens
-from extract.models.describe import check_model
+from medprobe.extract.models import build_backbone, default_registry, resolve_model
+from medprobe.extract.models.backbone import pool_tokens
+from medprobe.extract.models.describe import check_model
 
 
 def meta_dims(name: str) -> dict[str, int]:

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from cache import ToolkitError
-from extract.models import default_registry, resolve_model
-from extract.models.describe import describe_models
-from extract.models.registry import ModelRegistry
-from extract.models.spec import POOLINGS
+from medprobe.cache import ToolkitError
+from medprobe.extract.models import default_registry, resolve_model
+from medprobe.extract.models.describe import describe_models
+from medprobe.extract.models.registry import ModelRegistry
+from medprobe.extract.models.spec import POOLINGS
 
 SEED_MODELS = [
     "dinov2",
@@ -73,7 +73,7 @@ def test_timm_prefix_reads_timm_config_without_network():
 def test_describe_lists_every_entry_with_costs_counted_on_meta():
     rows = describe_models()
     assert [r["name"] for r in rows] == default_registry().names()
-    from extract.models.describe import model_costs
+    from medprobe.extract.models.describe import model_costs
 
     params, gflops = model_costs(resolve_model("resnet50"))
     assert 23.0e6 < params < 24.0e6  # torchvision ResNet-50 without its classifier: 23.5 M
@@ -82,7 +82,7 @@ def test_describe_lists_every_entry_with_costs_counted_on_meta():
 
 def test_docs_models_table_is_the_registry():
     """docs/models.md's table is `extract models --markdown`; regenerate it when this fails."""
-    from extract.models.describe import markdown_table
+    from medprobe.extract.models.describe import markdown_table
 
     text = (Path(__file__).parents[3] / "docs" / "models.md").read_text()
     documented = text.split("<!-- generated: extract models --markdown -->\n")[1]

@@ -5,9 +5,9 @@ import dataclasses
 import pytest
 import torch
 
-from cache import ToolkitError
-from extract.models import build_backbone, resolve_model
-from extract.models.focal_dw import FocalNetDW, seem_backbone_state_dict
+from medprobe.cache import ToolkitError
+from medprobe.extract.models import build_backbone, resolve_model
+from medprobe.extract.models.focal_dw import FocalNetDW, seem_backbone_state_dict
 
 SMALL = {"embed_dim": 8, "depths": (1, 1, 1, 1)}
 

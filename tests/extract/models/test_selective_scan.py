@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from extract.models.selective_scan import (
+from medprobe.extract.models.selective_scan import (
     cuda_selective_scan,
     selective_scan,
     selective_scan_reference,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from cache import ToolkitError
-from extract.models import build_backbone, resolve_model
+from medprobe.cache import ToolkitError
+from medprobe.extract.models import build_backbone, resolve_model
 
 
 @pytest.fixture

@@ -6,17 +6,17 @@ import dataclasses
 import pytest
 import torch
 
-from cache import ToolkitError
-from extract.models import build_backbone, resolve_model
-from extract.models.selective_scan import (
+from medprobe.cache import ToolkitError
+from medprobe.extract.models import build_backbone, resolve_model
+from medprobe.extract.models.selective_scan import (
     cuda_selective_scan,
     selective_scan,
     selective_scan_reference,
     selective_scan_torch,
 )
-from extract.models.sources import vmamba_source
-from extract.models.spec import IMAGENET_MEAN, IMAGENET_STD
-from extract.models.vmamba import VSSM, cross_merge, cross_scan
+from medprobe.extract.models.sources import vmamba_source
+from medprobe.extract.models.spec import IMAGENET_MEAN, IMAGENET_STD
+from medprobe.extract.models.vmamba import VSSM, cross_merge, cross_scan
 
 TINY = {"dims": 8, "depths": (1, 1, 2, 1)}
 
