@@ -12,9 +12,10 @@ import numpy as np
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.key import StoreSpec
 from medprobe.cache.lock import StoreLock
+from medprobe.cache.paths import journal_dir, lock_path, store_path
 from medprobe.cache.reader import Store, open_store
 from medprobe.cache.schema import EMBEDDINGS_GROUP, JOURNAL_SUFFIX, STORE_SUFFIX
-from medprobe.cache.writer import contiguous_parts, journal_dir, lock_path, store_path
+from medprobe.cache.writer import contiguous_parts
 
 
 @dataclass(frozen=True)

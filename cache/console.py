@@ -1,14 +1,25 @@
-"""The edge where a ToolkitError becomes a message and an exit code, shared by the three CLIs."""
+"""The edge where errors become one message and an exit code, shared by the three CLIs.
+
+Exit codes: 0 success, 1 a check that found a problem (`cache verify`), 2 bad input or state
+the user can fix, 130 interrupted. Library messages name library arguments (`knn_k=0: …`);
+here they are rewritten into the command's own flags (`--knn-k 0: …`). Logging stays at
+warnings unless `-v`/`--verbose` is given anywhere on the command line.
+"""
 
 import logging
 import sys
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from medprobe.cache.errors import ToolkitError
+from medprobe.cache.errors import Interrupted, ToolkitError
 
+EXIT_CHECK_FAILED = 1
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+VERBOSE_FLAGS = ("-v", "--verbose")
 
 
 def table_console() -> Console:
@@ -18,23 +29,55 @@ def table_console() -> Console:
     return console if console.is_terminal else Console(width=140)
 
 
-def run_app(app: typer.Typer) -> None:
-    """Run a typer app; a ToolkitError prints as one red line (no traceback) and exits 2."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        app(standalone_mode=False)
-    except ToolkitError as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
-        sys.exit(EXIT_USER_ERROR)
-    except (typer.Abort, KeyboardInterrupt):
-        Console(stderr=True).print("interrupted; finished rows are kept and a rerun resumes")
-        sys.exit(130)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
-    except Exception as error:  # click's usage errors arrive here in non-standalone mode
-        import click
+def _flags_by_argument(app: typer.Typer) -> dict[str, str]:
+    """Library argument name -> the CLI flag that sets it, over every command of `app`."""
+    command = typer.main.get_command(app)
+    commands = command.commands.values() if isinstance(command, click.Group) else [command]
+    flags: dict[str, str] = {}
+    for each in commands:
+        for param in each.params:
+            long_flags = [o for o in param.opts if o.startswith("--")]
+            if param.name and long_flags:
+                flags.setdefault(param.name, long_flags[0])
+    return flags
 
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        raise
+
+def cli_message(error: ToolkitError, app: typer.Typer) -> str:
+    """The error's text with a leading `argument=value` written as the CLI flag."""
+    message = str(error)
+    if error.argument is not None and message.startswith(f"{error.argument}="):
+        flag = _flags_by_argument(app).get(error.argument)
+        if flag is not None:
+            message = f"{flag} {message[len(error.argument) + 1 :]}"
+    return message
+
+
+def run_app(app: typer.Typer, argv: list[str] | None = None) -> None:
+    """Run a typer app and exit with its code; a ToolkitError prints as one red line (no
+    traceback, user text escaped so rich shows `[brackets]` in file names) and exits 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = any(a in VERBOSE_FLAGS for a in args)
+    args = [a for a in args if a not in VERBOSE_FLAGS]
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    stderr = Console(stderr=True, highlight=False)
+    try:
+        code = app(args=args, standalone_mode=False)
+    except ToolkitError as error:
+        stderr.print(f"[bold red]error:[/] {escape(cli_message(error, app))}")
+        sys.exit(EXIT_USER_ERROR)
+    except Interrupted as interrupted:
+        stderr.print(escape(str(interrupted)))
+        sys.exit(EXIT_INTERRUPTED)
+    except (typer.Abort, KeyboardInterrupt):
+        stderr.print("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as error:  # usage errors arrive here in non-standalone mode
+        error.show()
+        sys.exit(error.exit_code)
+    # Non-standalone typer returns an Exit's code instead of raising it; Ctrl-C arrives as 130.
+    if code == EXIT_INTERRUPTED:
+        stderr.print("interrupted")
+    sys.exit(code if isinstance(code, int) else 0)

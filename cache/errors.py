@@ -1,9 +1,25 @@
-"""The one error type a user can cause and fix.
+"""The error types a user can cause and fix.
 
-It lives in `cache/` because every stage imports `cache/` and nothing else is shared: extract and
-probe raise it, and only the CLIs turn it into a message and an exit code.
+They live in `cache/` because every stage imports `cache/` and nothing else is shared: extract and
+probe raise them, and only the CLIs turn them into a message and an exit code.
 """
 
 
 class ToolkitError(Exception):
-    """Bad input or state a user can fix; the message names the value, the limit and the fix."""
+    """Bad input or state a user can fix; the message names the value, the limit and the fix.
+
+    `argument` names the library argument the message is about when there is one; the message
+    then starts with `argument=value`, which a CLI rewrites into its own flag (`--knn-k 0`).
+    """
+
+    def __init__(self, message: str, *, argument: str | None = None) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+
+class Interrupted(BaseException):
+    """Ctrl-C that stopped work, re-raised with what was kept and how to resume.
+
+    A BaseException like KeyboardInterrupt, so no `except Exception` swallows it, but not a
+    KeyboardInterrupt, which typer would turn into a bare exit code and lose the message.
+    """

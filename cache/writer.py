@@ -9,7 +9,6 @@ longest run of parts from row 0 and continues after it. `finish()` copies the pa
 
 import json
 import logging
-import os
 import shutil
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,14 +21,14 @@ from typing import Any
 import h5py
 import numpy as np
 
+from medprobe.cache.atomic import write_atomically
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.key import STORE_FORMAT_VERSION, StoreSpec, canonical_json
 from medprobe.cache.lock import StoreLock
+from medprobe.cache.paths import journal_dir, lock_path
 from medprobe.cache.rows import RowTable
 from medprobe.cache.schema import (
     EMBEDDINGS_GROUP,
-    JOURNAL_SUFFIX,
-    LOCK_SUFFIX,
     SKIPPED_GROUP,
     SPLITS,
 )
@@ -48,45 +47,6 @@ def toolkit_version() -> str:
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def store_path(cache_root: Path, spec: StoreSpec) -> Path:
-    """`<root>/<dataset>/<model>--<key[:16]>.h5`: readable names, content-addressed suffix."""
-    dataset_dir = Path(cache_root) / _slug(spec.dataset["name"])
-    return dataset_dir / f"{_slug(spec.model['name'])}--{spec.key()[:16]}.h5"
-
-
-def journal_dir(path: Path) -> Path:
-    return path.with_name(path.name + JOURNAL_SUFFIX)
-
-
-def lock_path(path: Path) -> Path:
-    return path.with_name(path.name + LOCK_SUFFIX)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomically(target: Path, write: Any) -> None:
-    """Call `write(tmp_path)`, fsync the file, then rename it to `target`."""
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(target.parent)
 
 
 def part_name(start: int, stop: int) -> str:
@@ -213,7 +173,7 @@ class StoreWriter:
             def write_spec(tmp: Path) -> None:
                 tmp.write_text(json.dumps(header, indent=1, sort_keys=True))
 
-            _write_atomically(spec_file, write_spec)
+            write_atomically(spec_file, write_spec)
         for stray in self.journal.glob(".*.tmp-*"):
             stray.unlink(missing_ok=True)
         parts = contiguous_parts(self.journal)
@@ -297,10 +257,10 @@ class StoreWriter:
             self._wait_for_part_in_flight()
             target = self.journal / part_name(start, stop)
             if self._part_writer is None:
-                _write_atomically(target, write_part)
+                write_atomically(target, write_part)
             else:
                 self._part_in_flight = self._part_writer.submit(
-                    _write_atomically, target, write_part
+                    write_atomically, target, write_part
                 )
             self._buffer_start = stop
             self._buffer_ok.clear()
@@ -326,7 +286,7 @@ class StoreWriter:
         parts = contiguous_parts(self.journal)
         if not parts or parts[-1][1] != len(self.rows):
             raise ToolkitError(f"journal {self.journal} does not cover all {len(self.rows)} rows")
-        _write_atomically(self.path, lambda tmp: self._consolidate(tmp, [p for *_, p in parts]))
+        write_atomically(self.path, lambda tmp: self._consolidate(tmp, [p for *_, p in parts]))
         shutil.rmtree(self.journal)
         logger.info("published %s", self.path)
         return self.path

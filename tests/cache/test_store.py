@@ -12,7 +12,7 @@ import pytest
 from medprobe.cache import RowTable, StoreSpec, StoreWriter, ToolkitError, open_store, store_path
 from medprobe.cache.catalog import find_complete_store, list_stores, remove_store, verify_store
 from medprobe.cache.lock import StoreLock
-from medprobe.cache.writer import journal_dir, lock_path
+from medprobe.cache.paths import journal_dir, lock_path
 
 
 def make_rows(n_rows: int = 10) -> RowTable:
