@@ -44,6 +44,35 @@ def write_atomically(target: Path, write: Callable[[Path], object]) -> None:
     fsync_dir(target.parent)
 
 
+def check_folder_target(target: Path, *, overwrite: bool, argument: str = "out") -> None:
+    """Refuse a folder target that `publish_folder` would refuse, before any work is done."""
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise ToolkitError(
+            f"{argument}={str(target)!r} is a file; name a folder", argument=argument
+        )
+    if target.exists() and not overwrite:
+        raise ToolkitError(
+            f"{argument}={str(target)!r} already exists; choose another folder or pass "
+            "overwrite=True to replace it",
+            argument=argument,
+        )
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ToolkitError(
+                    f"{argument}={str(target)!r}: {parent} is a file, not a folder",
+                    argument=argument,
+                )
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ToolkitError(
+                    f"{argument}={str(target)!r}: cannot write into {parent} (permission "
+                    "denied); choose a writable folder",
+                    argument=argument,
+                )
+            break
+
+
 def publish_folder(
     target: Path,
     write_into: Callable[[Path], object],
@@ -57,16 +86,7 @@ def publish_folder(
     `overwrite` is set (the old one is moved aside first and removed after the rename).
     """
     target = Path(target)
-    if target.exists() and not target.is_dir():
-        raise ToolkitError(
-            f"{argument}={str(target)!r} is a file; name a folder", argument=argument
-        )
-    if target.exists() and not overwrite:
-        raise ToolkitError(
-            f"{argument}={str(target)!r} already exists; choose another folder or pass "
-            "overwrite=True to replace it",
-            argument=argument,
-        )
+    check_folder_target(target, overwrite=overwrite, argument=argument)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(target)
     shutil.rmtree(tmp, ignore_errors=True)

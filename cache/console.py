@@ -64,7 +64,8 @@ def cli_message(error: ToolkitError, app: typer.Typer) -> str:
         if value == "False":
             return negative or match.group(0)
         if value.startswith("[") and value.endswith("]"):
-            value = ",".join(item.strip().strip("'\"") for item in value[1:-1].split(","))
+            items = [item.strip().strip("'\"") for item in value[1:-1].split(",")]
+            value = ",".join(items) if any(items) else "''"
         return f"{flag} {value}"
 
     return _ASSIGNMENT.sub(as_flag, str(error))

@@ -4,10 +4,13 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
+
+if TYPE_CHECKING:  # pandas only where a frame is built
+    import pandas as pd
 
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.key import STORE_FORMAT_VERSION
@@ -126,6 +129,34 @@ class Store:
                 (i.decode(), r.decode())
                 for i, r in zip(group["ids"][()], group["reasons"][()], strict=True)
             ]
+
+    def to_frame(self, split: str = "train", pooling: str | None = None) -> "pd.DataFrame":
+        """One split as a DataFrame indexed by image id: `label` (or one column per label
+        name for multi-label, <NA> where unknown), `group` when the store has groups, then
+        the embedding as float32 columns e0 … e{D-1}. `pooling` defaults to the first."""
+        import pandas as pd
+
+        pooling = pooling or self.poolings[0]
+        embeddings = self.embeddings(split, pooling)
+        frame = pd.DataFrame(
+            embeddings, columns=[f"e{i}" for i in range(embeddings.shape[1])], copy=False
+        )
+        labels, mask = self.labels(split), self.label_mask(split)
+        if mask is None:
+            label_columns = {"label": labels}
+        else:
+            names = list(self.task.get("label_names") or range(labels.shape[1]))
+            label_columns = {
+                str(name): pd.Series(labels[:, j], dtype="Int8").mask(~mask[:, j])
+                for j, name in enumerate(names)
+            }
+        groups = self.groups(split)
+        leading = pd.DataFrame(
+            {**label_columns, **({"group": groups} if groups is not None else {})}
+        )
+        frame = pd.concat([leading, frame], axis=1)
+        frame.index = pd.Index(self.ids(split), name="id")
+        return frame
 
 
 def read_attrs(path: Path) -> dict[str, Any]:

@@ -64,32 +64,6 @@ def make_budgets(
     return sorted(set(budgets), key=lambda b: (KIND_ORDER[b.kind], b.value))
 
 
-def parse_budgets(shots: str | None, fractions: str | None, full: bool) -> list[Budget]:
-    """Budgets from command-line text (`--shots 1,5,10`, `--fractions 0.01,0.1`)."""
-    shot_values: list[int] = []
-    for text in (shots or "").split(","):
-        if not text.strip():
-            continue
-        try:
-            shot_values.append(int(text))
-        except ValueError:
-            raise ToolkitError(
-                f"--shots {shots!r}: {text.strip()!r} is not a whole number; "
-                "use e.g. --shots 1,5,10"
-            ) from None
-    fraction_values: list[float] = []
-    for text in (fractions or "").split(","):
-        if not text.strip():
-            continue
-        try:
-            fraction_values.append(float(text))
-        except ValueError:
-            raise ToolkitError(
-                f"--fractions {fractions!r}: {text.strip()!r} is not a number"
-            ) from None
-    return make_budgets(shot_values, fraction_values, full)
-
-
 def budget_seed(dataset: str, budget: Budget, seed: int) -> int:
     """A stable seed per (dataset, budget, seed), independent of Python's hash randomisation."""
     digest = hashlib.sha256(f"{dataset}|{budget.kind}|{budget.value}|{seed}".encode()).digest()

@@ -1,31 +1,30 @@
-"""`probe run | report`: few-shot and full-data probes over cached embeddings."""
+"""`probe run | report`: few-shot and full-data probes over cached embeddings.
 
-import json
-import platform
-import time
-from dataclasses import asdict
+Each command parses its flags, calls one library function (`medprobe.probe.runner.probe`,
+`Results.load`) and prints; library errors name library arguments, which the CLI edge rewrites
+into these flags.
+"""
+
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 
-from medprobe.cache import open_store
 from medprobe.cache.console import run_app, table_console
 from medprobe.cache.errors import ToolkitError
-from medprobe.cache.root import CACHE_DIR_ENV, resolve_cache_root
+from medprobe.cache.root import CACHE_DIR_ENV
 from medprobe.probe.backends import BACKENDS
-from medprobe.probe.budgets import parse_budgets
-from medprobe.probe.data import select_targets, task_of
-from medprobe.probe.report import RESULTS_FILE, RUN_FILE, build_report, print_report
-from medprobe.probe.sweep import METHODS, SweepConfig, draw_supports, run_sweep
+from medprobe.probe.report import print_report, write_report
+from medprobe.probe.results import Results
+from medprobe.probe.runner import probe
+from medprobe.probe.sweep import KNN_VOTES, METHODS
 
 app = typer.Typer(
-    help="Probe cached embeddings across label budgets and seeds; compare models.",
+    help="Probe cached embeddings across label budgets and seeds; compare models. "
+    "Add -v anywhere for progress logs.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -35,11 +34,25 @@ def _names(text: str | None) -> list[str] | None:
     return [n.strip() for n in text.split(",") if n.strip()] if text else None
 
 
-def _ints(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ToolkitError(f"{flag} {text!r}: expected whole numbers, e.g. 10,20") from None
+def _numbers(text: str | None, flag: str, kind: type[int] | type[float]) -> list:
+    """'1,5,10' -> [1, 5, 10]; the library checks the values, this only the text."""
+    values = []
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        try:
+            values.append(kind(item))
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise ToolkitError(
+                f"{flag} {text!r}: {item.strip()!r} is not {what}; e.g. {flag} "
+                f"{'1,5,10' if kind is int else '0.01,0.1'}"
+            ) from None
+    return values
+
+
+def default_out_dir() -> Path:
+    return Path("results") / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
 
 
 @app.command()
@@ -57,14 +70,28 @@ def run(
     knn_k: Annotated[
         str, typer.Option(help="k for k-NN (list; capped by the support size)")
     ] = "20",
-    knn_vote: Annotated[str, typer.Option(help="weighted (DINO, T=0.07) | majority")] = "weighted",
+    knn_vote: Annotated[
+        str, typer.Option(help=f"{' | '.join(KNN_VOTES)} (weighted: DINO's, T=0.07)")
+    ] = "weighted",
     backend: Annotated[
-        str, typer.Option(help="auto | torch (batched, GPU if present) | sklearn | cuml")
+        str,
+        typer.Option(help=f"{' | '.join(BACKENDS)}: torch is batched and uses CUDA if present"),
     ] = "auto",
     jobs: Annotated[int, typer.Option(help="joblib workers over (store, pooling)")] = 1,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            help="run the (store, pooling) tasks on Dask: local:N (N worker processes here) "
+            "or tcp://HOST:PORT (a running scheduler whose workers see the cache)"
+        ),
+    ] = None,
     allow_fewer: Annotated[
         bool,
         typer.Option(help="a class with fewer images than asked gives what it has (and says so)"),
+    ] = False,
+    save_predictions: Annotated[
+        bool,
+        typer.Option(help="write every probe's test scores to predictions.h5 in the folder"),
     ] = False,
     cache_dir: Annotated[
         Path | None, typer.Option(help=f"cache root (env {CACHE_DIR_ENV}; default ./embeddings)")
@@ -72,87 +99,50 @@ def run(
     out: Annotated[
         Path | None, typer.Option(help="results folder (default ./results/<timestamp>)")
     ] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing --out folder")] = False,
 ) -> None:
     """Fit logistic-regression, k-NN and prototype probes for every complete store, print the
-    tables and write results.csv, supports.json, run.json, report.md and plots."""
-    if backend not in BACKENDS:
-        raise ToolkitError(f"--backend {backend!r}: choose one of {list(BACKENDS)}")
-    config = SweepConfig(
-        budgets=tuple(parse_budgets(shots, fractions, full)),
+    tables and write results.csv, summary.csv, paired.csv, supports.json, run.json, report.md
+    and plots."""
+    out_dir = out or default_out_dir()
+    results = probe(
+        cache_dir,
+        shots=_numbers(shots, "--shots", int),
+        fractions=_numbers(fractions, "--fractions", float),
+        full=full,
         seeds=seeds,
-        methods=tuple(_names(methods) or ()),
-        knn_ks=_ints(knn_k, "--knn-k"),
+        models=_names(models),
+        datasets=_names(datasets),
+        poolings=_names(poolings),
+        methods=_names(methods) or [],
+        knn_k=_numbers(knn_k, "--knn-k", int),
         knn_vote=knn_vote,
-        allow_fewer=allow_fewer,
         backend=backend,
         jobs=jobs,
+        cluster=cluster,
+        allow_fewer=allow_fewer,
+        save_predictions=save_predictions,
+        out=out_dir,
+        overwrite=overwrite,
     )
-    root = resolve_cache_root(cache_dir)
-    targets = select_targets(
-        root, models=_names(models), datasets=_names(datasets), poolings=_names(poolings)
-    )
-    supports = draw_supports(targets, config)
-    started = time.perf_counter()
     console = table_console()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        bar = progress.add_task("probing stores x poolings", total=len(targets))
-        rows = run_sweep(
-            targets, supports, config, on_target_done=lambda target: progress.advance(bar)
-        )
-    elapsed = time.perf_counter() - started
-    out_dir = out or Path("results") / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(out_dir / RESULTS_FILE, index=False)
-    (out_dir / "supports.json").write_text(
-        json.dumps(
-            {f"{d}|{b.label}|seed{s}": ids.tolist() for (d, b, s), ids in supports.items()},
-            indent=0,
-        )
+    print_report(results, console)
+    console.print(
+        f"{len(results.frame)} result rows in {results.run['seconds']:.1f} s -> "
+        f"{escape(str(out_dir))} (report: {escape(str(out_dir / 'report.md'))})",
+        highlight=False,
     )
-    stores = {t.path for t in targets}
-    datasets_info = {}
-    for path in sorted(stores):
-        store = open_store(path)
-        datasets_info.setdefault(store.dataset_name, task_of(store))
-    config_dict = asdict(config)
-    config_dict["budgets"] = [b.label for b in config.budgets]
-    (out_dir / RUN_FILE).write_text(
-        json.dumps(
-            {
-                "config": config_dict,
-                "datasets": datasets_info,
-                "stores": [{"path": str(p), "key": open_store(p).key} for p in sorted(stores)],
-                "seconds": round(elapsed, 2),
-                "finished_at": datetime.now(UTC).isoformat(),
-                "versions": {
-                    name: version(name)
-                    for name in ("medprobe", "numpy", "scikit-learn", "torch", "pandas")
-                },
-                "python": platform.python_version(),
-            },
-            indent=1,
-        )
-    )
-    report = build_report(out_dir)
-    print_report(out_dir, console)
-    console.print(f"{len(rows)} result rows in {elapsed:.1f} s -> {out_dir} (report: {report})")
 
 
 @app.command()
 def report(
     results_dir: Annotated[Path, typer.Argument(help="a folder written by `probe run`")],
 ) -> None:
-    """Rebuild report.md, summary.csv, paired.csv and the plots of a results folder, and print
-    the tables."""
-    path = build_report(results_dir)
-    print_report(results_dir, table_console())
-    Console().print(f"report: {path}")
+    """Rebuild report.md and the plots of a results folder, and print the tables."""
+    results = Results.load(results_dir)
+    path = write_report(results, results_dir)
+    print_report(results, table_console())
+    Console().print(f"report: {escape(str(path))}", highlight=False)
 
 
 def main() -> None:

@@ -1,33 +1,33 @@
-"""Tables, a label-efficiency plot per dataset and a Markdown report, from a results folder."""
+"""Tables, a label-efficiency plot per dataset and a Markdown report, from a `Results`."""
 
-import json
 import logging
 import math
+import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from medprobe.cache.errors import ToolkitError
+from medprobe.cache.atomic import write_atomically
 from medprobe.probe.budgets import KIND_ORDER
-from medprobe.probe.stats import entry_name, paired_differences, ranking, summarise
+from medprobe.probe.stats import entry_name, ranking
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from medprobe.probe.results import Results
 
 logger = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.csv"
-RUN_FILE = "run.json"
+REPORT_FILE = "report.md"
 
 
-def load_run(out_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    results_path, run_path = out_dir / RESULTS_FILE, out_dir / RUN_FILE
-    if not results_path.is_file() or not run_path.is_file():
-        raise ToolkitError(
-            f"{out_dir} is not a probe results folder (needs {RESULTS_FILE} and "
-            f"{RUN_FILE}, as `probe run --out` writes)"
-        )
-    return pd.read_csv(results_path), json.loads(run_path.read_text())
+def natural_key(text: str) -> list[Any]:
+    """Sort key that puts m2 before m10 (digit runs compare as numbers)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
 
 
 def budget_order(frame: pd.DataFrame) -> list[str]:
@@ -93,8 +93,12 @@ def metrics_table(summary: pd.DataFrame, headline: str) -> pd.DataFrame:
     return pivot[["entry", "method", "budget", *[m for m in metrics if m in pivot.columns]]]
 
 
-def plot_label_efficiency(summary: pd.DataFrame, dataset: str, metric: str, path: Path) -> None:
-    """Metric against budget, a line per entry and a band for its interval; a panel per method."""
+def label_efficiency_figure(summary: pd.DataFrame, dataset: str, metric: str) -> "Figure":
+    """Metric against budget, a line per entry and a band for its interval; a panel per method.
+
+    Entries sort naturally (m2 before m10) and each gets its own colour and marker, so 20 and
+    more stay apart; the legend sits outside the panels, where it covers no data.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,42 +108,75 @@ def plot_label_efficiency(summary: pd.DataFrame, dataset: str, metric: str, path
     table["entry"] = entry_name(table)
     budgets = budget_order(table)
     methods = sorted(table["method"].unique())
+    entries = sorted(table["entry"].unique(), key=natural_key)
+    colours = plt.get_cmap("tab20" if len(entries) > 10 else "tab10").colors
+    markers = "osD^v<>pPX*h"
+    # Colour and marker cycle together: their pairs stay distinct for the first 60 entries.
+    styles = {
+        entry: (colours[i % len(colours)], markers[i % len(markers)])
+        for i, entry in enumerate(entries)
+    }
     figure, axes = plt.subplots(
-        1, len(methods), figsize=(4.2 * len(methods), 3.6), sharey=True, squeeze=False
+        1, len(methods), figsize=(4.2 * len(methods), 3.8), sharey=True, squeeze=False
     )
     for axis, method in zip(axes[0], methods, strict=True):
-        for entry, lines in table[table["method"] == method].groupby("entry"):
-            lines = lines.set_index("budget").reindex(budgets)
+        part = table[table["method"] == method]
+        for entry in entries:
+            lines = part[part["entry"] == entry].set_index("budget").reindex(budgets)
+            if lines["mean"].isna().all():
+                continue
+            colour, marker = styles[entry]
             x = range(len(budgets))
-            axis.plot(x, lines["mean"], marker="o", label=entry)
-            axis.fill_between(x, lines["ci_low"], lines["ci_high"], alpha=0.2)
+            axis.plot(x, lines["mean"], marker=marker, color=colour, label=entry)
+            axis.fill_between(x, lines["ci_low"], lines["ci_high"], color=colour, alpha=0.15)
         axis.set_xticks(range(len(budgets)), budgets, rotation=30)
         axis.set_title(method)
         axis.set_xlabel("label budget")
         axis.grid(alpha=0.3)
     axes[0][0].set_ylabel(metric)
-    axes[0][-1].legend(fontsize=8, loc="lower right")
-    figure.suptitle(f"{dataset}: {metric} against label budget (mean, 95% interval over seeds)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for axis in axes[0][1:]:
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    figure.legend(
+        handles,
+        labels,
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        fontsize=8,
+        ncols=1 + len(labels) // 25,
+        frameon=False,
+    )
+    figure.suptitle(f"{dataset}: {metric} against label budget (mean, 95% interval)")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    return figure
+
+
+def _save_figure(figure: "Figure", path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    write_atomically(
+        path, lambda tmp: figure.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    )
     plt.close(figure)
 
 
-def build_report(out_dir: Path) -> Path:
-    """Write summary.csv, paired.csv, one PNG per dataset and report.md; return report.md."""
-    results, run = load_run(out_dir)
-    summary = summarise(results)
-    summary.to_csv(out_dir / "summary.csv", index=False)
+def write_report(results: "Results", out_dir: Path) -> Path:
+    """Write report.md and one label-efficiency PNG per dataset into `out_dir`; return
+    report.md. Reads only what `Results.save` writes, so `probe report` can rebuild it."""
+    summary, all_paired = results.summary(), results.paired()
+    config = results.run["config"]
     lines = [
         f"# Probe report: {out_dir.name}",
         "",
-        f"Seeds: {run['config']['seeds']}; methods: {', '.join(run['config']['methods'])}; "
-        f"backend: {run['config']['backend']}. Intervals are 95% Student-t over seeds; "
+        f"Seeds: {config['seeds']}; methods: {', '.join(config['methods'])}; "
+        f"backend: {config['backend']}. Intervals are 95% Student-t over seeds; "
         "differences are paired on identical support sets.",
         "",
     ]
-    paired_tables = []
-    for dataset, task in run["datasets"].items():
+    for dataset, task in results.run["datasets"].items():
         part = summary[summary["dataset"] == dataset]
         if part.empty:
             continue
@@ -151,7 +188,7 @@ def build_report(out_dir: Path) -> Path:
             "",
         ]
         plot = out_dir / f"{dataset}_{metric}.png"
-        plot_label_efficiency(part, dataset, metric, plot)
+        _save_figure(label_efficiency_figure(part, dataset, metric), plot)
         lines += [
             f"![{dataset} label efficiency]({plot.name})",
             "",
@@ -160,14 +197,14 @@ def build_report(out_dir: Path) -> Path:
             ranking(part, metric).to_markdown(index=False, floatfmt=".3f"),
             "",
         ]
-        paired = paired_differences(results[results["dataset"] == dataset], metric)
+        paired = (
+            all_paired[all_paired["dataset"] == dataset] if not all_paired.empty else all_paired
+        )
         if not paired.empty:
-            paired.insert(0, "dataset", dataset)
-            paired_tables.append(paired)
             lines += [
                 "### Paired difference to the best entry",
                 "",
-                paired.drop(columns="dataset").to_markdown(index=False, floatfmt=".3f"),
+                paired.drop(columns=["dataset", "metric"]).to_markdown(index=False, floatfmt=".3f"),
                 "",
             ]
         lines += [
@@ -176,36 +213,34 @@ def build_report(out_dir: Path) -> Path:
             metrics_table(part, metric).to_markdown(index=False, floatfmt=".3f"),
             "",
         ]
-    if paired_tables:
-        pd.concat(paired_tables).to_csv(out_dir / "paired.csv", index=False)
-    report = out_dir / "report.md"
-    report.write_text("\n".join(lines))
+    report = out_dir / REPORT_FILE
+    write_atomically(report, lambda tmp: tmp.write_text("\n".join(lines)))
     return report
 
 
-def print_report(out_dir: Path, console: Console) -> None:
+def print_report(results: "Results", console: Console) -> None:
     """The headline table and ranking of each dataset, on the terminal."""
-    results, run = load_run(out_dir)
-    summary = summarise(results)
-    for dataset, task in run["datasets"].items():
+    summary = results.summary()
+    for dataset, task in results.run["datasets"].items():
         part = summary[summary["dataset"] == dataset]
         if part.empty:
             continue
         metric = headline_of(task, part)
         pivot = headline_table(part, metric, compact=True)
-        table = Table(title=f"{dataset}: {metric} (mean ± 95% interval over seeds)")
+        table = Table(title=escape(f"{dataset}: {metric} (mean ± 95% interval)"))
         table.add_column("model:pooling", no_wrap=True)
         table.add_column("method")
         for budget in pivot.columns:
             table.add_column(budget, justify="right")
         for (entry, method), values in pivot.iterrows():
-            table.add_row(entry, method, *(str(v) for v in values))
+            table.add_row(escape(entry), method, *(str(v) for v in values))
         console.print(table)
         ranked = ranking(part, metric)
         console.print(
             "ranking: "
             + ", ".join(
-                f"{i + 1}. {e} (mean rank {r:.1f})"
+                f"{i + 1}. {escape(e)} (mean rank {r:.1f})"
                 for i, (e, r) in enumerate(zip(ranked["entry"], ranked["mean_rank"], strict=True))
-            )
+            ),
+            highlight=False,
         )

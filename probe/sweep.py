@@ -14,7 +14,13 @@ import numpy as np
 from joblib import Parallel, delayed
 
 from medprobe.cache import ToolkitError, open_store
-from medprobe.probe.backends import EstimatorBackend, ProbeInputs, TorchBackend, resolve_backend
+from medprobe.probe.backends import (
+    BACKENDS,
+    EstimatorBackend,
+    ProbeInputs,
+    TorchBackend,
+    resolve_backend,
+)
 from medprobe.probe.budgets import Budget, draw_support
 from medprobe.probe.data import ProbeTarget, SplitArrays, read_split, task_of
 from medprobe.probe.metrics import multilabel_metrics, single_label_metrics
@@ -23,6 +29,7 @@ from medprobe.probe.neighbors import KNN_KS
 logger = logging.getLogger(__name__)
 
 METHODS = ("logreg", "knn", "prototype")
+KNN_VOTES = ("weighted", "majority")
 SupportSets = dict[tuple[str, Budget, int], np.ndarray]
 
 
@@ -38,18 +45,34 @@ class SweepConfig:
     allow_fewer: bool = False
     backend: str = "auto"
     jobs: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        """Every argument checked before any store is read, named as the library names it."""
         unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise ToolkitError(f"--methods: unknown {unknown}; choose from {list(METHODS)}")
-        if self.seeds < 1:
-            raise ToolkitError(f"--seeds {self.seeds}: must be at least 1")
-        if self.knn_vote not in ("weighted", "majority"):
-            raise ToolkitError(f"--knn-vote {self.knn_vote!r}: choose weighted or majority")
-        if any(k < 1 for k in self.knn_ks):
-            raise ToolkitError(f"--knn-k {list(self.knn_ks)}: every k must be at least 1")
+        if unknown or not self.methods:
+            raise ToolkitError(
+                f"methods={list(self.methods)}: choose one or more of {list(METHODS)}",
+                argument="methods",
+            )
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ToolkitError(f"seeds={self.seeds!r}: must be at least 1", argument="seeds")
+        if self.knn_vote not in KNN_VOTES:
+            raise ToolkitError(
+                f"knn_vote={self.knn_vote!r}: choose one of {list(KNN_VOTES)}", argument="knn_vote"
+            )
+        if not self.knn_ks or any(k < 1 for k in self.knn_ks):
+            raise ToolkitError(
+                f"knn_k={list(self.knn_ks)}: every k must be at least 1", argument="knn_k"
+            )
+        if self.backend not in BACKENDS:
+            raise ToolkitError(
+                f"backend={self.backend!r}: choose one of {list(BACKENDS)}", argument="backend"
+            )
+        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs == 0:
+            raise ToolkitError(
+                f"jobs={self.jobs!r}: the number of parallel workers, at least 1 (-1: every core)",
+                argument="jobs",
+            )
 
     def seeds_for(self, budget: Budget) -> list[int]:
         return list(range(self.seeds)) if budget.random else [0]
@@ -79,29 +102,49 @@ def draw_supports(targets: Sequence[ProbeTarget], config: SweepConfig) -> Suppor
     return supports
 
 
+@dataclass
+class TargetOutcome:
+    """What one (store, pooling) gave: tidy metric rows and, when asked, the test scores.
+
+    scores: (method, budget label, seed) -> (n_test, K) float32 class probabilities, or
+    (n_test, L) positive-class probabilities for multi-label (NaN for a label no support set
+    could train), rows in `test_ids` order.
+    """
+
+    target: ProbeTarget
+    rows: list[dict[str, Any]]
+    test_ids: np.ndarray
+    scores: dict[tuple[str, str, int], np.ndarray] = field(default_factory=dict)
+
+
 def run_sweep(
     targets: Sequence[ProbeTarget],
     supports: SupportSets,
     config: SweepConfig,
     *,
+    keep_scores: bool = False,
     on_target_done: Callable[[ProbeTarget], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Probe every target; rows of (dataset, model, pooling, method, budget, seed, metric, value).
+) -> list[TargetOutcome]:
+    """Probe every target, in `targets` order.
 
-    Targets fan out over `config.jobs` joblib workers (a Dask or Ray backend carries them to a
-    cluster); within a target, fits are batched by the backend.
+    Targets fan out over `config.jobs` joblib workers (inside `joblib.parallel_config(backend=
+    "dask")` they run on a Dask cluster); within a target, fits are batched by the backend.
     """
     tasks = [
-        delayed(probe_target)(t, {k: v for k, v in supports.items() if k[0] == t.dataset}, config)
+        delayed(probe_target)(
+            t,
+            {k: v for k, v in supports.items() if k[0] == t.dataset},
+            config,
+            keep_scores=keep_scores,
+        )
         for t in targets
     ]
-    rows: list[dict[str, Any]] = []
-    results = Parallel(n_jobs=config.jobs, return_as="generator")(tasks)
-    for target, target_rows in zip(targets, results, strict=True):
-        rows += target_rows
+    outcomes: list[TargetOutcome] = []
+    for outcome in Parallel(n_jobs=config.jobs, return_as="generator")(tasks):
+        outcomes.append(outcome)
         if on_target_done is not None:
-            on_target_done(target)
-    return rows
+            on_target_done(outcome.target)
+    return outcomes
 
 
 @dataclass(frozen=True)
@@ -117,12 +160,13 @@ class _Step:
     task: dict[str, Any]
 
 
-Scored = list[tuple[str, int, dict[str, float]]]
+# (method, seed, test scores) for every probe of a step.
+Scored = list[tuple[str, int, np.ndarray]]
 
 
 def probe_target(
-    target: ProbeTarget, supports: SupportSets, config: SweepConfig
-) -> list[dict[str, Any]]:
+    target: ProbeTarget, supports: SupportSets, config: SweepConfig, *, keep_scores: bool = False
+) -> TargetOutcome:
     """All budgets, seeds and methods for one (store, pooling)."""
     store = open_store(target.path)
     task = task_of(store)
@@ -131,7 +175,7 @@ def probe_target(
     val = read_split(store, "val", target.pooling) if "val" in store.splits else None
     row_of = {image_id: row for row, image_id in enumerate(train.ids)}
     backend = resolve_backend(config.backend)
-    rows = []
+    outcome = TargetOutcome(target, [], test.ids)
     for budget in config.budgets:
         seeds = config.seeds_for(budget)
         support_rows = [
@@ -139,12 +183,14 @@ def probe_target(
         ]
         step = _Step(train, test, val, support_rows, seeds, budget, task)
         score = _multilabel if task["kind"] == "multilabel" else _single_label
-        scored = score(backend, step, config)
-        for method, seed, metrics in scored:
+        for method, seed, scores in score(backend, step, config):
+            if keep_scores:
+                outcome.scores[(method, budget.label, seed)] = scores.astype(np.float32)
+            metrics = _metrics(test.labels, scores, task)
             # The headline metric leads: results.csv, summary.csv and every table keep this order.
             ordered = sorted(metrics.items(), key=lambda item: item[0] != task["headline_metric"])
             for metric, value in ordered:
-                rows.append(
+                outcome.rows.append(
                     {
                         "dataset": target.dataset,
                         "model": target.model,
@@ -158,7 +204,16 @@ def probe_target(
                         "value": value,
                     }
                 )
-    return rows
+    return outcome
+
+
+def _metrics(labels: np.ndarray, scores: np.ndarray, task: dict[str, Any]) -> dict[str, float]:
+    """Every metric of one probe's test scores (see `probe.metrics`)."""
+    if task["kind"] == "multilabel":
+        return multilabel_metrics(
+            labels, scores, task["label_names"], task.get("competition_labels", ())
+        )
+    return single_label_metrics(labels, scores, task["kind"], headline=task["headline_metric"])
 
 
 def _n_classes(task: dict[str, Any], *label_arrays: np.ndarray) -> int:
@@ -196,21 +251,18 @@ def _single_label(
         val_labels=None if val is None else val.labels,
         use_val=step.budget.kind == "full",
     )
-    scored = []
-    for method, per_seed in _method_scores(backend, inputs, config):
-        for seed, scores in zip(step.seeds, per_seed, strict=True):
-            metrics = single_label_metrics(
-                test.labels, scores, step.task["kind"], headline=step.task["headline_metric"]
-            )
-            scored.append((method, seed, metrics))
-    return scored
+    return [
+        (method, seed, scores)
+        for method, per_seed in _method_scores(backend, inputs, config)
+        for seed, scores in zip(step.seeds, per_seed, strict=True)
+    ]
 
 
 def _multilabel(
     backend: TorchBackend | EstimatorBackend, step: _Step, config: SweepConfig
 ) -> Scored:
     """One binary probe per label, on the support rows where that label is known."""
-    train, test, val, seeds, task = step.train, step.test, step.val, step.seeds, step.task
+    train, test, val, seeds = step.train, step.test, step.val, step.seeds
     n_labels = train.labels.shape[1]
     positive: dict[str, list[np.ndarray]] = {}
     for column in range(n_labels):
@@ -236,12 +288,8 @@ def _multilabel(
             )
             for seed_index, scores in enumerate(per_seed):
                 stacked[seed_index][:, column] = scores[:, 1]
-    names = task["label_names"]
-    competition = task.get("competition_labels", ())
-    scored = []
-    for method, per_seed in positive.items():
-        for seed, scores in zip(seeds, per_seed, strict=True):
-            scored.append(
-                (method, seed, multilabel_metrics(test.labels, scores, names, competition))
-            )
-    return scored
+    return [
+        (method, seed, scores)
+        for method, per_seed in positive.items()
+        for seed, scores in zip(seeds, per_seed, strict=True)
+    ]

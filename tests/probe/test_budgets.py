@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medprobe.cache import ToolkitError
-from medprobe.probe.budgets import Budget, draw_support, parse_budgets
+from medprobe.probe.budgets import Budget, draw_support, make_budgets
 
 NAMES = ["benign", "malignant", "normal"]
 
@@ -18,23 +18,24 @@ def train_table(n_per_class=(10, 7, 12)):
 
 
 @pytest.mark.parametrize(
-    ("shots", "fractions", "message"),
+    ("shots", "fractions", "message", "argument"),
     [
-        ("0", None, "at least 1"),
-        ("abc", None, "not a whole number"),
-        ("1,x", None, "'x'"),
-        (None, "1.5", "not in (0, 1]"),
-        (None, "a", "not a number"),
-        (None, None, "no label budget"),
+        ([0], None, "shots=[0]: shots must be whole numbers of at least 1", "shots"),
+        ([2.5], None, "got 2.5", "shots"),
+        ([True], None, "got True", "shots"),
+        (None, [1.5], "fractions=[1.5]: 1.5 is not in (0, 1]", "fractions"),
+        (None, [0.0], "0.0 is not in (0, 1]", "fractions"),
+        (None, None, "no label budget", None),
     ],
 )
-def test_bad_budgets_are_refused(shots, fractions, message):
-    with pytest.raises(ToolkitError, match=re.escape(message)):
-        parse_budgets(shots, fractions, False)
+def test_bad_budgets_are_refused_naming_the_argument(shots, fractions, message, argument):
+    with pytest.raises(ToolkitError, match=re.escape(message)) as raised:
+        make_budgets(shots, fractions, False)
+    assert raised.value.argument == argument
 
 
 def test_budgets_are_sorted_and_deduplicated():
-    budgets = parse_budgets("10,1,5,1", "0.1", True)
+    budgets = make_budgets([10, 1, 5, 1], [0.1], True)
     assert [b.label for b in budgets] == ["1-shot", "5-shot", "10-shot", "0.1 of train", "full"]
 
 

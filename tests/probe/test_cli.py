@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medprobe.cache import ToolkitError
+from medprobe.cache.console import cli_message
 from medprobe.probe.cli import app
 from tests.probe.conftest import write_blob_store
 
@@ -55,7 +56,7 @@ def test_run_writes_results_report_and_plot_and_ranks_the_better_model_first(blo
 def test_support_sets_are_shared_across_stores_whatever_their_row_order(tmp_path):
     """Two stores with identical embeddings in different row order must score identically:
     supports are drawn and looked up by id, so every model sees the same labelled images."""
-    from medprobe.probe.budgets import parse_budgets
+    from medprobe.probe.budgets import make_budgets
     from medprobe.probe.data import select_targets
     from medprobe.probe.sweep import SweepConfig, draw_supports, run_sweep
 
@@ -63,8 +64,9 @@ def test_support_sets_are_shared_across_stores_whatever_their_row_order(tmp_path
     write_blob_store(root, model="ordered", separation=1.0, noise_seed=7)
     write_blob_store(root, model="shuffled", separation=1.0, noise_seed=7, shuffle_rows=True)
     targets = select_targets(root)
-    config = SweepConfig(budgets=tuple(parse_budgets("2,5", None, False)), seeds=3)
-    rows = pd.DataFrame(run_sweep(targets, draw_supports(targets, config), config))
+    config = SweepConfig(budgets=tuple(make_budgets([2, 5])), seeds=3)
+    outcomes = run_sweep(targets, draw_supports(targets, config), config)
+    rows = pd.DataFrame([row for outcome in outcomes for row in outcome.rows])
     keys = ["method", "budget", "seed", "metric"]
     by_model = {
         m: group.set_index(keys)["value"].sort_index() for m, group in rows.groupby("model")
@@ -124,21 +126,52 @@ def test_full_budget_chooses_c_on_val_and_uses_one_seed(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--shots", "0"], "at least 1"),
-        (["--shots", "abc"], "not a whole number"),
+        (["--shots", "0"], "--shots 0: shots must be whole numbers of at least 1"),
+        (["--shots", "abc"], "'abc' is not a whole number"),
+        (["--fractions", "0.1,x"], "'x' is not a number"),
         (["--shots", "500"], "has "),
         (["--shots", "1", "--models", "strnog"], "did you mean strong"),
         (["--shots", "1", "--datasets", "blob"], "did you mean blobs"),
         (["--shots", "1", "--backend", "gpu"], "--backend 'gpu'"),
-        (["--shots", "1", "--methods", "svm"], "unknown ['svm']"),
+        (["--shots", "1", "--methods", "svm"], "--methods svm: choose one or more of"),
+        (["--shots", "1", "--methods", ","], "--methods '': choose one or more of"),
+        (["--shots", "1", "--jobs", "0"], "--jobs 0: the number of parallel workers"),
+        (["--shots", "1", "--knn-k", "0"], "--knn-k 0: every k must be at least 1"),
+        (["--shots", "1", "--seeds", "0"], "--seeds 0: must be at least 1"),
+        (["--shots", "1", "--cluster", "local:0"], "--cluster 'local:0': expected local:N"),
     ],
 )
 def test_bad_input_is_one_clear_error_and_writes_nothing(blob_root, tmp_path, args, message):
     out = tmp_path / "out"
     result = probe(*args, "--cache-dir", str(blob_root), "--out", str(out))
     assert isinstance(result.exception, ToolkitError)
-    assert message in str(result.exception)
+    assert message in cli_message(result.exception, app)
     assert not out.exists()
+
+
+def test_an_out_that_exists_or_is_a_file_is_refused_before_any_probe_runs(blob_root, tmp_path):
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for out, message in ((existing, "already exists"), (a_file, "is a file")):
+        result = probe("--shots", "1", "--cache-dir", str(blob_root), "--out", str(out))
+        assert message in str(result.exception)
+    assert (existing / "keep.txt").read_text() == "mine"
+    result = probe(
+        "--shots",
+        "1",
+        "--seeds",
+        "2",
+        "--cache-dir",
+        str(blob_root),
+        "--out",
+        str(existing),
+        "--overwrite",
+    )
+    assert result.exit_code == 0, result.output
+    assert not (existing / "keep.txt").exists() and (existing / "results.csv").is_file()
 
 
 def test_empty_cache_root_and_unfinished_stores(tmp_path):
@@ -182,8 +215,6 @@ def test_console_script_exits_2_with_a_one_line_error(tmp_path):
 
 
 def test_library_argument_names_become_the_commands_flags():
-    from medprobe.cache.console import cli_message
-
     cases = {
         "shots=[0, 5]: shots must be at least 1": "--shots 0,5: shots must be at least 1",
         "knn_k=0: low; or pass allow_fewer=True": "--knn-k 0: low; or pass --allow-fewer",

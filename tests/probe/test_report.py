@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from medprobe.cache import ToolkitError
 from medprobe.probe.cli import app
-from medprobe.probe.report import build_report
+from medprobe.probe.results import Results
 from tests.probe.conftest import write_blob_store
 
 runner = CliRunner()
@@ -45,7 +45,7 @@ def test_headline_metric_leads_results_summary_and_report(tmp_path, kind, headli
 
 def test_report_of_a_folder_that_is_not_a_run_is_refused(tmp_path):
     with pytest.raises(ToolkitError, match="not a probe results folder"):
-        build_report(tmp_path)
+        Results.load(tmp_path)
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert isinstance(result.exception, ToolkitError)
 

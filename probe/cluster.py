@@ -1,0 +1,93 @@
+"""Where a sweep's (store, pooling) tasks run: local joblib workers, or a Dask cluster.
+
+joblib's Dask backend carries the same `Parallel` call to dask.distributed: `local:N` starts a
+LocalCluster of N single-threaded worker processes on loopback; `tcp://HOST:PORT` connects to a
+running scheduler whose workers see the same cache path. Dask reruns the task of a worker that
+dies. Nothing here schedules work itself.
+"""
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import ModuleType
+
+from medprobe.cache.errors import ToolkitError
+
+logger = logging.getLogger(__name__)
+
+CLUSTER_EXTRA = "pip install 'medprobe[cluster]'"
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """`local_workers` for a LocalCluster, or `address` of a running scheduler."""
+
+    local_workers: int | None = None
+    address: str | None = None
+
+
+def parse_cluster(text: str) -> ClusterSpec:
+    """'local:N' or 'tcp://HOST:PORT' (also tls://), checked before any work."""
+    kind, sep, rest = text.partition(":")
+    if kind == "local" and sep:
+        if rest.isdigit() and int(rest) >= 1:
+            return ClusterSpec(local_workers=int(rest))
+    elif kind in ("tcp", "tls") and rest.startswith("//") and ":" in rest[2:]:
+        return ClusterSpec(address=text)
+    raise ToolkitError(
+        f"cluster={text!r}: expected local:N (N worker processes here) or tcp://HOST:PORT "
+        "(a running dask scheduler)",
+        argument="cluster",
+    )
+
+
+def _import_distributed() -> ModuleType:
+    """dask.distributed, imported only when a cluster is asked for."""
+    try:
+        import distributed
+    except ImportError:
+        raise ToolkitError(
+            f"cluster=…: probing on a Dask cluster needs dask and distributed: {CLUSTER_EXTRA}",
+            argument="cluster",
+        ) from None
+    return distributed
+
+
+@contextlib.contextmanager
+def parallel_backend(spec: ClusterSpec | None) -> Iterator[int | None]:
+    """Run the enclosed joblib `Parallel` calls on the cluster; yields the n_jobs to use there
+    (-1: every worker), or None without a cluster (keep the caller's)."""
+    if spec is None:
+        yield None
+        return
+    distributed = _import_distributed()
+    import joblib
+
+    cluster = None
+    if spec.local_workers is not None:
+        cluster = distributed.LocalCluster(
+            n_workers=spec.local_workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        )
+        client = distributed.Client(cluster)
+    else:
+        try:
+            client = distributed.Client(spec.address, timeout="20s")
+        except OSError as error:
+            raise ToolkitError(
+                f"cluster={spec.address!r}: no dask scheduler answered ({error}); start one "
+                "with `dask scheduler` and workers with `dask worker ADDRESS`",
+                argument="cluster",
+            ) from None
+    logger.info("probing on %s", client)
+    try:
+        with joblib.parallel_config(backend="dask"):
+            yield -1
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

@@ -1,0 +1,51 @@
+"""`import medprobe as mp`: light to import, callable stages, and docs/python.md runs as written."""
+
+import inspect
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import medprobe as mp
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "python.md"
+
+
+def test_importing_medprobe_does_not_import_torch():
+    code = "import sys, medprobe; print('torch' in sys.modules)"
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert completed.stdout.strip() == "False", completed.stderr
+
+
+def test_stage_packages_are_callable_and_show_their_functions_signature():
+    import medprobe.extract.pipeline  # a later import of a submodule must not undo the call
+    import medprobe.probe.cli  # noqa: F401
+
+    assert callable(mp.probe) and callable(mp.extract)
+    assert inspect.ismodule(mp.probe) and mp.probe.runner.__name__ == "medprobe.probe.runner"
+    assert list(inspect.signature(mp.probe).parameters)[:3] == ["cache_dir", "shots", "fractions"]
+    assert list(inspect.signature(mp.extract).parameters)[:2] == ["dataset", "models"]
+
+
+def test_extract_refuses_unknown_options_before_any_work():
+    with pytest.raises(mp.ToolkitError, match=r"batchsize \(did you mean batch_size\?\)"):
+        mp.extract("digits", "efficientnet-lite0", batchsize=8)
+
+
+@pytest.mark.slow
+def test_the_python_page_runs_as_written(tmp_path, monkeypatch):
+    """Every ```python block of docs/python.md, in order, in one namespace, in a fresh folder."""
+    monkeypatch.chdir(tmp_path)
+    blocks = re.findall(r"```python\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)
+    assert len(blocks) >= 5
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, str(DOCS), "exec"), namespace)
+    assert (tmp_path / "results" / "notebook" / "report.md").is_file()
+    assert (tmp_path / "digits_accuracy.png").stat().st_size > 5000
+    entries = {"efficientnet-lite0:pooled", "timm:resnet10t:pooled"}
+    paired = namespace["paired"]
+    assert set(paired["entry"]) | set(paired["best"]) == entries
+    assert set(namespace["summary"]["budget"]) == {"1-shot", "5-shot", "10-shot", "full"}
