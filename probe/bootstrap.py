@@ -4,10 +4,10 @@ of the test images at once, percentile intervals, and paired differences with th
 A resample is a vector of multiplicities, how many times each test image was drawn; the same
 (B, N) `counts` from `resample_counts` score every model and method of a (dataset, budget), so
 differences between them are paired. Each metric is read off weighted sums over groups of
-images (a confusion cell, a tie group of scores, a confidence bin), all computed by one sparse
-product per chunk of resamples (`calibration.WeightedSums`): no Python loop over resamples, and
-integer weights keep every count exact. With every multiplicity 1 each metric equals its plain
-definition (tests hold them to `probe.metrics` and scikit-learn).
+images (a confusion cell, a tie group of scores, a confidence bin), all computed by one dense
+and one sparse matrix product per chunk of resamples (`calibration.WeightedSums`): no Python
+loop over resamples, and integer weights keep every count exact. With every multiplicity 1 each
+metric equals its plain definition (tests hold them to `probe.metrics` and scikit-learn).
 """
 
 from collections.abc import Callable, Sequence
@@ -212,9 +212,9 @@ def seeds_and_resamples_interval(
     same B resamples. A two-level bootstrap: resample b also draws S seeds with replacement
     (seeded by `seed`), and the interval is the percentile interval of the B means
     mean_j values[s_j, b]. In words: "95 % interval over support sets and test images: the
-    2.5th to 97.5th percentile, over 1,000 bootstrap resamples of the test images (whole
-    patients where the dataset has them), of the mean score over a resample of the seeds." With
-    one seed it is the test-set interval of that seed."""
+    2.5th to 97.5th percentile, over B bootstrap resamples of the test images (whole patients
+    where the dataset has them), of the mean score over a resample of the seeds." With one seed
+    it is the test-set interval of that seed."""
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2:
         raise ValueError(f"values has shape {values.shape}; expected (n_seeds, n_resamples)")

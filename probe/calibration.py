@@ -11,13 +11,14 @@ Conventions (each written so a report can quote it):
   half of that, (p_positive - y)² (range [0, 1]), as `sklearn.metrics.brier_score_loss` does for
   each. Multi-label: the mean over labels of the binary Brier score on the label's known images.
 - Log loss: -mean log p_true with probabilities clipped to [eps, 1 - eps], eps the float64
-  machine epsilon, as scikit-learn >= 1.5 clips (older versions clipped at 1e-15). Multi-label: the
-  mean over labels of the binary log loss on known images.
+  machine epsilon, as scikit-learn clips today (checked against 1.9; older versions clipped at
+  1e-15). Multi-label: the mean over labels of the binary log loss on known images.
 
 Every statistic is computed once, from multiplicity weights: `*_resampled` functions take
 `counts` (B, N), how many times each test image appears in each bootstrap resample, and return
-(B,) values in one sparse product; the plain functions are the one resample that holds every
-image once. The bootstrap and the reported value therefore share one definition.
+(B,) values from one pass of matrix products over them (`WeightedSums`); the plain functions are
+the one resample that holds every image once. The bootstrap and the reported value therefore
+share one definition.
 """
 
 from collections.abc import Callable
@@ -97,7 +98,7 @@ def add_calibration(
     sums: "WeightedSums", labels: np.ndarray, probabilities: np.ndarray, n_bins: int = N_BINS
 ) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     """Reserve a single-label probe's calibration sums in `sums`; returns the function that turns
-    the computed sums (B, n_slots) into {"ece", "brier", "log_loss"} -> (B,) float64.
+    the computed sums (n_slots, B) into {"ece", "brier", "log_loss"} -> (B,) float64.
 
     labels (N,) int; probabilities (N, K), rows summing to 1."""
     confidence, correct = top_label(labels, probabilities)
