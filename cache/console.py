@@ -16,6 +16,13 @@ from rich.markup import escape
 
 from medprobe.cache.errors import Interrupted, ToolkitError
 
+# Usage errors (unknown option, missing argument) as the running typer raises them: typer 0.2x
+# carries its own copy of click, whose exceptions derive from typer.TyperException, not from
+# click's; older typer raises click's own.
+USAGE_ERRORS: tuple[type[Exception], ...] = (
+    click.ClickException,
+    *([typer.TyperException] if hasattr(typer, "TyperException") else []),
+)
 EXIT_CHECK_FAILED = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -32,7 +39,8 @@ def table_console() -> Console:
 def _flags_by_argument(app: typer.Typer) -> dict[str, str]:
     """Library argument name -> the CLI flag that sets it, over every command of `app`."""
     command = typer.main.get_command(app)
-    commands = command.commands.values() if isinstance(command, click.Group) else [command]
+    # A group (of either click) has `commands`; a single-command app is its own only command.
+    commands = getattr(command, "commands", {}).values() or [command]
     flags: dict[str, str] = {}
     for each in commands:
         for param in each.params:
@@ -62,7 +70,8 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    stderr = Console(stderr=True, highlight=False)
+    # soft_wrap: a message stays the one line it is, however narrow the terminal or log.
+    stderr = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         code = app(args=args, standalone_mode=False)
     except ToolkitError as error:
@@ -74,9 +83,9 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> None:
     except (typer.Abort, KeyboardInterrupt):
         stderr.print("interrupted")
         sys.exit(EXIT_INTERRUPTED)
-    except click.ClickException as error:  # usage errors arrive here in non-standalone mode
-        error.show()
-        sys.exit(error.exit_code)
+    except USAGE_ERRORS as error:  # usage errors arrive here in non-standalone mode
+        error.show()  # type: ignore[attr-defined]
+        sys.exit(error.exit_code)  # type: ignore[attr-defined]
     # Non-standalone typer returns an Exit's code instead of raising it; Ctrl-C arrives as 130.
     if code == EXIT_INTERRUPTED:
         stderr.print("interrupted")
