@@ -10,16 +10,16 @@ from typing import Any
 
 import numpy as np
 
-# Rows per block when scanning embeddings: bounded memory for the boolean mask of any store.
+# Rows per block when scanning an array: bounded memory for the boolean mask of any store.
 SCAN_ROWS = 1 << 16
 
 
-def nonfinite_rows(values: Any) -> int:
+def nonfinite_rows(values: Any, block_rows: int = SCAN_ROWS) -> int:
     """How many rows of `values` ((N, D) array or h5py dataset) hold a NaN or an Inf; reads an
-    h5py dataset block by block, so a store larger than memory can be scanned."""
+    h5py dataset `block_rows` at a time, so a store larger than memory can be scanned."""
     n_bad = 0
-    for start in range(0, values.shape[0], SCAN_ROWS):
-        block = np.asarray(values[start : start + SCAN_ROWS])
+    for start in range(0, values.shape[0], block_rows):
+        block = np.asarray(values[start : start + block_rows])
         n_bad += int((~np.isfinite(block)).any(axis=tuple(range(1, block.ndim))).sum())
     return n_bad
 

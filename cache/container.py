@@ -16,6 +16,17 @@ import numpy as np
 
 from medprobe.cache.atomic import write_atomically
 
+# Rows read at a time: whole chunks, about this many bytes of the stored dtype.
+READ_BLOCK_BYTES = 32 << 20
+
+
+def read_block_rows(dataset: h5py.Dataset) -> int:
+    """Rows per read block of `dataset`: a multiple of its chunk's rows (no chunk is read and
+    checksummed twice), about READ_BLOCK_BYTES."""
+    row_bytes = max(1, int(np.prod(dataset.shape[1:], dtype=np.int64)) * dataset.dtype.itemsize)
+    chunk_rows = dataset.chunks[0] if dataset.chunks else 1
+    return max(1, READ_BLOCK_BYTES // row_bytes // chunk_rows) * chunk_rows
+
 
 def string_array(values: Sequence[str]) -> np.ndarray:
     """(N,) fixed-length UTF-8 bytes, as wide as the longest value (at least 1 byte)."""

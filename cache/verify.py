@@ -7,6 +7,7 @@ from functools import partial
 from pathlib import Path
 
 from medprobe.cache.checks import nonfinite_rows
+from medprobe.cache.container import read_block_rows
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.key import StoreSpec
 from medprobe.cache.paths import expected_location
@@ -97,7 +98,7 @@ def _scan_embeddings(store: Store, split: str, pooling: str) -> None:
                 f"{store.path} {name} has {dataset.shape[0]} rows for {store.n_rows[split]} ids",
             )
         try:
-            n_bad = nonfinite_rows(dataset)
+            n_bad = nonfinite_rows(dataset, read_block_rows(dataset))
         except OSError as error:
             raise store.read_failure(name, error) from error
     if n_bad:

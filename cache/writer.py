@@ -2,10 +2,10 @@
 
 While a store is being computed, `<store>.journal/` (see `cache.journal`) holds its spec and one
 part per flushed chunk of rows. Rows are flushed every `flush_rows` rows or `flush_seconds`
-seconds, whichever comes first, so a slow model loses little to a kill. `finish()` assembles the
-parts into `<store>.h5` under a temporary name and renames it: a store file that exists is
-complete. A full or read-only disk stops the run with one line; what was journaled stays, and the
-rerun resumes from it.
+seconds, whichever comes first, so a slow model loses little to a kill (and once a part's
+embeddings reach PART_BYTES). `finish()` assembles the parts into `<store>.h5` under a temporary
+name and renames it: a store file that exists is complete. A full or read-only disk stops the
+run with one line; what was journaled stays, and the rerun resumes from it.
 """
 
 import logging
@@ -36,6 +36,11 @@ from medprobe.cache.paths import journal_dir, lock_path
 from medprobe.cache.rows import RowTable
 
 logger = logging.getLogger(__name__)
+
+# A part is also flushed once its embeddings reach this size: it is built in memory before it is
+# written, so a large row (a pixel cache at 1024 px holds 3 MiB per image) must not make a part
+# of flush_rows rows gigabytes large.
+PART_BYTES = 256 << 20
 
 
 class StoreWriter:
@@ -207,7 +212,14 @@ class StoreWriter:
         self._next_row = start + len(ok)
         buffered = self._next_row - self._buffer_start
         waited = monotonic() - self._buffer_since
-        if buffered >= self.flush_rows or waited >= self.flush_seconds:
+        buffered_bytes = sum(
+            c.nbytes for chunks in self._buffer_embeddings.values() for c in chunks
+        )
+        if (
+            buffered >= self.flush_rows
+            or waited >= self.flush_seconds
+            or buffered_bytes >= PART_BYTES
+        ):
             self.flush(wait=False)
 
     def flush(self, *, wait: bool = True) -> None:

@@ -7,6 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
+import medprobe.cache.assemble as assemble_module
+import medprobe.cache.container as container_module
 from medprobe.cache import RowTable, ToolkitError, open_store, store_path
 from medprobe.cache.key import CONTENT_VERSION
 from medprobe.cache.schema import CONTAINER_FORMAT, CONTAINER_FORMAT_ATTR
@@ -191,3 +193,22 @@ def test_embedding_rows_that_do_not_match_the_ids_are_refused(store_file):
     with pytest.raises(ToolkitError, match=r"has 5 rows for 6 ids"):
         open_store(store_file).embeddings("train", "cls")
     assert any("5 rows for 6 ids" in p for p in verify_store(store_file))
+
+
+def test_a_read_in_many_blocks_equals_one_read_and_counts_bad_rows_in_every_block(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(assemble_module, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(container_module, "READ_BLOCK_BYTES", 1)  # one chunk per block
+    rows = make_rows(14)
+    spec = make_spec(rows)
+    path = write_all(store_path(tmp_path, spec), spec, rows, dim=8)
+    with h5py.File(path, "r") as handle:
+        assert handle["train/embeddings/cls"].chunks == (2, 8)
+        whole = handle["train/embeddings/cls"][()].astype(np.float32)
+    np.testing.assert_array_equal(open_store(path).embeddings("train", "cls"), whole)
+    poisoned = whole.copy()
+    poisoned[[0, 3, 6], 1] = [np.nan, np.inf, -np.inf]  # rows in the first, second, last block
+    overwrite(path, "train/embeddings/cls", poisoned.astype(np.float16))
+    with pytest.raises(ToolkitError, match="train/embeddings/cls: 3 rows hold NaN or Inf"):
+        open_store(path).embeddings("train", "cls")

@@ -69,6 +69,18 @@ def test_a_part_is_written_once_flush_seconds_have_passed_whatever_the_rows(
     assert parts == ([(0, 4), (4, 6)] if elapsed else [(0, 6)])
 
 
+def test_a_part_is_written_once_its_embeddings_reach_part_bytes(tmp_path, monkeypatch):
+    monkeypatch.setattr(writer_module, "PART_BYTES", 40)  # a row is 2 poolings x 4 x float16
+    rows = make_rows(10)
+    spec = make_spec(rows)
+    with StoreWriter(store_path(tmp_path, spec), spec, rows, flush_rows=1000) as writer:
+        for start in range(0, 10, 2):
+            writer.append(start, np.ones(2, bool), embeddings_for(np.arange(start, start + 2)))
+        writer.flush()
+        parts = [(start, stop) for start, stop, _ in contiguous_parts(writer.journal)]
+    assert parts == [(0, 4), (4, 8), (8, 10)]
+
+
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
