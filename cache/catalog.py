@@ -231,7 +231,11 @@ def removal_target(cache_root: Path, path: Path) -> Path:
 
 
 def _temporaries_of(store: Path) -> list[Path]:
-    return sorted(store.parent.glob(f".{store.name}{TEMPORARY_MARK}*"))
+    """`.<store>.tmp-<pid>` beside `store` (listed, not globbed: a name may hold `[`)."""
+    if not store.parent.is_dir():
+        return []
+    prefix = f".{store.name}{TEMPORARY_MARK}"
+    return sorted(p for p in store.parent.iterdir() if p.name.startswith(prefix))
 
 
 def remove_store(path: Path) -> list[Path]:

@@ -31,7 +31,7 @@ from medprobe.cache.schema import (
 
 def damaged(path: Path, what: str) -> ToolkitError:
     """The error for a store whose bytes are wrong: there is no repair, only a recompute."""
-    return ToolkitError(f"{what}: the file is damaged; `cache rm {path}` it and extract again")
+    return ToolkitError(f"{what}: the file is damaged; `cache rm {path}` and extract again")
 
 
 @dataclass(frozen=True)
@@ -114,15 +114,13 @@ class Store:
         with handle:
             yield handle
 
-    def _read(self, name: str, dtype: Any = None) -> np.ndarray | None:
-        """Dataset `name` (None when absent), converted by HDF5 while reading when `dtype` is
-        given, so a float16 store read as float32 is never held twice."""
+    def _read(self, name: str) -> np.ndarray | None:
+        """Dataset `name` read whole (None when absent); a failed read names the dataset."""
         with self.h5() as handle:
             try:
                 if name not in handle:
                     return None
-                dataset = handle[name]
-                return dataset[()] if dtype is None else dataset.astype(dtype)[()]
+                return handle[name][()]
             except OSError as error:
                 raise self.read_failure(name, error) from error
 

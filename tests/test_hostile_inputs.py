@@ -226,3 +226,13 @@ def test_rm_in_a_read_only_cache_is_one_line(cache, store, monkeypatch):
     code, _, err = cache("rm", store)
     assert code == 2 and "(read-only file system) while removing" in one_error_line(err)
     assert store.exists()
+
+
+def test_rm_removes_a_renamed_copy_with_brackets_and_its_temporaries(cache, store):
+    copy = store.with_name("[old] copy.h5")
+    shutil.copy(store, copy)
+    litter = store.parent / f".{copy.name}.tmp-999999999"
+    litter.write_bytes(b"\0")
+    code, out, _ = cache("rm", copy)
+    assert code == 0 and f"removed {copy}" in out and f"removed {litter}" in out
+    assert not copy.exists() and not litter.exists() and store.exists()
