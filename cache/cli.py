@@ -5,12 +5,21 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from medprobe.cache.catalog import list_stores, remove_store, verify_store
-from medprobe.cache.console import run_app, table_console
+from medprobe.cache.catalog import (
+    StoreEntry,
+    list_stores,
+    removal_target,
+    remove_stale_files,
+    remove_store,
+)
+from medprobe.cache.console import EXIT_CHECK_FAILED, run_app, table_console
+from medprobe.cache.disk import human_size
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.root import CACHE_DIR_ENV, resolve_cache_root
+from medprobe.cache.verify import verify_notes, verify_store
 
 app = typer.Typer(
     help="Inspect, verify and remove embedding stores.", no_args_is_help=True, add_completion=False
@@ -19,61 +28,86 @@ CacheDirOption = Annotated[
     Path | None,
     typer.Option("--cache-dir", help=f"cache root (env {CACHE_DIR_ENV}; default ./embeddings)"),
 ]
+COLUMNS = (
+    "dataset",
+    "model",
+    "key",
+    "poolings",
+    "train",
+    "val",
+    "test",
+    "dim",
+    "dtype",
+    "size",
+    "trial",
+    "complete",
+)
 
 
-def _human_size(n_bytes: int) -> str:
-    size = float(n_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
+def _status(entry: StoreEntry) -> str:
+    """The 'complete' cell: yes, or why the entry will not be probed as it is."""
+    if entry.problem:
+        return f"[red]{escape(entry.problem)}[/]"
+    if not entry.complete:
+        return f"[yellow]no ({entry.rows_done}/{entry.rows_total} rows)[/]"
+    if entry.outdated:
+        return "[yellow]outdated: extract again[/]"
+    notes = [f"same key as {p.name}" for p in entry.same_key]
+    if entry.misnamed:
+        notes.append(f"should be named {entry.misnamed.name}")
+    return f"[yellow]yes ({escape('; '.join(notes))})[/]" if notes else "[green]yes[/]"
 
 
 @app.command("ls")
 def ls(cache_dir: CacheDirOption = None) -> None:
-    """Table of stores: dataset, model, poolings, rows per split, dim, dtype, size, complete."""
+    """Table of stores: dataset, model, poolings, rows per split, dim, dtype, size, trial,
+    complete. Also removes the temporaries that killed runs left behind."""
     root = resolve_cache_root(cache_dir)
+    console = table_console()
+    stale = remove_stale_files(root)
+    if stale:
+        console.print(f"removed {len(stale)} temporary file(s) left by killed runs")
     entries = list_stores(root)
     if not entries:
-        Console().print(f"no stores under {root}")
+        console.print(f"no stores under {escape(str(root))}")
         return
-    table = Table(title=f"stores under {root}")
-    for column in (
-        "dataset",
-        "model",
-        "key",
-        "poolings",
-        "train",
-        "val",
-        "test",
-        "dim",
-        "dtype",
-        "size",
-        "complete",
-    ):
-        table.add_column(
-            column, justify="right" if column in ("train", "val", "test", "dim") else "left"
-        )
+    table = Table(title=escape(f"stores under {root}"))
+    for column in COLUMNS:
+        numeric = column in ("train", "val", "test", "dim")
+        table.add_column(column, justify="right" if numeric else "left")
     for e in entries:
-        if e.complete:
-            rows = [str(e.rows.get(s, "-")) for s in ("train", "val", "test")]
-            status = "[yellow]outdated: extract again[/]" if e.outdated else "[green]yes[/]"
-        else:
-            rows = ["-", "-", "-"]
-            status = f"[yellow]no ({e.rows_done}/{e.rows_total} rows)[/]"
+        rows = [str(e.rows.get(s, "-")) if e.complete else "-" for s in ("train", "val", "test")]
         table.add_row(
-            e.dataset,
-            e.model,
+            escape(e.dataset),
+            escape(e.model),
             e.key[:8],
-            ",".join(e.poolings),
+            escape(",".join(e.poolings)),
             *rows,
             str(e.dim or "-"),
-            e.dtype,
-            _human_size(e.size_bytes),
-            status,
+            escape(e.dtype),
+            human_size(e.size_bytes),
+            "yes" if e.trial else "",
+            _status(e),
         )
-    table_console().print(table)
+    console.print(table)
+
+
+def _verify_all(paths: list[Path] | None, cache_dir: Path | None) -> dict[Path, list[str]]:
+    """Problems per store: the given paths, else every published file under the cache root
+    (files that are not stores fail, and so do two files that hold one key)."""
+    if paths:
+        return {p: verify_store(p) for p in paths}
+    entries = [e for e in list_stores(resolve_cache_root(cache_dir)) if e.usable or e.problem]
+    if not entries:
+        raise ToolkitError("no complete stores to verify")
+    results = {}
+    for entry in entries:
+        problems = [entry.problem] if entry.problem else verify_store(entry.path)
+        if entry.same_key:
+            copies = ", ".join(map(str, entry.same_key))
+            problems.append(f"{copies} holds the same key: one key is one store; `cache rm` one")
+        results[entry.path] = problems
+    return results
 
 
 @app.command()
@@ -83,33 +117,35 @@ def verify(
     ] = None,
     cache_dir: CacheDirOption = None,
 ) -> None:
-    """Check stores: NaN/Inf, rows against ids, duplicate ids, key against spec, complete flag."""
-    targets = paths or [e.path for e in list_stores(resolve_cache_root(cache_dir)) if e.complete]
-    if not targets:
-        raise ToolkitError("no complete stores to verify")
-    console = Console()
-    n_bad = 0
-    for path in targets:
-        problems = verify_store(path)
-        n_bad += bool(problems)
-        console.print(f"[{'red' if problems else 'green'}]{'FAIL' if problems else 'ok'}[/] {path}")
+    """Read every store in full: checksums, NaN/Inf, labels within the task's classes, rows
+    against ids, duplicate ids, key against spec and file name, complete flag. Exits 1 when a
+    store fails."""
+    console = Console(highlight=False, soft_wrap=True)
+    results = _verify_all(paths, cache_dir)
+    for path, problems in results.items():
+        console.print(f"{'[red]FAIL[/]' if problems else '[green]ok[/]'} {escape(str(path))}")
         for problem in problems:
-            console.print(f"    - {problem}")
-    if n_bad:
-        raise typer.Exit(1)
+            console.print(f"    - {escape(problem)}")
+        for note in verify_notes(path) if not problems else []:
+            console.print(f"    note: {escape(note)}")
+    if any(results.values()):
+        raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 @app.command()
 def rm(
-    paths: Annotated[list[Path], typer.Argument(help="store files (.h5) to delete, journals too")],
+    paths: Annotated[
+        list[Path], typer.Argument(help="stores (.h5) under the cache root, or their journals")
+    ],
+    cache_dir: CacheDirOption = None,
 ) -> None:
-    """Delete stores with their unfinished journals and lock files."""
-    for path in paths:
-        removed = remove_store(path)
-        if not removed:
-            raise ToolkitError(f"nothing to remove at {path}")
-        for item in removed:
-            Console().print(f"removed {item}")
+    """Delete stores with their unfinished journals, temporaries and lock files. Only stores
+    under the cache root; refused while a writer holds a store's lock."""
+    root = resolve_cache_root(cache_dir)
+    targets = [removal_target(root, p) for p in paths]  # every path checked before any removal
+    for target in dict.fromkeys(targets):
+        for item in remove_store(target):
+            Console(highlight=False, soft_wrap=True).print(f"removed {escape(str(item))}")
 
 
 def main() -> None:

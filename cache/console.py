@@ -33,6 +33,7 @@ def _flags_by_argument(app: typer.Typer) -> dict[str, tuple[str, str | None]]:
     """Library argument name -> (its CLI flag, the flag's negative form for booleans), over
     every command of `app`."""
     command = typer.main.get_command(app)
+    # A group (of either click) has `commands`; a single-command app is its own only command.
     commands = getattr(command, "commands", {}).values() or [command]
     flags: dict[str, tuple[str, str | None]] = {}
     for each in commands:
@@ -85,7 +86,8 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    stderr = Console(stderr=True, highlight=False)
+    # soft_wrap: a message stays the one line it is, however narrow the terminal or log.
+    stderr = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         app(args=args, standalone_mode=True)
     except ToolkitError as error:

@@ -15,9 +15,13 @@ import numpy as np
 
 from medprobe.cache.errors import ToolkitError
 
-# Bump when the bytes written for the same inputs change (schema, dtype handling, row order,
-# the pixels a preprocessing cuts). 2: resize and centre-crop arithmetic exactly torchvision's.
-STORE_FORMAT_VERSION = 2
+# The version that keys content: bump when the embedding bytes written for the same inputs change
+# (dtype handling, row order, the pixels a preprocessing cuts), which recomputes every store.
+# 2: resize and centre-crop arithmetic exactly torchvision's. How those bytes are packed in the
+# file (checksums, string layout) is the container format, `cache.schema.CONTAINER_FORMAT`, which
+# keys nothing. In the spec it keeps its first name, "format_version": renaming it would change
+# every key.
+CONTENT_VERSION = 2
 # Embeddings are float16 or float32; uint8 holds decoded pixels (the preprocessed-image cache).
 STORE_DTYPES = ("float16", "float32", "uint8")
 
@@ -106,7 +110,7 @@ class StoreSpec:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "format_version": STORE_FORMAT_VERSION,
+            "format_version": CONTENT_VERSION,
             "dataset": dict(self.dataset),
             "model": dict(self.model),
             "preprocessing": dict(self.preprocessing),

@@ -1,6 +1,13 @@
-"""Reading a store: the one way every other stage gets at embeddings, labels and metadata."""
+"""Reading a store: the one way every other stage gets at embeddings, labels and metadata.
+
+Every read is checked: a damaged file (a failed checksum, bytes h5py cannot read, ids that are not
+text), embeddings with NaN or Inf, or labels outside the task's classes stop here with the store's
+name, what is wrong and the fix, instead of reaching a probe as wrong numbers.
+"""
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -9,17 +16,30 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
+from medprobe.cache.checks import label_problems, nonfinite_rows
+from medprobe.cache.container import read_block_rows
+from medprobe.cache.errors import ToolkitError
+from medprobe.cache.key import CONTENT_VERSION
+from medprobe.cache.schema import (
+    CONTAINER_FORMAT_ATTR,
+    EMBEDDINGS_GROUP,
+    SKIPPED_GROUP,
+    SPLITS,
+    UNCHECKSUMMED_CONTAINER_FORMAT,
+)
+
 if TYPE_CHECKING:  # pandas only where a frame is built
     import pandas as pd
 
-from medprobe.cache.errors import ToolkitError
-from medprobe.cache.key import STORE_FORMAT_VERSION
-from medprobe.cache.schema import EMBEDDINGS_GROUP, SKIPPED_GROUP, SPLITS
+
+def damaged(path: Path, what: str) -> ToolkitError:
+    """The error for a store whose bytes are wrong: there is no repair, only a recompute."""
+    return ToolkitError(f"{what}: the file is damaged; `cache rm {path}` and extract again")
 
 
 @dataclass(frozen=True)
 class Store:
-    """A complete store on disk. Arrays are read on demand; nothing stays open between calls."""
+    """A store on disk. Arrays are read on demand and checked; nothing stays open between calls."""
 
     path: Path
     attrs: dict[str, Any]
@@ -41,18 +61,33 @@ class Store:
         return bool(self.attrs.get("complete", False))
 
     @property
-    def format_version(self) -> int:
+    def content_version(self) -> int:
+        """The version that keys content (`spec['format_version']`, see `cache.key`)."""
         return int(self.spec.get("format_version", 1))
+
+    @property
+    def container_format(self) -> int:
+        """How the bytes are packed (`cache.schema`): 3 checksummed, 2 not."""
+        return int(self.attrs.get(CONTAINER_FORMAT_ATTR, UNCHECKSUMMED_CONTAINER_FORMAT))
+
+    @property
+    def checksummed(self) -> bool:
+        return self.container_format > UNCHECKSUMMED_CONTAINER_FORMAT
 
     @property
     def outdated(self) -> str | None:
         """Why an earlier toolkit's store is not this toolkit's result for its spec, or None."""
-        if self.format_version == STORE_FORMAT_VERSION:
+        if self.content_version == CONTENT_VERSION:
             return None
         return (
-            f"written in store format {self.format_version}, this toolkit writes format "
-            f"{STORE_FORMAT_VERSION}; extract again (a new store), then `cache rm {self.path}`"
+            f"written in store format {self.content_version}, this toolkit writes format "
+            f"{CONTENT_VERSION}; extract again (a new store), then `cache rm {self.path}`"
         )
+
+    @property
+    def trial(self) -> bool:
+        """Written by a trial run on part of the images (`extract run --limit`)."""
+        return self.info.get("limit") is not None
 
     @property
     def dataset_name(self) -> str:
@@ -72,16 +107,51 @@ class Store:
     def poolings(self) -> tuple[str, ...]:
         return tuple(self.spec["poolings"])
 
-    @cached_property
-    def splits(self) -> tuple[str, ...]:
-        with h5py.File(self.path, "r") as handle:
-            return tuple(s for s in SPLITS if s in handle)
+    @contextmanager
+    def h5(self) -> Iterator[h5py.File]:
+        """The store's HDF5 file, open for reading; a file h5py cannot open is damaged."""
+        try:
+            handle = h5py.File(self.path, "r")
+        except OSError as error:
+            raise damaged(self.path, f"cannot open {self.path} ({error})") from error
+        with handle:
+            yield handle
 
     def _read(self, name: str) -> np.ndarray | None:
-        with h5py.File(self.path, "r") as handle:
-            if name not in handle:
-                return None
-            return handle[name][()]
+        """Dataset `name` read whole (None when absent); a failed read names the dataset."""
+        with self.h5() as handle:
+            try:
+                if name not in handle:
+                    return None
+                return handle[name][()]
+            except OSError as error:
+                raise self.read_failure(name, error) from error
+
+    def read_failure(self, name: str, error: OSError) -> ToolkitError:
+        """The error for dataset `name` that h5py could not read: with checksums, a mismatch."""
+        if self.checksummed:
+            return damaged(self.path, f"checksum mismatch in {self.path} {name}")
+        return damaged(self.path, f"cannot read {name} from {self.path} ({error})")
+
+    @cached_property
+    def splits(self) -> tuple[str, ...]:
+        with self.h5() as handle:
+            return tuple(s for s in SPLITS if s in handle)
+
+    @cached_property
+    def n_rows(self) -> dict[str, int]:
+        """Rows per split, from the shape of `ids` (no data read)."""
+        with self.h5() as handle:
+            return {s: int(handle[f"{s}/ids"].shape[0]) for s in self.splits}
+
+    @cached_property
+    def dim(self) -> int | None:
+        """Embedding size of the first pooling (None for a store without rows)."""
+        if not self.splits:
+            return None
+        with self.h5() as handle:
+            name = f"{self.splits[0]}/{EMBEDDINGS_GROUP}/{self.poolings[0]}"
+            return int(handle[name].shape[1])
 
     def _require_split(self, split: str) -> None:
         if split not in self.splits:
@@ -89,46 +159,91 @@ class Store:
                 f"store {self.path} has no split {split!r}; it has {list(self.splits)}"
             )
 
+    def _require_rows(self, name: str, values: np.ndarray, split: str) -> np.ndarray:
+        if len(values) != self.n_rows[split]:
+            raise damaged(
+                self.path, f"{self.path} {name} has {len(values)} rows for {self.n_rows[split]} ids"
+            )
+        return values
+
+    def _strings(self, name: str) -> np.ndarray | None:
+        raw = self._read(name)
+        if raw is None:
+            return None
+        try:
+            return np.asarray([b.decode("utf-8") for b in raw], dtype=object)
+        except (UnicodeDecodeError, AttributeError) as error:
+            raise damaged(self.path, f"{self.path} {name} holds bytes that are not text") from error
+
     def ids(self, split: str) -> np.ndarray:
         """(N,) str image ids of `split`, in row order."""
         self._require_split(split)
-        return np.asarray([b.decode() for b in self._read(f"{split}/ids")], dtype=object)
+        return self._strings(f"{split}/ids")
 
     def labels(self, split: str) -> np.ndarray:
-        """(N,) int64 class indices, or (N, L) int8 for multi-label stores."""
+        """(N,) int64 class indices, or (N, L) int8 for multi-label stores; checked against
+        the task's classes (and multi-label values against {0, 1} where known)."""
         self._require_split(split)
-        return self._read(f"{split}/labels")
+        labels = self._require_rows(f"{split}/labels", self._read(f"{split}/labels"), split)
+        mask = self._read(f"{split}/label_mask")
+        problems = label_problems(labels, mask, self.task, sum(self.n_rows.values()))
+        if problems:
+            raise damaged(self.path, f"{self.path} {split}/labels: {'; '.join(problems)}")
+        return labels
 
     def label_mask(self, split: str) -> np.ndarray | None:
         """(N, L) bool, False where a multi-label target is unknown; None for single-label."""
         self._require_split(split)
-        return self._read(f"{split}/label_mask")
+        mask = self._read(f"{split}/label_mask")
+        if mask is None:
+            return None
+        return self._require_rows(f"{split}/label_mask", mask.astype(bool, copy=False), split)
 
     def groups(self, split: str) -> np.ndarray | None:
+        """(N,) str patient or lesion id per row, or None when the dataset has none."""
         self._require_split(split)
-        raw = self._read(f"{split}/groups")
-        return None if raw is None else np.asarray([b.decode() for b in raw], dtype=object)
+        groups = self._strings(f"{split}/groups")
+        return None if groups is None else self._require_rows(f"{split}/groups", groups, split)
 
     def embeddings(self, split: str, pooling: str, dtype: Any = np.float32) -> np.ndarray:
-        """(N, D) embeddings of `split` under `pooling`, cast to `dtype` (None: as stored)."""
+        """(N, D) embeddings of `split` under `pooling`, as `dtype` (None: as stored); refused
+        when a row holds NaN or Inf.
+
+        Read block by block into one array of `dtype`: memory is that array plus one block,
+        never a second full copy, and numpy converts float16 faster than HDF5 does (h5py's
+        `astype` read took about twice as long for (100000, 1024) float16).
+        """
         self._require_split(split)
         if pooling not in self.poolings:
             raise ToolkitError(
                 f"store {self.path.name} has no pooling {pooling!r}; it has {list(self.poolings)}"
             )
-        values = self._read(f"{split}/{EMBEDDINGS_GROUP}/{pooling}")
-        return values if dtype is None else values.astype(dtype, copy=False)
+        name = f"{split}/{EMBEDDINGS_GROUP}/{pooling}"
+        with self.h5() as handle:
+            if name not in handle:
+                raise damaged(self.path, f"{self.path} lacks {name}")
+            dataset = handle[name]
+            values = np.empty(dataset.shape, dtype=dataset.dtype if dtype is None else dtype)
+            self._require_rows(name, values, split)
+            n_bad, step = 0, read_block_rows(dataset)
+            for start in range(0, len(values), step):
+                block = values[start : start + step]
+                try:
+                    block[...] = dataset[start : start + len(block)]
+                except OSError as error:
+                    raise self.read_failure(name, error) from error
+                n_bad += nonfinite_rows(block)
+        if n_bad:
+            raise damaged(self.path, f"{self.path} {name}: {n_bad} rows hold NaN or Inf")
+        return values
 
     def skipped(self) -> list[tuple[str, str]]:
         """(image id, reason) for every image left out under --on-error skip."""
-        with h5py.File(self.path, "r") as handle:
-            if SKIPPED_GROUP not in handle:
-                return []
-            group = handle[SKIPPED_GROUP]
-            return [
-                (i.decode(), r.decode())
-                for i, r in zip(group["ids"][()], group["reasons"][()], strict=True)
-            ]
+        ids = self._strings(f"{SKIPPED_GROUP}/ids")
+        reasons = self._strings(f"{SKIPPED_GROUP}/reasons")
+        if ids is None or reasons is None:
+            return []
+        return list(zip(ids.tolist(), reasons.tolist(), strict=True))
 
     def to_frame(self, split: str = "train", pooling: str | None = None) -> "pd.DataFrame":
         """One split as a DataFrame indexed by image id: `label` (or one column per label
@@ -159,6 +274,18 @@ class Store:
         return frame
 
 
+class NotAStore(ToolkitError):
+    """A file where a store was expected that is none: foreign, truncated, or with a spec that
+    does not parse. `reason` says which, without the path."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            f"{path} is not a store: {reason}. If it is a damaged store, `cache rm {path}` and "
+            "extract again; if it is a file of yours, move it out of the cache root"
+        )
+        self.reason = reason
+
+
 def read_attrs(path: Path) -> dict[str, Any]:
     """The root attributes of an HDF5 file, decoded to Python values."""
     try:
@@ -167,21 +294,23 @@ def read_attrs(path: Path) -> dict[str, Any]:
                 k: (v.item() if isinstance(v, np.generic) else v) for k, v in handle.attrs.items()
             }
     except OSError as error:
-        raise ToolkitError(
-            f"{path} is not a readable HDF5 store ({error}); remove it with "
-            f"`cache rm {path}` and extract again"
-        ) from error
+        raise NotAStore(path, f"not a readable HDF5 file ({error})") from error
 
 
 def open_store(path: str | Path, *, require_complete: bool = True) -> Store:
-    """Open a store for reading; an incomplete one is refused unless asked for."""
+    """Open a store for reading; an incomplete one is refused unless asked for, and a file that
+    is not a store is refused naming what it lacks (NotAStore)."""
     path = Path(path)
     if not path.is_file():
         raise ToolkitError(f"no store at {path}")
     attrs = read_attrs(path)
     if "spec" not in attrs or "key" not in attrs:
-        raise ToolkitError(f"{path} is an HDF5 file but not a store (no 'spec'/'key' attributes)")
+        raise NotAStore(path, "an HDF5 file without a store's 'key' and 'spec' attributes")
     store = Store(path=path, attrs=attrs)
+    try:
+        store.dataset_name, store.model_name, store.poolings  # noqa: B018 (parse now, not later)
+    except (ValueError, KeyError, TypeError) as error:
+        raise NotAStore(path, f"its 'spec' attribute does not parse ({error!r})") from error
     if require_complete and not store.complete:
         raise ToolkitError(f"store {path} is not complete; rerun the extraction that writes it")
     return store

@@ -2,14 +2,16 @@
 
 ```
 <cache_root>/<dataset>/<model>--<key[:16]>.h5
-  attrs:  format_version  int       STORE_FORMAT_VERSION
-          key             str       sha256 of the StoreSpec (see cache.key)
-          spec            str JSON  dataset / model / preprocessing / poolings / dtype / task
-          toolkit_version str
-          created_at      str       ISO 8601 UTC, when the first row was computed
-          finished_at     str       ISO 8601 UTC
-          complete        bool      True only once every row is written
-          info            str JSON  facts that do not change the bytes (data root, split protocol)
+  attrs:  format_version   int       content version (cache.key.CONTENT_VERSION), as in `spec`
+          container_format int       CONTAINER_FORMAT; absent in stores of container format 2
+          key              str       sha256 of the StoreSpec (see cache.key)
+          spec             str JSON  dataset / model / preprocessing / poolings / dtype / task
+          toolkit_version  str
+          created_at       str       ISO 8601 UTC, when the first row was computed
+          finished_at      str       ISO 8601 UTC
+          complete         bool      True only once every row is written
+          info             str JSON  facts that do not change the bytes (data root, split
+                                     protocol, `limit` for a trial run on part of the images)
   /<split>/ids                (N,)    utf-8 str   image path relative to the dataset root
   /<split>/labels             (N,)    int64       class index, or (N, L) int8 for multi-label
   /<split>/label_mask         (N, L)  bool        multi-label only: False where a label is unknown
@@ -19,12 +21,25 @@
 ```
 
 Row i of every dataset in a split refers to the same image.
+
+Two numbers version a store, for two different things. The *content version* (`spec`'s
+`format_version`) is hashed into the key: it changes only when the embedding bytes for the same
+inputs change, and a store of another content version is outdated. The *container format* says
+how those bytes are packed and changes no key, so a new container never recomputes a store:
+
+- 3: every dataset is chunked with HDF5's Fletcher-32 checksum filter, so damaged bytes fail the
+  read instead of returning wrong numbers; strings are fixed-length UTF-8 (HDF5 cannot checksum
+  variable-length strings, whose bytes live outside the dataset).
+- 2 (no `container_format` attribute): no checksums, variable-length strings. Still read; `cache
+  verify` says it carries no checksums.
 """
 
 SPLITS = ("train", "val", "test")
-SPLIT_ATTR_KEYS = ("ids", "labels", "label_mask", "groups")
 EMBEDDINGS_GROUP = "embeddings"
 SKIPPED_GROUP = "skipped"
 STORE_SUFFIX = ".h5"
 JOURNAL_SUFFIX = ".journal"
 LOCK_SUFFIX = ".lock"
+CONTAINER_FORMAT = 3
+CONTAINER_FORMAT_ATTR = "container_format"
+UNCHECKSUMMED_CONTAINER_FORMAT = 2  # what a store without the attribute was written in

@@ -1,87 +1,46 @@
 """Writes one store: resumable through a journal of part files, published with one atomic rename.
 
-While a store is being computed, `<store>.journal/` holds `spec.json` and one small HDF5 file per
-flushed chunk of rows, each written under a temporary name, fsynced and renamed into place; a part
-therefore exists whole or not at all. A rerun (after Ctrl-C, SIGKILL or a power cut) keeps the
-longest run of parts from row 0 and continues after it. `finish()` copies the parts into
-`<store>.h5` under a temporary name and renames it: a store file that exists is complete.
+While a store is being computed, `<store>.journal/` (see `cache.journal`) holds its spec and one
+part per flushed chunk of rows. Rows are flushed every `flush_rows` rows or `flush_seconds`
+seconds, whichever comes first, so a slow model loses little to a kill (and once a part's
+embeddings reach PART_BYTES). `finish()` assembles the parts into `<store>.h5` under a temporary
+name and renames it: a store file that exists is complete. A full or read-only disk stops the
+run with one line; what was journaled stays, and the rerun resumes from it.
 """
 
-import json
 import logging
 import shutil
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from time import monotonic
 from types import TracebackType
 from typing import Any
 
-import h5py
 import numpy as np
 
-from medprobe.cache.atomic import write_atomically
+from medprobe.cache.assemble import assemble_store, utc_now
+from medprobe.cache.atomic import remove_stale_temporaries
+from medprobe.cache.disk import os_failure
 from medprobe.cache.errors import ToolkitError
-from medprobe.cache.key import STORE_FORMAT_VERSION, StoreSpec, canonical_json
+from medprobe.cache.journal import (
+    contiguous_parts,
+    part_name,
+    read_header,
+    write_header,
+    write_part,
+)
+from medprobe.cache.key import StoreSpec
 from medprobe.cache.lock import StoreLock
 from medprobe.cache.paths import journal_dir, lock_path
 from medprobe.cache.rows import RowTable
-from medprobe.cache.schema import (
-    EMBEDDINGS_GROUP,
-    SKIPPED_GROUP,
-    SPLITS,
-)
 
 logger = logging.getLogger(__name__)
 
-STRING_DTYPE = h5py.string_dtype(encoding="utf-8")
-
-
-def toolkit_version() -> str:
-    try:
-        return version("medprobe")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def part_name(start: int, stop: int) -> str:
-    return f"part-{start:010d}-{stop:010d}.h5"
-
-
-def parse_part_name(name: str) -> tuple[int, int] | None:
-    stem = name.removesuffix(".h5")
-    pieces = stem.split("-")
-    if len(pieces) != 3 or pieces[0] != "part" or not name.endswith(".h5"):
-        return None
-    try:
-        return int(pieces[1]), int(pieces[2])
-    except ValueError:
-        return None
-
-
-def contiguous_parts(journal: Path) -> list[tuple[int, int, Path]]:
-    """Parts from row 0 with no gap, in order; anything after a gap cannot be trusted."""
-    parts = sorted(
-        (bounds[0], bounds[1], entry)
-        for entry in journal.iterdir()
-        if (bounds := parse_part_name(entry.name)) is not None
-    )
-    kept: list[tuple[int, int, Path]] = []
-    cursor = 0
-    for start, stop, entry in parts:
-        if start != cursor:
-            logger.warning(
-                "ignoring journal part %s: expected one starting at row %d", entry, cursor
-            )
-            continue
-        kept.append((start, stop, entry))
-        cursor = stop
-    return kept
+# A part is also flushed once its embeddings reach this size: it is built in memory before it is
+# written, so a large row (a pixel cache at 1024 px holds 3 MiB per image) must not make a part
+# of flush_rows rows gigabytes large.
+PART_BYTES = 256 << 20
 
 
 class StoreWriter:
@@ -99,22 +58,36 @@ class StoreWriter:
         *,
         info: Mapping[str, Any] | None = None,
         flush_rows: int = 1024,
+        flush_seconds: float = 30.0,
     ) -> None:
+        if flush_rows < 1:
+            raise ToolkitError(
+                f"flush_rows={flush_rows}: must be at least 1", argument="flush_rows"
+            )
+        if not flush_seconds > 0:
+            raise ToolkitError(
+                f"flush_seconds={flush_seconds}: must be positive", argument="flush_seconds"
+            )
         self.path = Path(path)
         self.spec = spec
         self.rows = rows
         self.info = dict(info or {})
         self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
         self.journal = journal_dir(self.path)
         self._lock = StoreLock(lock_path(self.path))
         self._next_row = 0
+        self._journaled_row = 0  # rows before it are in parts on disk
         self._buffer_start = 0
+        self._buffer_since: float | None = None  # monotonic time of the oldest buffered row
         self._buffer_ok: list[np.ndarray] = []
         self._buffer_embeddings: dict[str, list[np.ndarray]] = {p: [] for p in spec.poolings}
         self._buffer_failures: dict[int, str] = {}
+        self._row_bytes = 0  # embedding bytes per row, once the first row is seen
         self._created_at = utc_now()
         self._part_writer: ThreadPoolExecutor | None = None
-        self._part_in_flight: Future[None] | None = None
+        self._part_in_flight: tuple[Future[int], Path, int] | None = None
+        self._failure: ToolkitError | None = None  # a part that failed: no later part may land
 
     @property
     def next_row(self) -> int:
@@ -122,9 +95,15 @@ class StoreWriter:
         return self._next_row
 
     def __enter__(self) -> "StoreWriter":
-        self._lock.acquire()
+        try:
+            self._lock.acquire()
+        except OSError as error:
+            raise os_failure(error, self._lock.lock_path, doing="taking the writer lock") from error
         try:
             self._open_journal()
+        except OSError as error:
+            self._lock.release()
+            raise os_failure(error, self.journal, doing="opening the journal") from error
         except BaseException:
             self._lock.release()
             raise
@@ -139,7 +118,8 @@ class StoreWriter:
     ) -> None:
         try:
             # Whatever stopped the run, the rows already appended are valid: keep them.
-            self.flush()
+            if self._failure is None:
+                self.flush()
         finally:
             if self._part_writer is not None:
                 self._part_writer.shutdown(wait=True)
@@ -151,11 +131,13 @@ class StoreWriter:
             raise ToolkitError(
                 f"store {self.path} already exists; it is complete, nothing to write"
             )
+        # A killed assembly leaves `.<store>.h5.tmp-<pid>` as large as the store; nothing else
+        # would ever remove it. A live writer's temporaries (another store) are left alone.
+        remove_stale_temporaries(self.path.parent)
         self.journal.mkdir(parents=True, exist_ok=True)
-        spec_file = self.journal / "spec.json"
         key = self.spec.key()
-        if spec_file.exists():
-            recorded = json.loads(spec_file.read_text())
+        recorded = read_header(self.journal)
+        if recorded is not None:
             if recorded.get("key") != key:
                 raise ToolkitError(
                     f"journal {self.journal} belongs to key {recorded.get('key')!r}, not {key!r}; "
@@ -169,15 +151,12 @@ class StoreWriter:
                 "spec": self.spec.as_dict(),
                 "n_rows": len(self.rows),
             }
-
-            def write_spec(tmp: Path) -> None:
-                tmp.write_text(json.dumps(header, indent=1, sort_keys=True))
-
-            write_atomically(spec_file, write_spec)
+            write_header(self.journal, header)
+        # We hold the lock, so every temporary in the journal is a dead writer's.
         for stray in self.journal.glob(".*.tmp-*"):
             stray.unlink(missing_ok=True)
         parts = contiguous_parts(self.journal)
-        self._next_row = parts[-1][1] if parts else 0
+        self._next_row = self._journaled_row = parts[-1][1] if parts else 0
         self._buffer_start = self._next_row
         if self._next_row:
             logger.info(
@@ -222,47 +201,66 @@ class StoreWriter:
                 )
         # Validated every pooling before touching the buffer, so a refusal leaves it consistent.
         if n_ok:
+            itemsize = np.dtype(self.spec.dtype).itemsize
+            self._row_bytes = sum(v.shape[1] * itemsize for v in embeddings.values())
             for pooling, values in embeddings.items():
                 self._buffer_embeddings[pooling].append(values.astype(self.spec.dtype))
+        if self._buffer_since is None:
+            self._buffer_since = monotonic()
         self._buffer_ok.append(ok)
         self._buffer_failures.update(failures or {})
         self._next_row = start + len(ok)
-        if self._next_row - self._buffer_start >= self.flush_rows:
+        buffered = self._next_row - self._buffer_start
+        waited = monotonic() - self._buffer_since
+        buffered_bytes = sum(
+            c.nbytes for chunks in self._buffer_embeddings.values() for c in chunks
+        )
+        if (
+            buffered >= self.flush_rows
+            or waited >= self.flush_seconds
+            or buffered_bytes >= PART_BYTES
+        ):
             self.flush(wait=False)
 
     def flush(self, *, wait: bool = True) -> None:
         """Write the buffered rows as one journal part (atomically), then empty the buffer.
 
         Inside a `with` block the part is written by a background thread, so the GPU keeps
-        working during the HDF5 write and fsync; at most one part is in flight, so parts land
-        in order. `wait=False` returns before that write is done (used by `append`).
+        working during the write and fsync; at most one part is in flight, so parts land in
+        order. `wait=False` returns before that write is done (used by `append`). A part that
+        failed (a full disk) is raised here, once, as a ToolkitError; no later part is written,
+        since it would follow a gap.
         """
+        if self._failure is not None:
+            raise self._failure
         if self._next_row != self._buffer_start:
             start, stop = self._buffer_start, self._next_row
             ok = np.concatenate(self._buffer_ok)
-            rows = start + np.flatnonzero(ok)
             skipped = start + np.flatnonzero(~ok)
-            reasons = [self._buffer_failures.get(int(r), "unknown error") for r in skipped]
-            # A part whose images all failed holds no embeddings for that pooling.
-            embeddings = {p: np.concatenate(c) for p, c in self._buffer_embeddings.items() if c}
-
-            def write_part(tmp: Path) -> None:
-                with h5py.File(tmp, "w") as part:
-                    part.create_dataset("rows", data=rows.astype(np.int64))
-                    for pooling, values in embeddings.items():
-                        part.create_dataset(f"{EMBEDDINGS_GROUP}/{pooling}", data=values)
-                    part.create_dataset("skipped_rows", data=skipped.astype(np.int64))
-                    part.create_dataset("skipped_reasons", data=reasons, dtype=STRING_DTYPE)
-
+            content = {
+                "rows": start + np.flatnonzero(ok),
+                # A part whose images all failed holds no embeddings for that pooling.
+                "embeddings": {
+                    p: np.concatenate(c) for p, c in self._buffer_embeddings.items() if c
+                },
+                "skipped_rows": skipped,
+                "skipped_reasons": [
+                    self._buffer_failures.get(int(r), "unknown error") for r in skipped
+                ],
+            }
             self._wait_for_part_in_flight()
             target = self.journal / part_name(start, stop)
             if self._part_writer is None:
-                write_atomically(target, write_part)
+                try:
+                    write_part(target, **content)
+                except OSError as error:
+                    raise self._part_failed(error, target) from error
+                self._journaled_row = stop
             else:
-                self._part_in_flight = self._part_writer.submit(
-                    write_atomically, target, write_part
-                )
+                future = self._part_writer.submit(write_part, target, **content)
+                self._part_in_flight = (future, target, stop)
             self._buffer_start = stop
+            self._buffer_since = None
             self._buffer_ok.clear()
             self._buffer_failures.clear()
             for chunks in self._buffer_embeddings.values():
@@ -271,10 +269,28 @@ class StoreWriter:
             self._wait_for_part_in_flight()
 
     def _wait_for_part_in_flight(self) -> None:
-        """Block until the background part write is on disk; re-raise what it raised."""
-        if self._part_in_flight is not None:
-            in_flight, self._part_in_flight = self._part_in_flight, None
-            in_flight.result()
+        """Block until the background part write is on disk; raise what it raised as one line."""
+        if self._part_in_flight is None:
+            return
+        (future, target, stop), self._part_in_flight = self._part_in_flight, None
+        try:
+            future.result()
+        except OSError as error:
+            raise self._part_failed(error, target) from error
+        self._journaled_row = stop
+
+    def _part_failed(self, error: OSError, target: Path) -> ToolkitError:
+        """Record a failed part write: later parts would follow a gap, so none is written."""
+        remaining = (len(self.rows) - self._journaled_row) * self._row_bytes
+        self._failure = os_failure(
+            error,
+            target,
+            doing="writing journal part",
+            # the rows still to journal, then as much again to assemble the store beside them
+            needed_bytes=remaining + len(self.rows) * self._row_bytes or None,
+            then=f"then rerun: it resumes at row {self._journaled_row} of {len(self.rows)}",
+        )
+        return self._failure
 
     def finish(self) -> Path:
         """Publish the store: all rows must be appended. Returns the store's path."""
@@ -286,92 +302,23 @@ class StoreWriter:
         parts = contiguous_parts(self.journal)
         if not parts or parts[-1][1] != len(self.rows):
             raise ToolkitError(f"journal {self.journal} does not cover all {len(self.rows)} rows")
-        write_atomically(self.path, lambda tmp: self._consolidate(tmp, [p for *_, p in parts]))
+        try:
+            assemble_store(
+                self.path,
+                spec=self.spec,
+                rows=self.rows,
+                info=self.info,
+                created_at=self._created_at,
+                parts=[p for *_, p in parts],
+            )
+        except OSError as error:
+            raise os_failure(
+                error,
+                self.path,
+                doing="assembling",
+                needed_bytes=len(self.rows) * self._row_bytes or None,
+                then="then rerun: it resumes from the journal",
+            ) from error
         shutil.rmtree(self.journal)
         logger.info("published %s", self.path)
         return self.path
-
-    def _consolidate(self, target: Path, parts: list[Path]) -> None:
-        written_rows: list[np.ndarray] = []
-        skipped_rows: list[np.ndarray] = []
-        skipped_reasons: list[str] = []
-        for part_path in parts:
-            with h5py.File(part_path, "r") as part:
-                written_rows.append(part["rows"][()])
-                skipped_rows.append(part["skipped_rows"][()])
-                skipped_reasons.extend(r.decode() for r in part["skipped_reasons"][()])
-        rows_written = np.concatenate(written_rows)
-        splits = np.asarray(self.rows.splits)
-        with h5py.File(target, "w") as store:
-            store.attrs["format_version"] = STORE_FORMAT_VERSION
-            store.attrs["key"] = self.spec.key()
-            store.attrs["spec"] = canonical_json(self.spec.as_dict())
-            store.attrs["info"] = canonical_json(self.info)
-            store.attrs["toolkit_version"] = toolkit_version()
-            store.attrs["created_at"] = self._created_at
-            store.attrs["complete"] = False
-            for split in SPLITS:
-                split_rows = rows_written[splits[rows_written] == split]
-                if len(split_rows) == 0:
-                    continue
-                self._write_split_table(store.create_group(split), split_rows)
-            if len(rows_written) == 0:
-                raise ToolkitError(f"every image failed; nothing to store in {self.path}")
-            for pooling in self.spec.poolings:
-                self._copy_pooling(store, pooling, parts, splits[rows_written])
-            if skipped_reasons:
-                all_skipped = np.concatenate(skipped_rows)
-                group = store.create_group(SKIPPED_GROUP)
-                group.create_dataset(
-                    "ids", data=[self.rows.ids[r] for r in all_skipped], dtype=STRING_DTYPE
-                )
-                group.create_dataset("reasons", data=skipped_reasons, dtype=STRING_DTYPE)
-            store.attrs["finished_at"] = utc_now()
-            store.attrs["complete"] = True
-
-    def _copy_pooling(
-        self, store: h5py.File, pooling: str, parts: list[Path], split_of_written: np.ndarray
-    ) -> None:
-        """Stream one pooling from the parts into per-split datasets, one part in memory at a
-        time, so consolidating a large store (or a pixel cache) needs little memory."""
-        name = f"{EMBEDDINGS_GROUP}/{pooling}"
-        datasets: dict[str, h5py.Dataset] = {}
-        offsets = dict.fromkeys(SPLITS, 0)
-        cursor = 0
-        for part_path in parts:
-            with h5py.File(part_path, "r") as part:
-                if name not in part:  # every image of this part failed
-                    continue
-                values = part[name][()]
-            part_splits = split_of_written[cursor : cursor + len(values)]
-            cursor += len(values)
-            for split in SPLITS:
-                in_split = part_splits == split
-                if not in_split.any():
-                    continue
-                if split not in datasets:
-                    n_rows = int((split_of_written == split).sum())
-                    row_bytes = values.shape[1] * values.dtype.itemsize
-                    chunk_rows = max(1, min(n_rows, 4096, (1 << 20) // row_bytes))
-                    datasets[split] = store.create_dataset(
-                        f"{split}/{name}",
-                        shape=(n_rows, values.shape[1]),
-                        dtype=values.dtype,
-                        chunks=(chunk_rows, values.shape[1]),
-                    )
-                block = values[in_split]
-                datasets[split][offsets[split] : offsets[split] + len(block)] = block
-                offsets[split] += len(block)
-
-    def _write_split_table(self, group: h5py.Group, split_rows: np.ndarray) -> None:
-        group.create_dataset("ids", data=[self.rows.ids[r] for r in split_rows], dtype=STRING_DTYPE)
-        labels = self.rows.labels[split_rows]
-        group.create_dataset(
-            "labels", data=labels.astype(np.int8 if labels.ndim == 2 else np.int64)
-        )
-        if self.rows.label_mask is not None:
-            group.create_dataset("label_mask", data=self.rows.label_mask[split_rows])
-        if self.rows.groups is not None:
-            group.create_dataset(
-                "groups", data=[self.rows.groups[r] for r in split_rows], dtype=STRING_DTYPE
-            )

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from medprobe.cache import Store, ToolkitError, list_stores, open_store
-from medprobe.cache.catalog import StoreEntry
+from medprobe.cache.catalog import StoreEntry, refuse_copies
 
 logger = logging.getLogger(__name__)
 
@@ -61,59 +61,89 @@ def _close(name: str, known: Sequence[str]) -> str:
     return f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(known)}"
 
 
+def _left_out(entries: Sequence[StoreEntry], include_trials: bool) -> dict[str, list[StoreEntry]]:
+    """Why entries are not probed, by reason, each logged as a warning naming the files."""
+    left_out: dict[str, list[StoreEntry]] = defaultdict(list)
+    for entry in entries:
+        if entry.problem:
+            logger.warning("not probed, %s: %s", entry.path, entry.problem)
+            left_out["not stores"].append(entry)
+        elif not entry.complete:
+            logger.warning("not probed, not complete: %s (%s)", entry.path, _progress(entry))
+            left_out["unfinished"].append(entry)
+        elif entry.outdated:
+            logger.warning("not probed, %s", entry.outdated)
+            left_out["outdated"].append(entry)
+        elif entry.trial and not include_trials:
+            left_out["trial"].append(entry)
+    trials = left_out.get("trial", [])
+    if trials:
+        logger.warning(
+            "left out %d trial store(s) written with extract --limit (%s); pass "
+            "include_trials=True (--include-trials) to probe them",
+            len(trials),
+            ", ".join(e.path.name for e in trials),
+        )
+    return left_out
+
+
 def select_targets(
     cache_root: Path,
     *,
     models: Sequence[str] | None = None,
     datasets: Sequence[str] | None = None,
     poolings: Sequence[str] | None = None,
+    include_trials: bool = False,
 ) -> list[ProbeTarget]:
     """Every complete store under `cache_root` (filtered), one target per pooling.
 
-    Raises when nothing is there to probe, a filter names nothing, or two stores of one dataset
-    disagree on their images or labels (they would not be comparable).
+    Left out with a warning: unfinished and outdated stores, files that are not stores (foreign
+    or damaged), and trial stores (`extract run --limit`) unless `include_trials`. A store whose
+    file name does not match its key is probed by the key inside, with a warning. Raises when
+    nothing is there to probe, a filter names nothing, two files hold one key (reading both
+    would count the store twice), or two stores of one dataset disagree on their images or
+    labels (they would not be comparable).
     """
     entries = list_stores(cache_root)
-    unfinished = [e for e in entries if not e.complete]
-    for entry in unfinished:
-        logger.warning("not probed, not complete: %s (%s)", entry.path, _progress(entry))
-    outdated = [e for e in entries if e.complete and e.outdated]
-    for entry in outdated:
-        logger.warning("not probed, %s", entry.outdated)
-    stores = [open_store(e.path) for e in entries if e.complete and not e.outdated]
-    if not stores:
-        left_out = [f"{len(unfinished)} unfinished"] * bool(unfinished)
-        left_out += [f"{len(outdated)} outdated"] * bool(outdated)
-        hint = f" ({', '.join(left_out)})" if left_out else ""
+    left_out = _left_out(entries, include_trials)
+    excluded = {id(e) for group in left_out.values() for e in group}
+    probed = [e for e in entries if id(e) not in excluded]
+    if not probed:
+        counts = [f"{len(group)} {reason}" for reason, group in left_out.items()]
+        hint = f" ({', '.join(counts)})" if counts else ""
+        if left_out.get("not stores"):  # the likeliest cause: say which file and why
+            first = left_out["not stores"][0]
+            hint += f"; {first.path}: {first.problem}"
+        trial_hint = " or pass --include-trials" if left_out.get("trial") else ""
         raise ToolkitError(
-            f"no complete stores under {cache_root}{hint}; run `extract run` first "
+            f"no complete stores under {cache_root}{hint}; run `extract run` first{trial_hint} "
             "or pass --cache-dir"
         )
-    for wanted, attribute, entry_attribute, flag in (
-        (datasets, "dataset_name", "dataset", "--datasets"),
-        (models, "model_name", "model", "--models"),
+    for wanted, attribute, flag in (
+        (datasets, "dataset", "--datasets"),
+        (models, "model", "--models"),
     ):
-        known = sorted({getattr(s, attribute) for s in stores})
+        known = sorted({getattr(e, attribute) for e in probed})
         for name in wanted or []:
-            if name in known:
-                continue
-            pending = [e for e in unfinished if getattr(e, entry_attribute) == name]
-            if pending:
-                entry = pending[0]
-                raise ToolkitError(
-                    f"{flag}: the store for {name!r} ({entry.dataset} x {entry.model}) is not "
-                    f"complete ({_progress(entry)}); rerun the extraction, which resumes where "
-                    f"it stopped, or `cache rm {entry.path}`"
-                )
-            raise ToolkitError(f"{flag}: no complete store for {name!r}{_close(name, known)}")
-    stores = [
-        s
-        for s in stores
-        if (not datasets or s.dataset_name in datasets) and (not models or s.model_name in models)
+            if name not in known:
+                _refuse_unknown(name, attribute, flag, known, left_out)
+    probed = [
+        e
+        for e in probed
+        if (not datasets or e.dataset in datasets) and (not models or e.model in models)
     ]
+    refuse_copies(probed)
+    for entry in probed:
+        if entry.misnamed:
+            logger.warning(
+                "%s: its file name does not match the key inside, which decides; it should be "
+                "named %s",
+                entry.path,
+                entry.misnamed,
+            )
     by_dataset: dict[str, list[Store]] = defaultdict(list)
-    for store in stores:
-        by_dataset[store.dataset_name].append(store)
+    for entry in probed:
+        by_dataset[entry.dataset].append(open_store(entry.path))
     targets = []
     for dataset, members in sorted(by_dataset.items()):
         _check_comparable(dataset, members)
@@ -130,6 +160,31 @@ def select_targets(
                 )
             targets += [ProbeTarget(dataset, label, p, store.path) for p in chosen]
     return targets
+
+
+def _refuse_unknown(
+    name: str,
+    attribute: str,
+    flag: str,
+    known: Sequence[str],
+    left_out: dict[str, list[StoreEntry]],
+) -> None:
+    """Raise for a --models/--datasets name with no probed store, saying why when one exists."""
+    pending = [e for e in left_out.get("unfinished", []) if getattr(e, attribute) == name]
+    if pending:
+        entry = pending[0]
+        raise ToolkitError(
+            f"{flag}: the store for {name!r} ({entry.dataset} x {entry.model}) is not "
+            f"complete ({_progress(entry)}); rerun the extraction, which resumes where "
+            f"it stopped, or `cache rm {entry.path}`"
+        )
+    trials = [e for e in left_out.get("trial", []) if getattr(e, attribute) == name]
+    if trials:
+        raise ToolkitError(
+            f"{flag}: the only store for {name!r} is a trial on part of the images "
+            f"({trials[0].path.name}, extract --limit); pass --include-trials to probe it"
+        )
+    raise ToolkitError(f"{flag}: no complete store for {name!r}{_close(name, known)}")
 
 
 def _check_comparable(dataset: str, stores: list[Store]) -> None:

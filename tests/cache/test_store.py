@@ -9,45 +9,12 @@ import h5py
 import numpy as np
 import pytest
 
-from medprobe.cache import RowTable, StoreSpec, StoreWriter, ToolkitError, open_store, store_path
-from medprobe.cache.catalog import find_complete_store, list_stores, remove_store, verify_store
+from medprobe.cache import RowTable, StoreWriter, ToolkitError, open_store, store_path
+from medprobe.cache.catalog import find_complete_store, list_stores, remove_store
 from medprobe.cache.lock import StoreLock
 from medprobe.cache.paths import journal_dir, lock_path
-
-
-def make_rows(n_rows: int = 10) -> RowTable:
-    splits = ["train"] * (n_rows - n_rows // 2) + ["test"] * (n_rows // 2)
-    return RowTable(
-        ids=[f"img/{i:03d}.png" for i in range(n_rows)], splits=splits, labels=np.arange(n_rows) % 3
-    )
-
-
-def make_spec(rows: RowTable, **changes) -> StoreSpec:
-    fields = dict(
-        dataset={"name": "toy", "fingerprint": rows.fingerprint()},
-        model={"name": "tiny", "source": "timm", "checkpoint": "x"},
-        preprocessing={"input_size": 32, "mean": [0.5] * 3},
-        poolings=("cls", "mean"),
-        task={"kind": "multiclass", "label_names": ["a", "b", "c"]},
-    )
-    fields.update(changes)
-    return StoreSpec(**fields)
-
-
-def embeddings_for(rows: np.ndarray, dim: int = 4) -> dict[str, np.ndarray]:
-    """Deterministic per-row values so a resumed store can be compared row by row."""
-    base = rows[:, None].astype(np.float32) + np.arange(dim, dtype=np.float32)[None, :] / 10
-    return {"cls": base, "mean": -base}
-
-
-def write_all(path, spec, rows, *, flush_rows=3, batch=2):
-    with StoreWriter(path, spec, rows, flush_rows=flush_rows) as writer:
-        for start in range(writer.next_row, len(rows), batch):
-            stop = min(start + batch, len(rows))
-            writer.append(
-                start, np.ones(stop - start, bool), embeddings_for(np.arange(start, stop))
-            )
-        return writer.finish()
+from medprobe.cache.verify import verify_store
+from tests.cache.conftest import embeddings_for, make_rows, make_spec, write_all
 
 
 def test_plain_h5py_reads_the_documented_schema(tmp_path):

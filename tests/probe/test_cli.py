@@ -192,7 +192,7 @@ def test_corrupt_store_is_named(tmp_path):
     path = write_blob_store(root, model="a", separation=1.0)
     path.write_bytes(b"garbage")
     result = probe("--shots", "1", "--cache-dir", str(root))
-    assert "not a readable HDF5 store" in str(result.exception)
+    assert f"{path}: not a store: not a readable HDF5 file" in str(result.exception)
 
 
 def test_console_script_exits_2_with_a_one_line_error(tmp_path):

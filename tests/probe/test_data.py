@@ -1,6 +1,8 @@
 """Which stores a sweep takes: unfinished stores named, duplicate model names told apart."""
 
+import json
 import logging
+import shutil
 
 import pytest
 
@@ -81,3 +83,80 @@ def test_only_outdated_stores_is_an_error_that_counts_them(tmp_path):
     written_by_format_1(write_blob_store(root, model="old", separation=1.0))
     with pytest.raises(ToolkitError, match=r"no complete stores .*\(1 outdated\)"):
         select_targets(root)
+
+
+def _mark_trial(path, limit=50):
+    """As `extract run --limit` leaves a store: the limit recorded in `info` (not in the key)."""
+    import h5py
+
+    with h5py.File(path, "r+") as handle:
+        handle.attrs["info"] = json.dumps({"limit": limit})
+
+
+def test_two_copies_of_one_store_are_refused_naming_both_files(tmp_path):
+    root = tmp_path / "embeddings"
+    store = write_blob_store(root, model="dino", separation=1.0)
+    copy = store.with_name("dino-copy.h5")
+    shutil.copy(store, copy)
+    with pytest.raises(ToolkitError) as raised:
+        select_targets(root)
+    message = str(raised.value)
+    assert "2 files hold one store" in message and str(store) in message
+    assert message.endswith(f"`cache rm {copy}`")
+
+
+def test_a_renamed_store_is_probed_by_its_key_with_a_warning_naming_its_name(tmp_path, caplog):
+    root = tmp_path / "embeddings"
+    store = write_blob_store(root, model="dino", separation=1.0)
+    renamed = store.with_name("best-model.h5")
+    store.rename(renamed)
+    with caplog.at_level(logging.WARNING, logger="medprobe.probe.data"):
+        (target,) = select_targets(root)
+    assert target.path == renamed and target.model == "dino"
+    assert str(renamed) in caplog.text and f"should be named {store}" in caplog.text
+
+
+def test_trial_stores_are_left_out_unless_asked_for(tmp_path, caplog):
+    root = tmp_path / "embeddings"
+    write_blob_store(root, model="dino", separation=1.0)
+    trial = write_blob_store(root, model="dino", separation=1.0, n_train=20, n_test=10)
+    _mark_trial(trial)
+    with caplog.at_level(logging.WARNING, logger="medprobe.probe.data"):
+        targets = select_targets(root)
+    assert [t.path for t in targets] != [trial] and len(targets) == 1
+    assert "left out 1 trial store(s)" in caplog.text and trial.name in caplog.text
+    # Asked for, the trial is probed (and found not comparable with the full store).
+    with pytest.raises(ToolkitError, match="disagree on the"):
+        select_targets(root, include_trials=True)
+    other = write_blob_store(root, model="mae", separation=1.0, dataset="tiny", n_train=20)
+    _mark_trial(other)
+    assert [t.model for t in select_targets(root, datasets=["tiny"], include_trials=True)] == [
+        "mae"
+    ]
+
+
+def test_a_model_with_only_a_trial_store_says_so(tmp_path):
+    root = tmp_path / "embeddings"
+    write_blob_store(root, model="dino", separation=1.0)
+    _mark_trial(write_blob_store(root, model="mae", separation=1.0))
+    with pytest.raises(ToolkitError, match=r"only store for 'mae' is a trial.*--include-trials"):
+        select_targets(root, models=["mae"])
+
+
+def test_only_trial_stores_is_an_error_that_counts_them(tmp_path):
+    root = tmp_path / "embeddings"
+    _mark_trial(write_blob_store(root, model="dino", separation=1.0))
+    with pytest.raises(ToolkitError, match=r"\(1 trial\); run `extract run` first or pass --incl"):
+        select_targets(root)
+
+
+@pytest.mark.parametrize("content", [b"not hdf5 at all", b""])
+def test_a_foreign_or_damaged_file_is_warned_about_and_the_rest_probed(tmp_path, caplog, content):
+    root = tmp_path / "embeddings"
+    store = write_blob_store(root, model="dino", separation=1.0)
+    stray = store.parent / "downloaded.h5"
+    stray.write_bytes(content)
+    with caplog.at_level(logging.WARNING, logger="medprobe.probe.data"):
+        targets = select_targets(root)
+    assert [t.path for t in targets] == [store]
+    assert f"not probed, {stray}: not a store" in caplog.text
