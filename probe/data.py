@@ -67,11 +67,14 @@ def select_targets(
     models: Sequence[str] | None = None,
     datasets: Sequence[str] | None = None,
     poolings: Sequence[str] | None = None,
+    require_comparable: bool = True,
 ) -> list[ProbeTarget]:
     """Every complete store under `cache_root` (filtered), one target per pooling.
 
-    Raises when nothing is there to probe, a filter names nothing, or two stores of one dataset
-    disagree on their images or labels (they would not be comparable).
+    Raises when nothing is there to probe, a filter names nothing, or (with
+    `require_comparable`, as probes need) two stores of one dataset disagree on their images or
+    labels, or lack a train or test split. Similarity matches images by id itself and passes
+    False.
     """
     entries = list_stores(cache_root)
     unfinished = [e for e in entries if not e.complete]
@@ -116,7 +119,8 @@ def select_targets(
         by_dataset[store.dataset_name].append(store)
     targets = []
     for dataset, members in sorted(by_dataset.items()):
-        _check_comparable(dataset, members)
+        if require_comparable:
+            _check_comparable(dataset, members)
         names = [s.model_name for s in members]
         for store in sorted(members, key=lambda s: (s.model_name, s.key)):
             label = store.model_name
