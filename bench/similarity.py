@@ -139,6 +139,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # each figure shows as soon as it is measured
+    started_wall, started_cpu = time.perf_counter(), time.process_time()
     size = (
         dict(n_models=4, n_rows=2000, dim=128)
         if args.quick
@@ -220,6 +221,11 @@ def main() -> None:
             f"resample {scaled:7.1f} s ({naive:.1f} s for {naive_replicates}, scaled) | "
             f"{scaled / (ours - plain):5.1f}x"
         )
+    wall, cpu = time.perf_counter() - started_wall, time.process_time() - started_cpu
+    print(
+        f"this run: {wall:.0f} s wall, {cpu:.0f} s of CPU in this process, {cpu / wall:.2f} cores "
+        "busy on average (a quiet 2-core machine gives close to 2; less means others shared them)"
+    )
 
 
 if __name__ == "__main__":

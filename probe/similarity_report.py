@@ -127,7 +127,7 @@ class SimilarityResults:
         n_rows = int(self._rows(dataset, metric)["n_rows"].iloc[0])
         axis.set_title(
             f"{dataset}: {METRIC_TITLES.get(metric, metric)}, {n_rows:,} images",
-            fontsize=max(label_size, 9),
+            fontsize=max(label_size + 2, 11),
         )
         return figure
 
@@ -140,9 +140,13 @@ class SimilarityResults:
             f"# {title}",
             "",
             f"Metrics: {', '.join(self.metrics)}; split: {settings.get('split', 'all')}; "
-            f"rows matched by image id, "
-            + ("every shared row" if max_rows is None else f"at most {max_rows:,} sampled")
-            + f" (seed {settings.get('seed', 0)}); mutual k-NN with k = {settings.get('knn_k')} "
+            "rows matched by image id, "
+            + (
+                "every shared row"
+                if max_rows is None
+                else f"at most {max_rows:,} sampled (seed {settings.get('seed', 0)})"
+            )
+            + f"; mutual k-NN with k = {settings.get('knn_k')} "
             "(cosine, each image's own row excluded).",
             "",
         ]
@@ -166,7 +170,9 @@ class SimilarityResults:
                 lines += [
                     f"### {METRIC_TITLES.get(metric, metric)} (`{metric}`)",
                     "",
-                    cells.rename_axis("entry").reset_index().to_markdown(index=False),
+                    cells.rename_axis("entry")
+                    .reset_index()
+                    .to_markdown(index=False, disable_numparse=True),
                     "",
                     f"![{dataset} {metric}]({_file_stem(dataset, metric)}.png)",
                     "",

@@ -445,3 +445,63 @@ def test_command_errors_name_a_parameter_of_the_command_and_write_nothing(
     command = typer.main.get_command(app).commands["similarity"]
     assert argument in {parameter.name for parameter in command.params}
     assert not out.exists()
+
+
+# --- real stores --------------------------------------------------------------------------------
+
+
+def hdf5_rows(path, pooling: str) -> dict[str, np.ndarray]:
+    """id -> embedding, read with plain h5py (no toolkit code between the file and the check)."""
+    import h5py
+
+    with h5py.File(path) as handle:
+        return {
+            image_id.decode(): row.astype(float)
+            for split in ("train", "val", "test")
+            if split in handle
+            for image_id, row in zip(
+                handle[f"{split}/ids"][()],
+                handle[f"{split}/embeddings/{pooling}"][()],
+                strict=True,
+            )
+        }
+
+
+@pytest.mark.slow
+@pytest.mark.real_weights
+def test_on_real_stores_cka_equals_an_independent_n_by_n_hsic_and_the_diagonal_is_one(tmp_path):
+    """ImageNet EfficientNet-Lite0 (bundled weights) and a randomly initialised ResNet-10t over
+    the same 64 digits, extracted by the real command; the command's CKA against plain h5py
+    reads and the n x n HSIC formula."""
+    from medprobe.extract.cli import app as extract_app
+
+    cache = tmp_path / "embeddings"
+    for model in (["efficientnet-lite0"], ["timm:resnet10t.c3_in1k", "--no-pretrained"]):
+        options = ["--dataset", "digits", "--limit", "64", "--workers", "0", "--device", "cpu"]
+        extracted = runner.invoke(
+            extract_app, ["run", "--model", *model, *options, "--cache-dir", str(cache)]
+        )
+        assert extracted.exit_code == 0, extracted.output
+    out = tmp_path / "sim"
+    result = invoke("--cache-dir", str(cache), "--out", str(out), "--max-rows", "all")
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(out / "similarity.csv")
+    cka = frame[frame["metric"] == "cka"]
+    assert len(cka) == 6  # lite0:pooled, resnet:pooled, resnet:mean: 3 pairs + 3 diagonal
+    np.testing.assert_allclose(cka[cka["a"] == cka["b"]]["value"], 1.0, atol=1e-9)
+    stores = {p.name.split("--")[0]: p for p in (cache / "digits").glob("*.h5")}
+    rows = {
+        f"{model}:{pooling}": hdf5_rows(stores[model.replace(":", "_")], pooling)
+        for model, pooling in (
+            ("efficientnet-lite0", "pooled"),
+            ("timm:resnet10t.c3_in1k", "pooled"),
+            ("timm:resnet10t.c3_in1k", "mean"),
+        )
+    }
+    for a, b, value in zip(cka["a"], cka["b"], cka["value"], strict=True):
+        ids = sorted(rows[a])
+        assert sorted(rows[b]) == ids and len(ids) == 64
+        x = np.stack([rows[a][i] for i in ids])
+        y = np.stack([rows[b][i] for i in ids])
+        assert value == pytest.approx(cka_reference(x, y), abs=0.01)
+    assert (out / "digits_cka.png").stat().st_size > 5000
