@@ -239,14 +239,16 @@ def _print_similarity(results: SimilarityResults, console: Console) -> None:
         metrics = results.metrics
         for metric in metrics:
             table.add_column(metric, justify="right")
+        if part.empty:
+            table.caption = "one entry: only its comparison with itself"
+            console.print(table)
+            continue
         wide = part.pivot_table(index=["a", "b"], columns="metric", values="value", sort=False)
         wide = wide.sort_values(metrics[0], ascending=False)
         for (a, b), values in wide.head(SIMILARITY_ROWS_SHOWN).iterrows():
             table.add_row(a, b, *(f"{values[m]:.3f}" for m in metrics))
         if len(wide) > SIMILARITY_ROWS_SHOWN:
             table.caption = f"{len(wide) - SIMILARITY_ROWS_SHOWN} more pairs in similarity.csv"
-        if len(wide) == 0:
-            table.caption = "one entry: only its comparison with itself (1.0)"
         console.print(table)
 
 

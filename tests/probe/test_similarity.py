@@ -420,6 +420,24 @@ def test_command_writes_csv_markdown_and_heatmaps(blob_root, tmp_path):
     assert again.exit_code == 0 and set(pd.read_csv(out / "similarity.csv")["metric"]) == {"cka"}
 
 
+def test_command_on_one_entry_and_two_datasets(tmp_path):
+    root = tmp_path / "embeddings"
+    write_blob_store(root, model="only", separation=1.0, dataset="single")
+    write_blob_store(root, model="a", separation=1.0, dataset="pair")
+    write_blob_store(root, model="b", separation=2.0, dataset="pair", n_test=50)
+    out = tmp_path / "sim"
+    result = invoke("--cache-dir", str(root), "--out", str(out), "--on-mismatch", "intersect")
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(out / "similarity.csv")
+    single = frame[frame["dataset"] == "single"]
+    assert len(single) == 3 and (single["value"] == 1).all() and set(single["n_rows"]) == {300}
+    assert set(frame[frame["dataset"] == "pair"]["n_rows"]) == {250}
+    assert {p.name for p in out.glob("*.png")} == {
+        f"{d}_{m}.png" for d in ("single", "pair") for m in ALL_METRICS
+    }
+    assert "only its comparison with itself" in result.output
+
+
 @pytest.mark.parametrize(
     ("args", "argument", "message"),
     [
