@@ -9,7 +9,7 @@ from sklearn.neighbors import NearestNeighbors
 from typer.testing import CliRunner
 
 from medprobe.cache import ToolkitError
-from medprobe.probe import similarity as stats
+from medprobe.probe import similarity as similarity_module
 from medprobe.probe.cli import app
 from medprobe.probe.similarity import (
     debiased_linear_cka,
@@ -157,9 +157,9 @@ def test_mutual_knn_equals_sklearn_neighbour_sets(k):
 def test_small_chunks_give_the_same_numbers(monkeypatch):
     x, y = correlated_pair(333, 20, 9, seed=8)
     whole = [linear_cka(x, y), debiased_linear_cka(x, y), mutual_knn_alignment(x, y, 7)]
-    monkeypatch.setattr(stats, "ROWS_PER_PRODUCT", 50)
-    monkeypatch.setattr(stats, "SIMILARITIES_PER_CHUNK", 333 * 7)
-    monkeypatch.setattr(stats, "OVERLAP_TESTS_PER_CHUNK", 49 * 11)
+    monkeypatch.setattr(similarity_module, "ROWS_PER_PRODUCT", 50)
+    monkeypatch.setattr(similarity_module, "SIMILARITIES_PER_CHUNK", 333 * 7)
+    monkeypatch.setattr(similarity_module, "OVERLAP_TESTS_PER_CHUNK", 49 * 11)
     chunked = [linear_cka(x, y), debiased_linear_cka(x, y), mutual_knn_alignment(x, y, 7)]
     np.testing.assert_allclose(chunked, whole, atol=1e-10)
 
