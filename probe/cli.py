@@ -1,10 +1,12 @@
-"""`probe run | report`: few-shot and full-data probes over cached embeddings.
+"""`probe run | report | similarity`: probes over cached embeddings across label budgets and
+seeds, and how alike the models' embeddings of the same images are.
 
 Each command parses its flags, calls one library function (`medprobe.probe.runner.probe`,
-`Results.load`) and prints; library errors name library arguments, which the CLI edge rewrites
-into these flags.
+`Results.load`, `medprobe.probe.similarity_run.similarity`) and prints; library errors name
+library arguments, which the CLI edge rewrites into these flags.
 """
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from medprobe.cache.console import run_app, table_console
 from medprobe.cache.errors import ToolkitError
@@ -20,6 +23,10 @@ from medprobe.probe.backends import BACKENDS
 from medprobe.probe.report import print_report, write_report
 from medprobe.probe.results import Results
 from medprobe.probe.runner import probe
+from medprobe.probe.similarity import METRICS
+from medprobe.probe.similarity_report import SimilarityResults
+from medprobe.probe.similarity_run import SPLIT_CHOICES
+from medprobe.probe.similarity_run import similarity as compare_representations
 from medprobe.probe.sweep import KNN_VOTES, METHODS
 
 app = typer.Typer(
@@ -143,6 +150,107 @@ def report(
     path = write_report(results, results_dir)
     print_report(results, table_console())
     Console().print(f"report: {escape(str(path))}", highlight=False)
+
+
+SIMILARITY_ROWS_SHOWN = 15
+
+
+@app.command()
+def similarity(
+    datasets: Annotated[str | None, typer.Option(help="only these datasets")] = None,
+    models: Annotated[str | None, typer.Option(help="only these models (comma-separated)")] = None,
+    poolings: Annotated[str | None, typer.Option(help="only these poolings, e.g. cls")] = None,
+    metrics: Annotated[str, typer.Option(help=f"any of {','.join(METRICS)}")] = ",".join(METRICS),
+    split: Annotated[str, typer.Option(help=" | ".join(SPLIT_CHOICES))] = "all",
+    max_rows: Annotated[
+        str, typer.Option(help="a seeded sample of this many shared images, or 'all'")
+    ] = "10000",
+    seed: Annotated[int, typer.Option(help="seed of the row sample and the bootstrap")] = 0,
+    knn_k: Annotated[int, typer.Option(help="neighbours per image for mutual k-NN")] = 10,
+    on_mismatch: Annotated[
+        str,
+        typer.Option(
+            help="stores of a dataset with different images: 'error' stops, 'intersect' "
+            "compares on the ids they share"
+        ),
+    ] = "error",
+    bootstrap: Annotated[
+        int, typer.Option(help="replicates over images for 95% intervals (0: none)")
+    ] = 0,
+    include_trials: Annotated[
+        bool, typer.Option(help="also compare trial stores (extract run --limit)")
+    ] = False,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help=f"cache root (env {CACHE_DIR_ENV}; default ./embeddings)")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="results folder (default ./results/similarity-<timestamp>)"),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing --out folder")] = False,
+) -> None:
+    """Compare every pair of models (model:pooling) of each dataset on the same images: linear
+    CKA, debiased CKA, mutual k-NN alignment; writes similarity.csv, similarity.md and a heatmap
+    per dataset and metric. Reads the stores only: no model, no GPU."""
+    if max_rows.strip().lower() == "all":
+        row_cap = None
+    else:
+        try:
+            row_cap = int(max_rows)
+        except ValueError:
+            raise ToolkitError(
+                f"max_rows={max_rows!r}: expected a whole number or 'all'", argument="max_rows"
+            ) from None
+    out_dir = out or Path("results") / datetime.now(UTC).strftime("similarity-%Y%m%d-%H%M%S")
+    started = time.perf_counter()
+    results = compare_representations(
+        cache_dir,
+        datasets=_names(datasets),
+        models=_names(models),
+        poolings=_names(poolings),
+        metrics=_names(metrics) or [],
+        split=split,
+        max_rows=row_cap,
+        seed=seed,
+        knn_k=knn_k,
+        on_mismatch=on_mismatch,
+        bootstrap=bootstrap,
+        include_trials=include_trials,
+        out=out_dir,
+        overwrite=overwrite,
+    )
+    console = table_console()
+    _print_similarity(results, console)
+    console.print(
+        f"compared in {time.perf_counter() - started:.1f} s -> {escape(str(out_dir))}",
+        highlight=False,
+    )
+
+
+def _print_similarity(results: SimilarityResults, console: Console) -> None:
+    """Per dataset, the most alike pairs of different entries, one column per metric."""
+    frame = results.frame
+    for dataset, info in results.datasets.items():
+        part = frame[(frame["dataset"] == dataset) & (frame["a"] != frame["b"])]
+        table = Table(
+            title=escape(f"{dataset}: {len(info['entries'])} entries, {info['n_rows']:,} images")
+        )
+        table.add_column("a", no_wrap=True)
+        table.add_column("b", no_wrap=True)
+        metrics = results.metrics
+        for metric in metrics:
+            table.add_column(metric, justify="right")
+        if part.empty:
+            table.caption = "one entry: only its comparison with itself"
+            console.print(table)
+            continue
+        wide = part.pivot_table(index=["a", "b"], columns="metric", values="value", sort=False)
+        wide = wide.sort_values(metrics[0], ascending=False)
+        for (a, b), values in wide.head(SIMILARITY_ROWS_SHOWN).iterrows():
+            table.add_row(escape(a), escape(b), *(f"{values[m]:.3f}" for m in metrics))
+        if len(wide) > SIMILARITY_ROWS_SHOWN:
+            table.caption = f"{len(wide) - SIMILARITY_ROWS_SHOWN} more pairs in similarity.csv"
+        console.print(table)
 
 
 def main() -> None:

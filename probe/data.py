@@ -94,6 +94,7 @@ def select_targets(
     datasets: Sequence[str] | None = None,
     poolings: Sequence[str] | None = None,
     include_trials: bool = False,
+    require_comparable: bool = True,
 ) -> list[ProbeTarget]:
     """Every complete store under `cache_root` (filtered), one target per pooling.
 
@@ -102,7 +103,8 @@ def select_targets(
     file name does not match its key is probed by the key inside, with a warning. Raises when
     nothing is there to probe, a filter names nothing, two files hold one key (reading both
     would count the store twice), or two stores of one dataset disagree on their images or
-    labels (they would not be comparable).
+    labels (they would not be comparable; with `require_comparable`, as probes need:
+    similarity matches images by id itself and passes False).
     """
     entries = list_stores(cache_root)
     left_out = _left_out(entries, include_trials)
@@ -146,7 +148,8 @@ def select_targets(
         by_dataset[entry.dataset].append(open_store(entry.path))
     targets = []
     for dataset, members in sorted(by_dataset.items()):
-        _check_comparable(dataset, members)
+        if require_comparable:
+            _check_comparable(dataset, members)
         names = [s.model_name for s in members]
         for store in sorted(members, key=lambda s: (s.model_name, s.key)):
             label = store.model_name
