@@ -29,16 +29,11 @@ from medprobe.probe.similarity import (
 GRAM_VALUES_PER_BLOCK = 1 << 25
 
 
-def resample_counts(n_rows: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_resamples, n_rows) int64: how often each image is drawn in each replicate."""
-    return rng.multinomial(n_rows, np.full(n_rows, 1 / n_rows), size=n_resamples)
-
-
 def bootstrap_similarities(
     entries: Sequence[PreparedEntry], metrics: Sequence[str], counts: np.ndarray
 ) -> dict[str, np.ndarray]:
     """(N, S, S) float64 per metric: each replicate's similarity matrix, for S prepared entries
-    and `counts` (N, n) from `resample_counts`."""
+    and `counts` (N, n) from `medprobe.probe.bootstrap.resample_counts`."""
     n_rows = counts.shape[1]
     replicates: dict[str, np.ndarray] = {}
     if CKA_METRICS & set(metrics):
@@ -61,12 +56,6 @@ def bootstrap_similarities(
             alignment[:, i, j] = alignment[:, j, i] = weights @ overlap
         replicates["mutual_knn"] = alignment
     return {metric: replicates[metric] for metric in metrics}
-
-
-def percentile_interval(replicates: np.ndarray, level: float = 0.95) -> np.ndarray:
-    """(2, ...) the lower and upper percentile of `replicates` over its first axis."""
-    tail = (1 - level) / 2 * 100
-    return np.nanpercentile(replicates, [tail, 100 - tail], axis=0)
 
 
 def _pairs(n_entries: int) -> list[tuple[int, int]]:

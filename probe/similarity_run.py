@@ -19,13 +19,10 @@ import pandas as pd
 
 from medprobe.cache import Store, ToolkitError, open_store, resolve_cache_root
 from medprobe.cache.atomic import check_folder_target
+from medprobe.probe.bootstrap import resample_counts
 from medprobe.probe.data import ProbeTarget, select_targets
 from medprobe.probe.similarity import METRICS, MIN_ROWS, pairwise_similarities, prepare_entry
-from medprobe.probe.similarity_bootstrap import (
-    bootstrap_similarities,
-    percentile_interval,
-    resample_counts,
-)
+from medprobe.probe.similarity_bootstrap import bootstrap_similarities
 from medprobe.probe.similarity_report import COLUMNS, INTERVAL_COLUMNS, SimilarityResults
 
 logger = logging.getLogger(__name__)
@@ -218,9 +215,10 @@ def compare_dataset(
     matrices = pairwise_similarities(prepared, settings.metrics)
     intervals = {}
     if settings.bootstrap:
-        counts = resample_counts(n_rows, settings.bootstrap, rng)
+        counts = resample_counts(n_rows, settings.bootstrap, seed=int(rng.integers(2**63)))
         replicates = bootstrap_similarities(prepared, settings.metrics, counts)
-        intervals = {m: percentile_interval(r) for m, r in replicates.items()}
+        # Percentile intervals (2.5th and 97.5th), for every pair at once.
+        intervals = {m: np.nanpercentile(r, [2.5, 97.5], axis=0) for m, r in replicates.items()}
     rows = []
     for i, a in enumerate(entries):
         for j in range(i, len(entries)):

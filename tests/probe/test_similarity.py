@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from medprobe.cache import ToolkitError
 from medprobe.probe import similarity as similarity_module
+from medprobe.probe.bootstrap import resample_counts
 from medprobe.probe.cli import app
 from medprobe.probe.similarity import (
     debiased_linear_cka,
@@ -18,7 +19,7 @@ from medprobe.probe.similarity import (
     pairwise_similarities,
     prepare_entry,
 )
-from medprobe.probe.similarity_bootstrap import bootstrap_similarities, resample_counts
+from medprobe.probe.similarity_bootstrap import bootstrap_similarities
 from medprobe.probe.similarity_report import SimilarityResults, cluster_order
 from medprobe.probe.similarity_run import similarity
 from tests.probe.conftest import write_blob_store
@@ -197,7 +198,7 @@ def test_single_pair_functions_refuse_bad_shapes(call, message):
 def test_bootstrap_replicates_equal_recomputing_on_each_resample(dtype):
     x, y = correlated_pair(60, 9, 14, seed=10)
     entries = [prepare_entry(v.astype(dtype), ALL_METRICS, 4) for v in (x, y)]
-    counts = resample_counts(60, 6, np.random.default_rng(3))
+    counts = resample_counts(60, 6, seed=3)
     assert (counts.sum(axis=1) == 60).all()
     replicates = bootstrap_similarities(entries, ALL_METRICS, counts)
     overlap = np.array(
@@ -220,7 +221,7 @@ def test_small_bootstrap_blocks_give_the_same_replicates(monkeypatch):
 
     x, y = correlated_pair(45, 5, 8, seed=11)
     entries = [prepare_entry(v, ("cka", "cka_debiased"), 1) for v in (x, y)]
-    counts = resample_counts(45, 4, np.random.default_rng(0))
+    counts = resample_counts(45, 4, seed=0)
     whole = bootstrap_similarities(entries, ("cka", "cka_debiased"), counts)
     monkeypatch.setattr(similarity_bootstrap, "GRAM_VALUES_PER_BLOCK", 2 * 45 * 7)
     blocked = bootstrap_similarities(entries, ("cka", "cka_debiased"), counts)
