@@ -74,11 +74,11 @@ class Store:
         with h5py.File(self.path, "r") as handle:
             return tuple(s for s in SPLITS if s in handle)
 
-    def _read(self, name: str) -> np.ndarray | None:
+    def _read(self, name: str, rows: slice | None = None) -> np.ndarray | None:
         with h5py.File(self.path, "r") as handle:
             if name not in handle:
                 return None
-            return handle[name][()]
+            return handle[name][()] if rows is None else handle[name][rows]
 
     def _require_split(self, split: str) -> None:
         if split not in self.splits:
@@ -86,10 +86,10 @@ class Store:
                 f"store {self.path} has no split {split!r}; it has {list(self.splits)}"
             )
 
-    def ids(self, split: str) -> np.ndarray:
-        """(N,) str image ids of `split`, in row order."""
+    def ids(self, split: str, rows: slice | None = None) -> np.ndarray:
+        """(N,) str image ids of `split`, in row order; `rows` reads only that slice of them."""
         self._require_split(split)
-        return np.asarray([b.decode() for b in self._read(f"{split}/ids")], dtype=object)
+        return np.asarray([b.decode() for b in self._read(f"{split}/ids", rows)], dtype=object)
 
     def labels(self, split: str) -> np.ndarray:
         """(N,) int64 class indices, or (N, L) int8 for multi-label stores."""
@@ -106,14 +106,19 @@ class Store:
         raw = self._read(f"{split}/groups")
         return None if raw is None else np.asarray([b.decode() for b in raw], dtype=object)
 
-    def embeddings(self, split: str, pooling: str, dtype: Any = np.float32) -> np.ndarray:
-        """(N, D) embeddings of `split` under `pooling`, cast to `dtype` (None: as stored)."""
+    def embeddings(
+        self, split: str, pooling: str, dtype: Any = np.float32, rows: slice | None = None
+    ) -> np.ndarray:
+        """(N, D) embeddings of `split` under `pooling`, cast to `dtype` (None: as stored).
+
+        `rows` reads only that slice, so a large store can be streamed chunk by chunk.
+        """
         self._require_split(split)
         if pooling not in self.poolings:
             raise ToolkitError(
                 f"store {self.path.name} has no pooling {pooling!r}; it has {list(self.poolings)}"
             )
-        values = self._read(f"{split}/{EMBEDDINGS_GROUP}/{pooling}")
+        values = self._read(f"{split}/{EMBEDDINGS_GROUP}/{pooling}", rows)
         return values if dtype is None else values.astype(dtype, copy=False)
 
     def skipped(self) -> list[tuple[str, str]]:
