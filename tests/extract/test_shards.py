@@ -1,6 +1,9 @@
 """Sharded extraction: which shard a launcher's environment means, and shard stores streamed into
 the store one process writes (same key, rows, split order, skipped records, layout)."""
 
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,9 +19,15 @@ from medprobe.cache.paths import lock_path
 from medprobe.cache.reader import Store
 from medprobe.extract import shards
 from medprobe.extract.datasets import build_dataset
+from medprobe.extract.models import resolve_model
 from medprobe.extract.pipeline import ExtractionOptions, extract_dataset, plan_store
 from medprobe.extract.shards import parse_shard, resolve_shard, shard_device
-from tests.extract.conftest import tiny_vit_spec
+from tests.extract.conftest import (
+    TEST_VIT,
+    assert_matches_single_run,
+    tiny_vit_spec,
+    write_folder_dataset,
+)
 
 FAST = dict(num_workers=0, progress=False, batch_size=4)
 # Attributes that record when a store was written, not what it holds.
@@ -288,3 +297,32 @@ def test_a_join_held_by_another_process_is_left_to_it(folder_dataset, tmp_path, 
         )
         is None
     )
+
+
+@pytest.mark.slow
+def test_torchrun_with_two_processes_writes_the_single_run_store(tmp_path, test_vit_weights):
+    images = write_folder_dataset(tmp_path / "images", n_per_class=3)
+    corrupt(images / "malignant" / "001.png")
+    cache = tmp_path / "cache"
+    extract = Path(sys.executable).parent / "extract"
+    assert extract.is_file(), f"the console script {extract} is installed with the toolkit"
+    run_args = ["--model", TEST_VIT, "--weights", str(test_vit_weights), "--dataset", "folder"]
+    run_args += ["--data-dir", str(images), "--workers", "0", "--on-error", "skip"]
+    # `python -m torch.distributed.run` is what the `torchrun` script runs.
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc-per-node", "2", "--no-python", str(extract), "run", *run_args]
+    command += ["--cache-dir", str(cache), "--shard", "auto"]
+    finished = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, env=dict(os.environ)
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    for rank in (0, 1):
+        assert f"torchrun: RANK={rank} WORLD_SIZE=2 -> shard {rank}/2" in finished.stdout
+    assert finished.stdout.count("joined all shards into") == 1
+    (joined,) = [e.path for e in list_stores(cache)]
+    dataset = build_dataset("folder", images)
+    options = ExtractionOptions(weights=test_vit_weights, on_error="skip", **FAST)
+    (single,) = extract_dataset(
+        dataset, [resolve_model(TEST_VIT)], cache_root=tmp_path / "single", options=options
+    ).written
+    assert_matches_single_run(joined, single)
