@@ -152,15 +152,17 @@ class Submission:
 
 
 def _failure_summary(error: BaseException) -> str:
-    """The last line of a failed job's traceback (the exception itself), or, for a job that
-    never returned (killed, out of memory), the first line of submitit's account of it."""
-    message = str(error)
-    if "----------------------" in message:
-        trace = message.split("----------------------")[1]
-        lines = [line for line in trace.strip().splitlines() if line.strip()]
+    """The exception a failed job raised (its traceback's last line), or, for a job that never
+    returned (killed, out of memory, out of time), submitit's account of it."""
+    from submitit.core.utils import FailedJobError
+
+    message = str(error).strip()
+    rule = "\n----------------------\n"  # submitit frames the job's traceback with these
+    if isinstance(error, FailedJobError) and message.count(rule) >= 2:
+        lines = [line.strip() for line in message.split(rule)[1].splitlines() if line.strip()]
         if lines:
-            return lines[-1].strip()
-    return message.strip().splitlines()[0] if message.strip() else type(error).__name__
+            return lines[-1]
+    return " ".join(message.splitlines()[:2]) or type(error).__name__
 
 
 def parse_time(text: str) -> int:
@@ -180,7 +182,7 @@ def parse_time(text: str) -> int:
         shapes = {1: (0, 1, 0), 2: (0, 1, 1), 3: (1, 1, 1)}  # M, M:S, H:M:S
     if len(fields) not in shapes or min(fields, default=-1) < 0:
         raise ToolkitError(
-            f"time={text!r}: expected minutes or [D-]H:M:S as sbatch takes it, e.g. 240, "
+            f"time={text!r}: expected minutes or [D-]HH:MM:SS as sbatch takes it, e.g. 240, "
             "4:00:00 or 1-00:00:00",
             argument="time",
         )
