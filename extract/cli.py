@@ -283,6 +283,9 @@ def submit(
     adapter_options = parse_options(option or [])
     data_path = (data_dir or Path("data") / dataset).absolute()
     loaded = build_dataset(dataset, data_path, **adapter_options)
+    n_images = len(loaded.rows) if limit is None else min(limit, len(loaded.rows))
+    if shards > n_images:
+        raise ToolkitError(f"--shards {shards}: more shards than the {n_images} images to embed")
     request = ShardRequest(
         models=models,
         dataset=ConfiguredDataset(dataset, data_path, adapter_options),

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from medprobe.cache.errors import Interrupted, ToolkitError
 from medprobe.extract.config import ConfiguredDataset
-from medprobe.extract.pipeline import ExtractionOptions, ExtractionReport
+from medprobe.extract.datasets import build_dataset
+from medprobe.extract.models import resolve_model
+from medprobe.extract.pipeline import ExtractionOptions, ExtractionReport, extract_dataset
 from medprobe.extract.shards import shard_root
 
 if TYPE_CHECKING:
@@ -42,10 +44,6 @@ class ShardRequest:
 
     def run(self, shard: tuple[int, int] | None) -> ExtractionReport:
         """Extract one shard (or, with None, everything) exactly as `extract run` does."""
-        from medprobe.extract.datasets import build_dataset
-        from medprobe.extract.models import resolve_model
-        from medprobe.extract.pipeline import extract_dataset
-
         specs = [resolve_model(name) for name in self.models]
         dataset = build_dataset(self.dataset.name, self.dataset.path, **self.dataset.options)
         options = replace(self.options, shard=shard)

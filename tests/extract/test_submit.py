@@ -239,3 +239,11 @@ def test_time_limits_are_read_as_sbatch_reads_them(text, minutes):
 def test_unreadable_time_limit_is_refused(text):
     with pytest.raises(ToolkitError, match=rf"^time={re.escape(repr(text))}: "):
         parse_time(text)
+
+
+def test_more_shards_than_images_is_refused_before_anything_is_submitted(tmp_path):
+    images = write_folder_dataset(tmp_path / "images", n_per_class=2)
+    args = submit_args(images, tmp_path / "cache", tmp_path / "unused.pth", "--shards", "5")
+    result = runner.invoke(app, [*args, "--executor", "local"])
+    assert "--shards 5: more shards than the 4 images to embed" in str(result.exception)
+    assert not (tmp_path / "cache").exists()
