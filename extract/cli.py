@@ -159,8 +159,12 @@ def run(
         raise ToolkitError(f"--batch-size {batch_size}: must be at least 1")
     specs = [resolve_model(name.strip()) for name in model.split(",") if name.strip()]
     assignment = resolve_shard(shard)
+    if assignment.local_rank is not None:
+        import torch
+
+        device = shard_device(device, assignment.local_rank, torch.cuda.device_count())
     options = ExtractionOptions(
-        device=shard_device(device, assignment.local_rank),
+        device=device,
         batch_size=batch_size,
         num_workers=workers,
         on_error=on_error,

@@ -143,16 +143,21 @@ def _assignment(
     return ShardAssignment((index, count), f"{source} -> shard {index}/{count}", local_rank)
 
 
-def shard_device(device: str, local_rank: int | None) -> str:
-    """The device of a torchrun worker: 'cuda' (or 'auto' where CUDA is present) becomes
-    'cuda:LOCAL_RANK', so the processes of a node take one GPU each. Anything else is kept."""
-    if local_rank is None:
+def shard_device(device: str, local_rank: int | None, n_gpus: int) -> str:
+    """The device of a torchrun worker: 'cuda' (or 'auto' on a node with GPUs) becomes
+    'cuda:LOCAL_RANK', so the processes of a node take one GPU each. A device the user pinned
+    ('cpu', 'cuda:1') is kept. n_gpus: the GPUs this process sees."""
+    if local_rank is None or device not in ("auto", "cuda"):
         return device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else device
-    return f"cuda:{local_rank}" if device == "cuda" else device
+    if device == "auto" and n_gpus == 0:
+        return device
+    if n_gpus and local_rank >= n_gpus:
+        raise ToolkitError(
+            f"device={device!r}: LOCAL_RANK={local_rank} but this node has {n_gpus} GPU(s); "
+            "start at most that many processes per node (torchrun --nproc-per-node)",
+            argument="device",
+        )
+    return f"cuda:{local_rank}"
 
 
 def shard_root(cache_root: Path) -> Path:

@@ -120,22 +120,24 @@ def test_bad_shard_is_refused(text):
 
 
 @pytest.mark.parametrize(
-    ("device", "local_rank", "expected"),
+    ("device", "local_rank", "n_gpus", "expected"),
     [
-        ("cuda", 3, "cuda:3"),
-        ("cuda", None, "cuda"),
-        ("cuda:0", 3, "cuda:0"),  # a device the user pinned is kept
-        ("cpu", 3, "cpu"),
+        ("cuda", 3, 8, "cuda:3"),
+        ("auto", 3, 8, "cuda:3"),
+        ("auto", 1, 0, "auto"),  # no GPU here: auto stays auto (the CPU)
+        ("cuda", 1, 0, "cuda:1"),  # and --device cuda fails later, saying CUDA is not here
+        ("cuda", None, 8, "cuda"),
+        ("cuda:0", 3, 8, "cuda:0"),  # a device the user pinned is kept
+        ("cpu", 3, 8, "cpu"),
     ],
 )
-def test_torchrun_workers_take_the_gpu_of_their_local_rank(device, local_rank, expected):
-    assert shard_device(device, local_rank) == expected
+def test_torchrun_workers_take_the_gpu_of_their_local_rank(device, local_rank, n_gpus, expected):
+    assert shard_device(device, local_rank, n_gpus) == expected
 
 
-def test_auto_device_takes_the_local_rank_only_where_cuda_is():
-    import torch
-
-    assert shard_device("auto", 1) == ("cuda:1" if torch.cuda.is_available() else "auto")
+def test_more_torchrun_workers_than_gpus_is_one_clear_error():
+    with pytest.raises(ToolkitError, match=r"^device='cuda': LOCAL_RANK=2 but this node has 2 GPU"):
+        shard_device("cuda", 2, 2)
 
 
 def assert_same_store(joined: Path, single: Path) -> None:
