@@ -6,7 +6,6 @@ import re
 import signal
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -86,42 +85,37 @@ def test_local_submit_reports_a_failed_shard_and_a_rerun_gives_the_single_run_st
 
 @pytest.mark.slow
 def test_a_preempted_shard_job_is_requeued_and_resumes_from_its_journal(tmp_path, test_vit_weights):
+    options = ExtractionOptions(
+        device="cpu", weights=test_vit_weights, num_workers=0, batch_size=2, limit=48, flush_rows=2
+    )
     request = ShardRequest(
-        models=(TEST_VIT,),
-        dataset=ConfiguredDataset("digits", tmp_path),
-        cache_root=tmp_path / "cache",
-        options=ExtractionOptions(
-            weights=test_vit_weights,
-            num_workers=0,
-            batch_size=2,
-            limit=120,  # a few batches are enough to be caught between two of them
-            flush_rows=2,
-            progress=False,
-        ),
+        (TEST_VIT,), ConfiguredDataset("digits", tmp_path), tmp_path / "cache", options
     )
     submission = submit(request, executor="local", shards=1, log_folder=tmp_path / "logs")
-    journal_parts = []
+    controller = submission.jobs[0]._process
     deadline = time.time() + 300
-    while not journal_parts and time.time() < deadline and submission.jobs[0].state == "RUNNING":
-        journal_parts = list((tmp_path / "cache").glob("digits/*.journal/part-*"))
-        time.sleep(0.05)
-    assert journal_parts, "the job ended before it could be preempted"
-    # What SLURM (and submitit's local controller at the time limit) sends the job's task.
-    controller = submission.jobs[0]._process.pid
-    (task,) = Path(f"/proc/{controller}/task/{controller}/children").read_text().split()
+    while not (task := Path(f"/proc/{controller.pid}/task/{controller.pid}/children").read_text()):
+        assert time.time() < deadline and controller.poll() is None, "the job never started"
+        time.sleep(0.005)
+    while not list((tmp_path / "cache").glob("digits/*.journal/part-*")):
+        assert time.time() < deadline and controller.poll() is None, "no part was journaled"
+        time.sleep(0.005)
+    # Frozen between two batches, the job gets what SLURM sends before preempting it (and
+    # submitit's local controller before its time limit); it handles it once it runs again.
+    os.kill(int(task), signal.SIGSTOP)
     os.kill(int(task), signal.SIGUSR2)
+    os.kill(int(task), signal.SIGCONT)
     result = submission.wait()
     assert result.failed == [] and len(result.stores) == 1
     log = submission.shards[0].stderr.read_text()
     assert "this job is preempted" in log and "Requeued job" in log
-    resumed_at = int(re.search(r"resuming \S+ at row (\d+) of 120", log).group(1))
-    assert 0 < resumed_at < 120
-    dataset = build_dataset("digits", None)
+    resumed_at = int(re.search(r"resuming \S+ at row (\d+) of 48", log).group(1))
+    assert 0 < resumed_at < 48
     (single,) = extract_dataset(
-        dataset,
+        build_dataset("digits", None),
         [resolve_model(TEST_VIT)],
         cache_root=tmp_path / "single",
-        options=replace(request.options, flush_rows=1024),
+        options=options,
     ).written
     assert_matches_single_run(result.stores[0], single)
 
