@@ -40,11 +40,12 @@ probe: install ## probe every complete store: make probe SHOTS=1,5,10
 test: install ## run the test suite (offline, CPU, a few minutes)
 	$(BIN)/pytest
 
-bench: install ## probe-sweep, bootstrap, similarity and extraction benchmarks; figures go to bench/RESULTS.md by hand
+bench: install ## probe-sweep, bootstrap, similarity, extraction and shard-join benchmarks; figures go to bench/RESULTS.md by hand
 	$(BIN)/python -m bench.probe_sweep
 	$(BIN)/python -m bench.bootstrap
 	$(BIN)/python -m bench.similarity
 	$(BIN)/python -m bench.extraction
+	$(BIN)/python -m bench.shard_join
 
 lint: install ## ruff check and format check
 	$(BIN)/ruff check .

@@ -117,13 +117,14 @@ class Store:
         with handle:
             yield handle
 
-    def _read(self, name: str) -> np.ndarray | None:
-        """Dataset `name` read whole (None when absent); a failed read names the dataset."""
+    def _read(self, name: str, rows: slice | None = None) -> np.ndarray | None:
+        """Dataset `name` read whole, or its `rows` (None when absent); a failed read names
+        the dataset."""
         with self.h5() as handle:
             try:
                 if name not in handle:
                     return None
-                return handle[name][()]
+                return handle[name][()] if rows is None else handle[name][rows]
             except OSError as error:
                 raise self.read_failure(name, error) from error
 
@@ -166,8 +167,8 @@ class Store:
             )
         return values
 
-    def _strings(self, name: str) -> np.ndarray | None:
-        raw = self._read(name)
+    def _strings(self, name: str, rows: slice | None = None) -> np.ndarray | None:
+        raw = self._read(name, rows)
         if raw is None:
             return None
         try:
@@ -175,10 +176,10 @@ class Store:
         except (UnicodeDecodeError, AttributeError) as error:
             raise damaged(self.path, f"{self.path} {name} holds bytes that are not text") from error
 
-    def ids(self, split: str) -> np.ndarray:
-        """(N,) str image ids of `split`, in row order."""
+    def ids(self, split: str, rows: slice | None = None) -> np.ndarray:
+        """(N,) str image ids of `split`, in row order; `rows` reads only that slice of them."""
         self._require_split(split)
-        return self._strings(f"{split}/ids")
+        return self._strings(f"{split}/ids", rows)
 
     def labels(self, split: str) -> np.ndarray:
         """(N,) int64 class indices, or (N, L) int8 for multi-label stores; checked against
@@ -205,9 +206,12 @@ class Store:
         groups = self._strings(f"{split}/groups")
         return None if groups is None else self._require_rows(f"{split}/groups", groups, split)
 
-    def embeddings(self, split: str, pooling: str, dtype: Any = np.float32) -> np.ndarray:
+    def embeddings(
+        self, split: str, pooling: str, dtype: Any = np.float32, rows: slice | None = None
+    ) -> np.ndarray:
         """(N, D) embeddings of `split` under `pooling`, as `dtype` (None: as stored); refused
-        when a row holds NaN or Inf.
+        when a row holds NaN or Inf. `rows` reads only that slice, so a large store can be
+        streamed chunk by chunk.
 
         Read block by block into one array of `dtype`: memory is that array plus one block,
         never a second full copy, and numpy converts float16 faster than HDF5 does (h5py's
@@ -223,13 +227,17 @@ class Store:
             if name not in handle:
                 raise damaged(self.path, f"{self.path} lacks {name}")
             dataset = handle[name]
-            values = np.empty(dataset.shape, dtype=dataset.dtype if dtype is None else dtype)
-            self._require_rows(name, values, split)
+            self._require_rows(name, dataset, split)
+            first, stop, stride = (rows or slice(None)).indices(len(dataset))
+            if stride != 1:
+                raise ValueError(f"rows={rows}: a contiguous slice of rows, not every {stride}th")
+            shape = (max(0, stop - first), dataset.shape[1])
+            values = np.empty(shape, dtype=dataset.dtype if dtype is None else dtype)
             n_bad, step = 0, read_block_rows(dataset)
             for start in range(0, len(values), step):
                 block = values[start : start + step]
                 try:
-                    block[...] = dataset[start : start + len(block)]
+                    block[...] = dataset[first + start : first + start + len(block)]
                 except OSError as error:
                     raise self.read_failure(name, error) from error
                 n_bad += nonfinite_rows(block)

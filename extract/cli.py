@@ -1,4 +1,4 @@
-"""`extract run | models | datasets`: embed datasets with frozen models into the cache."""
+"""`extract run | submit | models | datasets`: embed datasets with frozen models into the cache."""
 
 import dataclasses
 from pathlib import Path
@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from medprobe.cache.console import run_app, table_console
@@ -15,7 +16,9 @@ from medprobe.extract.config import DATA_CONFIG_ENV, ConfiguredDataset, load_dat
 from medprobe.extract.datasets import DATASETS, build_dataset
 from medprobe.extract.models import resolve_model
 from medprobe.extract.pipeline import ON_ERROR_CHOICES, ExtractionOptions, extract_dataset
-from medprobe.extract.shards import parse_shard
+from medprobe.extract.shards import resolve_shard, shard_device
+from medprobe.extract.submit import DEFAULT_TIME, ShardRequest, SlurmResources
+from medprobe.extract.submit import submit as submit_shards
 
 app = typer.Typer(
     help="Run frozen vision models once over every image and cache the embeddings (HDF5).",
@@ -126,8 +129,9 @@ def run(
     shard: Annotated[
         str | None,
         typer.Option(
-            help="i/n: run slice i of n (one per GPU or array task); the last shard "
-            "to finish joins them into the usual store"
+            help="i/n: run slice i of n (one per GPU or array task), or 'auto': i and n from "
+            "torchrun (RANK, WORLD_SIZE; the GPU from LOCAL_RANK) or SLURM (array task, or "
+            "task); the last shard to finish joins them into the usual store"
         ),
     ] = None,
     cache_pixels: Annotated[
@@ -154,6 +158,11 @@ def run(
     if batch_size < 1:
         raise ToolkitError(f"--batch-size {batch_size}: must be at least 1")
     specs = [resolve_model(name.strip()) for name in model.split(",") if name.strip()]
+    assignment = resolve_shard(shard)
+    if assignment.local_rank is not None:
+        import torch
+
+        device = shard_device(device, assignment.local_rank, torch.cuda.device_count())
     options = ExtractionOptions(
         device=device,
         batch_size=batch_size,
@@ -165,11 +174,13 @@ def run(
         pretrained=pretrained,
         compile=compile,
         cache_pixels=cache_pixels,
-        shard=parse_shard(shard) if shard else None,
+        shard=assignment.shard,
         decode=decode,
     )
     root = resolve_cache_root(cache_dir)
     console = Console()
+    if shard is not None:
+        console.print(f"shard: {assignment.source}, device {options.device}")
     for item in _datasets_to_run(dataset, data_dir, config, parse_options(option or [])):
         loaded = build_dataset(item.name, item.path, **item.options)
         console.print(
@@ -190,6 +201,146 @@ def run(
             )
             for image_id, reason in report.failures.items():
                 console.print(f"    {image_id}: {reason}")
+
+
+@app.command()
+def submit(
+    model: Annotated[
+        str, typer.Option(help="model name(s), comma-separated, as for `extract run`")
+    ],
+    dataset: Annotated[str, typer.Option(help="dataset adapter (see `extract datasets`)")],
+    shards: Annotated[int, typer.Option(help="number of shard jobs (one GPU each)")],
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="'slurm': one job array (run on a login node); 'local': one process per shard "
+            "on this machine"
+        ),
+    ] = "slurm",
+    data_dir: Annotated[
+        Path | None, typer.Option(help="dataset root (default data/DATASET)")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help=f"cache root (env {CACHE_DIR_ENV}; default ./embeddings)")
+    ] = None,
+    option: Annotated[
+        list[str] | None, typer.Option(help="adapter option key=value, repeatable")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N, in each job")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="images per batch")] = 64,
+    workers: Annotated[
+        int | None, typer.Option(help="decode workers per job (default: its cores - 1)")
+    ] = None,
+    on_error: Annotated[str, typer.Option(help="unreadable image: 'fail' or 'skip'")] = "fail",
+    limit: Annotated[int | None, typer.Option(help="only N images, spread evenly")] = None,
+    dtype: Annotated[str, typer.Option(help="stored precision: float16 | float32")] = "float16",
+    weights: Annotated[
+        Path | None, typer.Option(help="local checkpoint file (one --model only)")
+    ] = None,
+    pretrained: Annotated[bool, typer.Option(help="--no-pretrained: random init")] = True,
+    decode: Annotated[str, typer.Option(help="'cpu' or 'gpu' (nvJPEG) decoding")] = "cpu",
+    partition: Annotated[str | None, typer.Option(help="SLURM partition")] = None,
+    gpus_per_node: Annotated[
+        int | None,
+        typer.Option(
+            help="GPUs per job (SLURM); with --executor local, the GPUs of this machine that "
+            "the shards share round robin (default: all)"
+        ),
+    ] = None,
+    cpus_per_task: Annotated[
+        int | None, typer.Option(help="SLURM CPUs per job: decoding needs several")
+    ] = None,
+    mem: Annotated[str | None, typer.Option(help="SLURM memory per job, e.g. 64G")] = None,
+    time: Annotated[
+        str, typer.Option(help="time limit per job (minutes or [D-]H:M:S); requeued past it")
+    ] = DEFAULT_TIME,
+    account: Annotated[str | None, typer.Option(help="SLURM account")] = None,
+    qos: Annotated[str | None, typer.Option(help="SLURM quality of service")] = None,
+    array_parallelism: Annotated[
+        int | None, typer.Option(help="at most this many SLURM array tasks at once")
+    ] = None,
+    log_dir: Annotated[
+        Path | None,
+        typer.Option(help="submitit's folder for job logs (default CACHE/submitit/TIMESTAMP)"),
+    ] = None,
+    wait: Annotated[
+        bool | None,
+        typer.Option(
+            help="block until every shard ended and the store is joined (default: yes for "
+            "--executor local, no for slurm)"
+        ),
+    ] = None,
+) -> None:
+    """Run `extract run --shard i/N` for every i as cluster jobs (submitit), joined at the end.
+
+    Preempted or timed-out jobs are requeued and resume from their journals; rerunning the same
+    command reruns only what is unfinished.
+    """
+    if on_error not in ON_ERROR_CHOICES:
+        raise ToolkitError(f"--on-error {on_error!r}: choose one of {list(ON_ERROR_CHOICES)}")
+    if batch_size < 1:
+        raise ToolkitError(f"--batch-size {batch_size}: must be at least 1")
+    models = tuple(name.strip() for name in model.split(",") if name.strip())
+    for name in models:
+        resolve_model(name)  # an unknown name fails here, not in N jobs
+    root = resolve_cache_root(cache_dir).absolute()
+    adapter_options = parse_options(option or [])
+    data_path = (data_dir or Path("data") / dataset).absolute()
+    loaded = build_dataset(dataset, data_path, **adapter_options)
+    n_images = len(loaded.rows) if limit is None else min(limit, len(loaded.rows))
+    if shards > n_images:
+        raise ToolkitError(f"--shards {shards}: more shards than the {n_images} images to embed")
+    request = ShardRequest(
+        models=models,
+        dataset=ConfiguredDataset(dataset, data_path, adapter_options),
+        cache_root=root,
+        options=ExtractionOptions(
+            device=device,
+            batch_size=batch_size,
+            num_workers=workers,
+            on_error=on_error,
+            limit=limit,
+            dtype=dtype,
+            weights=None if weights is None else weights.absolute(),
+            pretrained=pretrained,
+            progress=False,
+            decode=decode,
+        ),
+    )
+    resources = SlurmResources(
+        partition=partition,
+        gpus_per_node=gpus_per_node,
+        cpus_per_task=cpus_per_task,
+        mem=mem,
+        time=time,
+        account=account,
+        qos=qos,
+        array_parallelism=array_parallelism,
+    )
+    submission = submit_shards(
+        request, executor=executor, shards=shards, log_folder=log_dir, resources=resources
+    )
+    console = Console(soft_wrap=True)  # paths stay whole, to be pasted
+    console.print(
+        f"[bold]{dataset}[/]: {len(loaded.rows)} images in {shards} shard job(s) ({executor}): "
+        + ", ".join(s.job_id for s in submission.shards)
+    )
+    console.print(f"  logs: {submission.log_folder}")
+    if not (executor == "local" if wait is None else wait):
+        return
+    console.print("  waiting for every shard to end (Ctrl-C stops waiting) ...")
+    result = submission.wait()
+    for path in result.stores:
+        console.print(f"  [green]store[/] {path}")
+    if result.failed:
+        for status in result.failed:
+            console.print(
+                f"  [red]shard {status.index}/{shards} (job {status.job_id}) failed:[/] "
+                f"{escape(status.error or '')}\n    stdout: {status.stdout}\n"
+                f"    stderr: {status.stderr}"
+            )
+        console.print("  fix the cause and rerun the same command: finished shards are kept")
+        raise typer.Exit(1)
 
 
 @app.command()

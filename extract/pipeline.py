@@ -95,8 +95,10 @@ def resolve_device(device: str) -> torch.device:
 
 
 def default_num_workers() -> int:
-    """Decoding is the CPU-bound part: use every core but one for it."""
-    return max(0, min(16, (os.cpu_count() or 1) - 1))
+    """Decoding is the CPU-bound part: use every core but one for it. The cores are those this
+    process may run on (a SLURM job or a container gets fewer than the node has)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(0, min(16, (cores or 1) - 1))
 
 
 def select_rows(n_rows: int, limit: int | None) -> np.ndarray:

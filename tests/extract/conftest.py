@@ -60,3 +60,39 @@ def tiny_vit_weights(tmp_path) -> Path:
     path = tmp_path / "tiny_vit.pth"
     torch.save(model.state_dict(), path)
     return path
+
+
+TEST_VIT = "timm:test_vit.r160_in1k"
+
+
+@pytest.fixture
+def test_vit_weights(tmp_path) -> Path:
+    """A checkpoint for timm's smallest ViT, which the CLI reaches by name (`TEST_VIT` with
+    --weights): fixed weights, so separate processes compute the same embeddings."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_vit.r160_in1k", pretrained=False, num_classes=0)
+    path = tmp_path / "test_vit.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def assert_matches_single_run(path: Path, single: Path) -> None:
+    """Same key, ids, labels, splits and skipped records as `single`; embeddings equal within
+    float16 rounding (another process batches, and so rounds float32 sums, its own way)."""
+    from medprobe.cache import open_store
+
+    store, reference = open_store(path), open_store(single)
+    assert store.key == reference.key and store.splits == reference.splits
+    assert store.skipped() == reference.skipped()
+    for split in reference.splits:
+        assert store.ids(split).tolist() == reference.ids(split).tolist()
+        np.testing.assert_array_equal(store.labels(split), reference.labels(split))
+        for pooling in reference.poolings:
+            np.testing.assert_allclose(
+                store.embeddings(split, pooling),
+                reference.embeddings(split, pooling),
+                rtol=2e-3,
+                atol=1e-3,
+            )
