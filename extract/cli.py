@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from medprobe.cache.console import run_app, table_console
@@ -14,7 +15,7 @@ from medprobe.cache.root import CACHE_DIR_ENV, resolve_cache_root
 from medprobe.extract.config import DATA_CONFIG_ENV, ConfiguredDataset, load_data_config
 from medprobe.extract.datasets import DATASETS, build_dataset
 from medprobe.extract.models import resolve_model
-from medprobe.extract.pipeline import ON_ERROR_CHOICES, ExtractionOptions, extract_dataset
+from medprobe.extract.pipeline import ExtractionOptions, extract_dataset
 from medprobe.extract.shards import parse_shard
 
 app = typer.Typer(
@@ -46,6 +47,23 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
+def model_names(text: str) -> list[str]:
+    """The comma-separated names of `--model`: at least one, none twice."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise ToolkitError(
+            f"model={text!r}: names no model; pass --model NAME[,NAME...] (see `extract models`)",
+            argument="model",
+        )
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ToolkitError(
+            f"model={text!r}: model {twice[0]!r} is named twice; name each model once",
+            argument="model",
+        )
+    return names
+
+
 def _datasets_to_run(
     dataset: str | None, data_dir: Path | None, config: Path | None, options: dict[str, Any]
 ) -> list[ConfiguredDataset]:
@@ -58,7 +76,7 @@ def _datasets_to_run(
     present = []
     for item in configured:
         if DATASETS[item.name].needs_data_dir and not item.path.exists():
-            Console().print(f"skipping {item.name}: {item.path} does not exist")
+            Console().print(escape(f"skipping {item.name}: {item.path} does not exist"))
             continue
         present.append(ConfiguredDataset(item.name, item.path, {**item.options, **options}))
     if not present:
@@ -103,7 +121,9 @@ def run(
     batch_size: Annotated[
         int, typer.Option(help="images per batch; halves itself on CUDA OOM")
     ] = 64,
-    workers: Annotated[int | None, typer.Option(help="decode workers (default: cores - 1)")] = None,
+    num_workers: Annotated[
+        int | None, typer.Option("--workers", help="decode workers (default: cores - 1)")
+    ] = None,
     on_error: Annotated[
         str,
         typer.Option(
@@ -149,15 +169,11 @@ def run(
 
     A store that is already complete is skipped; an interrupted one resumes where it stopped.
     """
-    if on_error not in ON_ERROR_CHOICES:
-        raise ToolkitError(f"--on-error {on_error!r}: choose one of {list(ON_ERROR_CHOICES)}")
-    if batch_size < 1:
-        raise ToolkitError(f"--batch-size {batch_size}: must be at least 1")
-    specs = [resolve_model(name.strip()) for name in model.split(",") if name.strip()]
+    names = model_names(model)
     options = ExtractionOptions(
         device=device,
         batch_size=batch_size,
-        num_workers=workers,
+        num_workers=num_workers,
         on_error=on_error,
         limit=limit,
         dtype=dtype,
@@ -168,20 +184,22 @@ def run(
         shard=parse_shard(shard) if shard else None,
         decode=decode,
     )
+    specs = [resolve_model(name) for name in names]
     root = resolve_cache_root(cache_dir)
     console = Console()
     for item in _datasets_to_run(dataset, data_dir, config, parse_options(option or [])):
         loaded = build_dataset(item.name, item.path, **item.options)
         console.print(
-            f"[bold]{item.name}[/]: {len(loaded.rows)} images, {loaded.info.get('split', '')}"
+            f"[bold]{escape(item.name)}[/]: {len(loaded.rows)} images, "
+            + escape(str(loaded.info.get("split", "")))
         )
         report = extract_dataset(loaded, specs, cache_root=root, options=options)
         for path in report.skipped_complete:
-            console.print(f"  already complete, skipped: {path}")
+            console.print(f"  already complete, skipped: {escape(str(path))}")
         for path in report.written:
-            console.print(f"  [green]wrote[/] {path}")
+            console.print(f"  [green]wrote[/] {escape(str(path))}")
         for path in report.joined:
-            console.print(f"  [green]joined all shards into[/] {path}")
+            console.print(f"  [green]joined all shards into[/] {escape(str(path))}")
         if report.images_per_second:
             console.print(f"  {report.images_per_second:.1f} images/s end to end")
         if report.failures:
@@ -189,7 +207,7 @@ def run(
                 f"  [yellow]{len(report.failures)} image(s) left out (recorded in the store):[/]"
             )
             for image_id, reason in report.failures.items():
-                console.print(f"    {image_id}: {reason}")
+                console.print(f"    {escape(image_id)}: {escape(reason)}")
 
 
 @app.command()
@@ -212,7 +230,7 @@ def models(
     console = table_console()
     if check is not None:
         for key, value in check_model(check).items():
-            console.print(f"{key:>16}: {value}")
+            console.print(f"{key:>16}: {escape(str(value))}")
         return
     if markdown:
         print(markdown_table(describe_models(with_costs=True, with_notes=True)))
