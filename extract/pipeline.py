@@ -126,8 +126,8 @@ class ExtractionOptions:
                 refuse(
                     "weights",
                     str(self.weights),
-                    "a checkpoint is pretrained weights, and pretrained=False asks for a "
-                    "random init; drop one of the two",
+                    "a checkpoint file is pretrained weights, and a random init was asked for "
+                    "(pretrained=False, --no-pretrained); drop one of the two",
                 )
 
 

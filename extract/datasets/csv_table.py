@@ -63,6 +63,13 @@ def decode_utf8(path: Path, data: bytes) -> str:
             f"{path}: UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8 "
             "(e.g. `iconv -f utf-16 -t utf-8`)"
         )
+    nul = data.find(b"\0")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise ToolkitError(
+            f"{path}, line {line}: a NUL byte; this is not a text CSV "
+            "(a binary file, or UTF-16 without a byte-order mark?)"
+        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
