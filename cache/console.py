@@ -1,15 +1,15 @@
 """The edge where errors become one message and an exit code, shared by the three CLIs.
 
 Exit codes: 0 success, 1 a check that found a problem (`cache verify`), 2 bad input or state
-the user can fix, 130 interrupted. Library messages name library arguments (`knn_k=0: …`);
-here they are rewritten into the command's own flags (`--knn-k 0: …`). Logging stays at
-warnings unless `-v`/`--verbose` is given anywhere on the command line.
+the user can fix, 130 interrupted. Library messages name library arguments as `name=value`
+(`knn_k=0: …`); here they are rewritten into the command's own flags (`--knn-k 0: …`).
+Logging stays at warnings unless `-v`/`--verbose` is given anywhere on the command line.
 """
 
 import logging
+import re
 import sys
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -29,32 +29,54 @@ def table_console() -> Console:
     return console if console.is_terminal else Console(width=140)
 
 
-def _flags_by_argument(app: typer.Typer) -> dict[str, str]:
-    """Library argument name -> the CLI flag that sets it, over every command of `app`."""
+def _flags_by_argument(app: typer.Typer) -> dict[str, tuple[str, str | None]]:
+    """Library argument name -> (its CLI flag, the flag's negative form for booleans), over
+    every command of `app`."""
     command = typer.main.get_command(app)
-    commands = command.commands.values() if isinstance(command, click.Group) else [command]
-    flags: dict[str, str] = {}
+    commands = getattr(command, "commands", {}).values() or [command]
+    flags: dict[str, tuple[str, str | None]] = {}
     for each in commands:
         for param in each.params:
             long_flags = [o for o in param.opts if o.startswith("--")]
+            negative = next(iter(getattr(param, "secondary_opts", []) or []), None)
             if param.name and long_flags:
-                flags.setdefault(param.name, long_flags[0])
+                flags.setdefault(param.name, (long_flags[0], negative))
     return flags
 
 
+# `name=value` as library messages write an argument: a list, a quoted string or one token.
+_ASSIGNMENT = re.compile(r"\b([a-z][a-z0-9_]*)=(\[[^\]]*\]|'[^']*'|\"[^\"]*\"|[^\s:;,]+)")
+
+
 def cli_message(error: ToolkitError, app: typer.Typer) -> str:
-    """The error's text with a leading `argument=value` written as the CLI flag."""
-    message = str(error)
-    if error.argument is not None and message.startswith(f"{error.argument}="):
-        flag = _flags_by_argument(app).get(error.argument)
-        if flag is not None:
-            message = f"{flag} {message[len(error.argument) + 1 :]}"
-    return message
+    """The error's text with every `argument=value` of a known argument written as the
+    command's flag: `knn_k=0` -> `--knn-k 0`, `allow_fewer=True` -> `--allow-fewer`,
+    `shots=[0, 5]` -> `--shots 0,5`."""
+    flags = _flags_by_argument(app)
+
+    def as_flag(match: re.Match[str]) -> str:
+        name, value = match.groups()
+        if name not in flags:
+            return match.group(0)
+        flag, negative = flags[name]
+        if value == "True":
+            return flag
+        if value == "False":
+            return negative or match.group(0)
+        if value.startswith("[") and value.endswith("]"):
+            value = ",".join(item.strip().strip("'\"") for item in value[1:-1].split(","))
+        return f"{flag} {value}"
+
+    return _ASSIGNMENT.sub(as_flag, str(error))
 
 
 def run_app(app: typer.Typer, argv: list[str] | None = None) -> None:
     """Run a typer app and exit with its code; a ToolkitError prints as one red line (no
-    traceback, user text escaped so rich shows `[brackets]` in file names) and exits 2."""
+    traceback, user text escaped so rich shows `[brackets]` in file names) and exits 2.
+
+    Typer's standalone mode already turns usage errors into a message and exit 2, Ctrl-C into
+    130 and `typer.Exit(code)` into `code`; what it lets through is ours to report.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = any(a in VERBOSE_FLAGS for a in args)
     args = [a for a in args if a not in VERBOSE_FLAGS]
@@ -64,20 +86,10 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> None:
     )
     stderr = Console(stderr=True, highlight=False)
     try:
-        code = app(args=args, standalone_mode=False)
+        app(args=args, standalone_mode=True)
     except ToolkitError as error:
         stderr.print(f"[bold red]error:[/] {escape(cli_message(error, app))}")
         sys.exit(EXIT_USER_ERROR)
     except Interrupted as interrupted:
         stderr.print(escape(str(interrupted)))
         sys.exit(EXIT_INTERRUPTED)
-    except (typer.Abort, KeyboardInterrupt):
-        stderr.print("interrupted")
-        sys.exit(EXIT_INTERRUPTED)
-    except click.ClickException as error:  # usage errors arrive here in non-standalone mode
-        error.show()
-        sys.exit(error.exit_code)
-    # Non-standalone typer returns an Exit's code instead of raising it; Ctrl-C arrives as 130.
-    if code == EXIT_INTERRUPTED:
-        stderr.print("interrupted")
-    sys.exit(code if isinstance(code, int) else 0)

@@ -8,8 +8,9 @@ probe raise them, and only the CLIs turn them into a message and an exit code.
 class ToolkitError(Exception):
     """Bad input or state a user can fix; the message names the value, the limit and the fix.
 
-    `argument` names the library argument the message is about when there is one; the message
-    then starts with `argument=value`, which a CLI rewrites into its own flag (`--knn-k 0`).
+    Messages write library arguments as `name=value` (`knn_k=0: every k must be at least 1`;
+    `… or pass allow_fewer=True`), which a CLI rewrites into its own flags (`--knn-k 0`,
+    `--allow-fewer`); `argument` names the argument the error is about, when there is one.
     """
 
     def __init__(self, message: str, *, argument: str | None = None) -> None:

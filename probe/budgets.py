@@ -34,39 +34,60 @@ class Budget:
         return self.kind != "full"
 
 
-def parse_budgets(shots: str | None, fractions: str | None, full: bool) -> list[Budget]:
-    """Budgets from the CLI's text; every value is checked before anything runs."""
+def make_budgets(
+    shots: Sequence[int] | None = None,
+    fractions: Sequence[float] | None = None,
+    full: bool = False,
+) -> list[Budget]:
+    """Budgets from numbers, sorted and deduplicated; every value is checked before anything
+    runs, and errors name the library argument."""
     budgets: list[Budget] = []
+    for value in shots or ():
+        if isinstance(value, bool) or not float(value).is_integer() or value < 1:
+            raise ToolkitError(
+                f"shots={list(shots or ())}: shots must be whole numbers of at least 1, got "
+                f"{value!r}",
+                argument="shots",
+            )
+        budgets.append(Budget("shots", int(value)))
+    for value in fractions or ():
+        if not 0 < value <= 1:
+            raise ToolkitError(
+                f"fractions={list(fractions or ())}: {value} is not in (0, 1]",
+                argument="fractions",
+            )
+        budgets.append(Budget("fraction", float(value)))
+    if full:
+        budgets.append(Budget("full"))
+    if not budgets:
+        raise ToolkitError("no label budget: pass shots=[1, 5, 10], fractions=[0.1] or full=True")
+    return sorted(set(budgets), key=lambda b: (KIND_ORDER[b.kind], b.value))
+
+
+def parse_budgets(shots: str | None, fractions: str | None, full: bool) -> list[Budget]:
+    """Budgets from command-line text (`--shots 1,5,10`, `--fractions 0.01,0.1`)."""
+    shot_values: list[int] = []
     for text in (shots or "").split(","):
         if not text.strip():
             continue
         try:
-            value = int(text)
+            shot_values.append(int(text))
         except ValueError:
             raise ToolkitError(
                 f"--shots {shots!r}: {text.strip()!r} is not a whole number; "
                 "use e.g. --shots 1,5,10"
             ) from None
-        if value < 1:
-            raise ToolkitError(f"--shots {shots!r}: shots must be at least 1, got {value}")
-        budgets.append(Budget("shots", value))
+    fraction_values: list[float] = []
     for text in (fractions or "").split(","):
         if not text.strip():
             continue
         try:
-            value = float(text)
+            fraction_values.append(float(text))
         except ValueError:
             raise ToolkitError(
                 f"--fractions {fractions!r}: {text.strip()!r} is not a number"
             ) from None
-        if not 0 < value <= 1:
-            raise ToolkitError(f"--fractions {fractions!r}: {value} is not in (0, 1]")
-        budgets.append(Budget("fraction", value))
-    if full:
-        budgets.append(Budget("full"))
-    if not budgets:
-        raise ToolkitError("no label budget: pass --shots 1,5,10, --fractions 0.1 or --full")
-    return sorted(set(budgets), key=lambda b: (KIND_ORDER[b.kind], b.value))
+    return make_budgets(shot_values, fraction_values, full)
 
 
 def budget_seed(dataset: str, budget: Budget, seed: int) -> int:
@@ -108,10 +129,10 @@ def draw_support(
         )
         if wanted > len(members):
             if not allow_fewer:
-                flag = "--shots" if budget.kind == "shots" else "--fractions"
+                argument = "shots" if budget.kind == "shots" else "fractions"
                 raise ToolkitError(
                     f"{budget.label} needs {wanted} training images of {name} in {dataset}, "
-                    f"which has {len(members)}; lower {flag} or pass --allow-fewer"
+                    f"which has {len(members)}; lower {argument} or pass allow_fewer=True"
                 )
             wanted = len(members)
         chosen.append(rng.choice(members, size=wanted, replace=False))

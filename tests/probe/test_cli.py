@@ -179,3 +179,26 @@ def test_console_script_exits_2_with_a_one_line_error(tmp_path):
     )
     assert completed.returncode == 2
     assert "error:" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_library_argument_names_become_the_commands_flags():
+    from medprobe.cache.console import cli_message
+
+    cases = {
+        "shots=[0, 5]: shots must be at least 1": "--shots 0,5: shots must be at least 1",
+        "knn_k=0: low; or pass allow_fewer=True": "--knn-k 0: low; or pass --allow-fewer",
+        "seeds=0: must be at least 1": "--seeds 0: must be at least 1",
+        "unknown=3 stays as written": "unknown=3 stays as written",
+    }
+    for message, expected in cases.items():
+        assert cli_message(ToolkitError(message), app) == expected
+
+
+def test_a_usage_error_is_a_message_and_exit_2_not_a_traceback(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "-c", "from medprobe.probe.cli import main; main()", "run", "--nope"],
+        capture_output=True,
+        text=True,
+    )
+    assert completed.returncode == 2
+    assert "No such option" in completed.stderr and "Traceback" not in completed.stderr
