@@ -15,7 +15,12 @@ from medprobe.cache.root import CACHE_DIR_ENV, resolve_cache_root
 from medprobe.extract.config import DATA_CONFIG_ENV, ConfiguredDataset, load_data_config
 from medprobe.extract.datasets import DATASETS, build_dataset
 from medprobe.extract.models import resolve_model
-from medprobe.extract.pipeline import ExtractionOptions, extract_dataset
+from medprobe.extract.pipeline import (
+    ExtractionOptions,
+    check_cache_root,
+    extract_dataset,
+    resolve_device,
+)
 from medprobe.extract.shards import parse_shard
 
 app = typer.Typer(
@@ -184,8 +189,10 @@ def run(
         shard=parse_shard(shard) if shard else None,
         decode=decode,
     )
-    specs = [resolve_model(name) for name in names]
+    resolve_device(options.device)  # before any dataset is indexed, as the cache root below
     root = resolve_cache_root(cache_dir)
+    check_cache_root(root)
+    specs = [resolve_model(name) for name in names]
     console = Console()
     for item in _datasets_to_run(dataset, data_dir, config, parse_options(option or [])):
         loaded = build_dataset(item.name, item.path, **item.options)

@@ -94,7 +94,8 @@ class ExtractionOptions:
 
     def __post_init__(self) -> None:
         def refuse(argument: str, value: Any, fix: str) -> None:
-            raise ToolkitError(f"{argument}={value!r}: {fix}", argument=argument)
+            shown = value if isinstance(value, Path) else repr(value)  # paths as typed
+            raise ToolkitError(f"{argument}={shown}: {fix}", argument=argument)
 
         if not isinstance(self.device, str) or not DEVICE_NAMES.fullmatch(self.device):
             refuse("device", self.device, "choose auto, cpu, cuda, cuda:N or mps")
@@ -121,13 +122,13 @@ class ExtractionOptions:
                 refuse("shard", self.shard, "expected (i, n) with 0 <= i < n")
         if self.weights is not None:
             if not Path(self.weights).exists():
-                refuse("weights", str(self.weights), "no such file")
+                refuse("weights", Path(self.weights), "no such file")
             if not self.pretrained:
                 refuse(
                     "weights",
-                    str(self.weights),
+                    Path(self.weights),
                     "a checkpoint file is pretrained weights, and a random init was asked for "
-                    "(pretrained=False, --no-pretrained); drop one of the two",
+                    "as well; drop one of the two",
                 )
 
 

@@ -13,7 +13,6 @@ from medprobe.extract.datasets.base import ImageDataset, TaskInfo
 from medprobe.extract.datasets.splits import stratified_split
 
 DIGITS_FRACTIONS = (0.6, 0.1, 0.3)
-DIGITS_SEED = 42
 # Upscale so a 224-px model sees strokes, not single pixels; resizing to input happens later.
 DIGITS_SIDE = 64
 

@@ -70,31 +70,42 @@ def run(*args: str, capsys) -> tuple[int, str, str]:
     return exited.value.code, captured.out, captured.err
 
 
-FOLDER_RUN = ("--dataset", "folder", "--data-dir", "{images}", "--no-pretrained", "--workers", "0")
-CSV_RUN = ("--model", "tiny-vit", "--dataset", "csv", "--no-pretrained", "--data-dir")
+TINY = ("--model", "tiny-vit")
+FOLDER = ("--dataset", "folder", "--data-dir")
+FOLDER_RUN = (*TINY, *FOLDER, "{images}", "--workers", "0")
+CSV_RUN = (*TINY, "--dataset", "csv", "--no-pretrained", "--data-dir")
 
-# (command-line arguments after `run`, the message the one line holds)
+# (command-line arguments after `run`, the message its one line holds)
 HOSTILE = [
-    (["--model", "tiny-vit", *FOLDER_RUN, "--device", "tpu"], "--device 'tpu': choose auto, cpu, cuda"),
-    (["--model", "tiny-vit", *FOLDER_RUN, "--workers", "-1"], "--workers -1: must be 0 (decode in"),
-    (["--model", "tiny-vit", *FOLDER_RUN, "--batch-size", "0"], "--batch-size 0: must be a whole number of at least 1"),
-    (["--model", "tiny-vit", *FOLDER_RUN, "--dtype", "float64"], "--dtype 'float64': choose one of ['float16', 'float32']"),
-    (["--model", "tiny-vit", *FOLDER_RUN, "--limit", "0"], "--limit 0: must be at least 1 image"),
-    (["--model", "tiny-vit", *FOLDER_RUN, "--decode", "x"], "--decode 'x': choose one of ['cpu', 'gpu']"),
-    (["--model", "tiny-vit", *FOLDER_RUN, "--on-error", "x"], "--on-error 'x': choose one of ['fail', 'skip']"),
-    (["--model", "tiny-vit", *FOLDER_RUN, "--shard", "3/3"], "--shard '3/3': expected i/n with 0 <= i < n"),
-    (["--model", ",", *FOLDER_RUN], "--model ',': names no model; pass --model NAME"),
-    (["--model", "tiny-vit, tiny-vit", *FOLDER_RUN], "model 'tiny-vit' is named twice"),
-    (["--model", "tiny-vit", *FOLDER_RUN[:-3], "--weights", "{notes}"], "--weights {notes}: not a vit_tiny_patch16_224 checkpoint timm can load"),
-    (["--model", "tiny-vit", *FOLDER_RUN, "--weights", "{notes}"], "--weights {notes}: a checkpoint file is pretrained weights"),
-    (["--model", "tiny-vit", *FOLDER_RUN, "--cache-dir", "{cache_file}"], "cache root {cache_file} is a file, not a folder"),
-    (["--model", "tiny-vit", "--dataset", "folder", "--data-dir", "{mixed}"], "mixes split folders ['test'] with other folders ['benign']"),
-    (["--model", "tiny-vit", "--dataset", "chexpert", "--data-dir", "{chexpert_parent}"], "did you mean --data-dir {chexpert_parent}/CheXpert-v1.0-small?"),
+    ([*FOLDER_RUN, "--device", "tpu"], "--device 'tpu': choose auto, cpu, cuda"),
+    ([*FOLDER_RUN, "--workers", "-1"], "--workers -1: must be 0 (decode in"),
+    ([*FOLDER_RUN, "--batch-size", "0"], "--batch-size 0: must be a whole number of at least 1"),
+    ([*FOLDER_RUN, "--dtype", "float64"], "--dtype 'float64': choose one of ['float16', 'float32"),
+    ([*FOLDER_RUN, "--limit", "0"], "--limit 0: must be at least 1 image"),
+    ([*FOLDER_RUN, "--decode", "x"], "--decode 'x': choose one of ['cpu', 'gpu']"),
+    ([*FOLDER_RUN, "--on-error", "x"], "--on-error 'x': choose one of ['fail', 'skip']"),
+    ([*FOLDER_RUN, "--shard", "3/3"], "--shard '3/3': expected i/n with 0 <= i < n"),
+    (["--model", ",", *FOLDER, "{images}"], "--model ',': names no model; pass --model NAME"),
+    (["--model", "tiny-vit, tiny-vit", *FOLDER, "{images}"], "model 'tiny-vit' is named twice"),
+    (
+        [*FOLDER_RUN, "--weights", "{notes}"],
+        "--weights {notes}: not a vit_tiny_patch16_224 checkpoint timm can load",
+    ),
+    (
+        [*FOLDER_RUN, "--weights", "{notes}", "--no-pretrained"],
+        "--weights {notes}: a checkpoint file is pretrained weights",
+    ),
+    ([*FOLDER_RUN, "--cache-dir", "{cache_file}"], "cache root {cache_file} is a file, not a"),
+    ([*TINY, *FOLDER, "{mixed}"], "mixes split folders ['test'] with other folders ['benign']"),
+    (
+        [*TINY, "--dataset", "chexpert", "--data-dir", "{chexpert_parent}"],
+        "did you mean --data-dir {chexpert_parent}/CheXpert-v1.0-small?",
+    ),
     ([*CSV_RUN, "{nan_csv}"], "{nan_csv}, line 3: label 'NaN' is missing"),
     ([*CSV_RUN, "{latin1_csv}"], "{latin1_csv}, line 3: byte 0xe9 at column"),
     ([*CSV_RUN, "{twice_csv}"], "listed twice: {twice_csv}, line 3 and {twice_csv}, line 5"),
-    (["--model", "tiny-vit", "--dataset", "folder", "--data-dir", "{latin1_name}"], "1 file name(s) under"),
-]  # fmt: skip
+    ([*TINY, *FOLDER, "{latin1_name}"], "1 file name(s) under"),
+]
 
 
 @pytest.mark.parametrize(("args", "message"), HOSTILE, ids=[m[:40] for _, m in HOSTILE])

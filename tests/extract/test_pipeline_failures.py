@@ -42,7 +42,7 @@ FAST = dict(num_workers=0, progress=False, batch_size=4)
         (dict(decode="x"), "decode='x': choose one of ['cpu', 'gpu']"),
         (dict(on_error="x"), "on_error='x': choose one of ['fail', 'skip']"),
         (dict(shard=(3, 3)), "shard=(3, 3): expected (i, n) with 0 <= i < n"),
-        (dict(weights=Path("/nonexistent.pth")), "weights='/nonexistent.pth': no such file"),
+        (dict(weights=Path("/nonexistent.pth")), "weights=/nonexistent.pth: no such file"),
         (dict(weights=Path(__file__), pretrained=False), "and a random init was asked for"),
     ],
 )
