@@ -423,9 +423,13 @@ def _write_targets(
             ]
     check_writable(sorted({t.path.parent for t in targets}))
     targets = [t for t in targets if _writable_now(t)]
-    embedders: list[Embedder] = [
-        pixels_embedder if t.model is None else _embedder(t.model, device, options) for t in targets
-    ]
+    try:
+        embedders: list[Embedder] = [
+            pixels_embedder if t.model is None else _embedder(t.model, device, options)
+            for t in targets
+        ]
+    except KeyboardInterrupt:
+        raise Interrupted(_rows_kept([], len(rows.table))) from None
     writers: list[StoreWriter] = []
     try:
         with contextlib.ExitStack() as stack:
@@ -457,10 +461,10 @@ def _write_targets(
     except OSError as error:
         if error.errno not in WRITE_ERRNOS:
             raise
-        where = error.filename or cache_root
+        folder = Path(error.filename).parent if error.filename else cache_root
         raise ToolkitError(
-            f"cannot write {where}: {error.strerror}. The rows journaled before it are kept: "
-            "free space (or pass another --cache-dir) and rerun the same command to resume"
+            f"cannot write into {folder}: {error.strerror}. The rows journaled before it are "
+            "kept: free space (or pass another --cache-dir) and rerun the same command to resume"
         ) from None
 
 
