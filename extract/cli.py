@@ -15,12 +15,8 @@ from medprobe.cache.root import CACHE_DIR_ENV, resolve_cache_root
 from medprobe.extract.config import DATA_CONFIG_ENV, ConfiguredDataset, load_data_config
 from medprobe.extract.datasets import DATASETS, build_dataset
 from medprobe.extract.models import resolve_model
-from medprobe.extract.pipeline import (
-    ExtractionOptions,
-    check_cache_root,
-    extract_dataset,
-    resolve_device,
-)
+from medprobe.extract.options import ExtractionOptions, check_cache_root, resolve_device
+from medprobe.extract.pipeline import extract_dataset
 from medprobe.extract.shards import parse_shard
 
 app = typer.Typer(

@@ -7,16 +7,11 @@ pass. Stores already complete are skipped before anything is built; partial ones
 
 import contextlib
 import errno
-import hashlib
 import logging
-import os
-import re
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +26,6 @@ from medprobe.cache import (
     store_path,
 )
 from medprobe.cache.errors import Interrupted
-from medprobe.cache.key import file_sha256
 from medprobe.cache.lock import StoreLock
 from medprobe.cache.paths import lock_path
 from medprobe.extract.datasets.base import ImageDataset
@@ -42,94 +36,33 @@ from medprobe.extract.gpu_decode import (
     check_device_decoding,
     collate_encoded,
 )
-from medprobe.extract.loader import (
-    PIXELS_POOLING,
-    CachedPixels,
-    DecodedImages,
-    collate,
-    make_loader,
-)
+from medprobe.extract.loader import CachedPixels, DecodedImages, collate, make_loader
 from medprobe.extract.models import Backbone, ModelSpec, Preprocessing, build_backbone
-from medprobe.extract.models.registry import RANDOM_INIT_SEED
-from medprobe.extract.models.sources.bundled_source import bundled_weights_path
+from medprobe.extract.options import (
+    ExtractionOptions,
+    check_cache_root,
+    check_models,
+    check_writable,
+    default_num_workers,
+    resolve_device,
+)
+from medprobe.extract.plan import (
+    pixel_cache_root,
+    pixel_store_spec,
+    plan_store,
+    select_rows,
+    subset_rows,
+)
 from medprobe.extract.progress import extraction_progress
 from medprobe.extract.shards import join_shards, shard_positions, shard_root, shard_spec
 
+__all__ = ["ExtractionOptions", "ExtractionReport", "extract_dataset"]
+
 logger = logging.getLogger(__name__)
 
-ON_ERROR_CHOICES = ("fail", "skip")
-DECODE_CHOICES = ("cpu", "gpu")
-EMBEDDING_DTYPES = ("float16", "float32")
-DEVICE_NAMES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 # Write failures a user fixes by freeing space or pointing the cache elsewhere: one line, no
 # traceback, and the journaled rows stay for the rerun.
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
-
-
-def _whole_number(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class ExtractionOptions:
-    """How to run, none of which changes a store's content except `dtype` and `pretrained`.
-
-    Every field is checked here, so a bad value is refused before any model is built or any
-    store opened; messages name the field (the CLI rewrites it into its flag)."""
-
-    device: str = "auto"
-    batch_size: int = 64
-    num_workers: int | None = None
-    on_error: str = "fail"
-    limit: int | None = None
-    dtype: str = "float16"
-    pretrained: bool = True
-    weights: Path | None = None
-    compile: bool = False
-    flush_rows: int = 1024
-    progress: bool = True
-    cache_pixels: bool = False
-    shard: tuple[int, int] | None = None
-    decode: str = "cpu"
-
-    def __post_init__(self) -> None:
-        def refuse(argument: str, value: Any, fix: str) -> None:
-            shown = value if isinstance(value, Path) else repr(value)  # paths as typed
-            raise ToolkitError(f"{argument}={shown}: {fix}", argument=argument)
-
-        if not isinstance(self.device, str) or not DEVICE_NAMES.fullmatch(self.device):
-            refuse("device", self.device, "choose auto, cpu, cuda, cuda:N or mps")
-        for argument, minimum in (("batch_size", 1), ("flush_rows", 1)):
-            value = getattr(self, argument)
-            if not _whole_number(value) or value < minimum:
-                refuse(argument, value, f"must be a whole number of at least {minimum}")
-        if self.num_workers is not None and (
-            not _whole_number(self.num_workers) or self.num_workers < 0
-        ):
-            refuse("num_workers", self.num_workers, "must be 0 (decode in this process) or more")
-        if self.limit is not None and (not _whole_number(self.limit) or self.limit < 1):
-            refuse("limit", self.limit, "must be at least 1 image (leave it out for all)")
-        for argument, choices in (
-            ("on_error", ON_ERROR_CHOICES),
-            ("dtype", EMBEDDING_DTYPES),
-            ("decode", DECODE_CHOICES),
-        ):
-            if getattr(self, argument) not in choices:
-                refuse(argument, getattr(self, argument), f"choose one of {list(choices)}")
-        if self.shard is not None:
-            index, count = self.shard
-            if not (_whole_number(index) and _whole_number(count) and 0 <= index < count):
-                refuse("shard", self.shard, "expected (i, n) with 0 <= i < n")
-        if self.weights is not None:
-            if not Path(self.weights).exists():
-                refuse("weights", Path(self.weights), "no such file")
-            if not self.pretrained:
-                refuse(
-                    "weights",
-                    Path(self.weights),
-                    "a checkpoint file is pretrained weights, and a random init was asked for "
-                    "as well; drop one of the two",
-                )
 
 
 @dataclass
@@ -151,179 +84,6 @@ class _Target:
     path: Path
     preprocessing: Preprocessing
     model: ModelSpec | None = None
-
-
-def resolve_device(device: str) -> torch.device:
-    """`device` as a torch device, refused here when this machine does not have it."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ToolkitError(
-                f"device={device!r}: CUDA is not available here; use cpu", argument="device"
-            )
-        index = int(device.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            raise ToolkitError(
-                f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA "
-                "device(s), numbered from 0",
-                argument="device",
-            )
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise ToolkitError(f"device={device!r}: MPS is not available here", argument="device")
-    return torch.device(device)
-
-
-def default_num_workers() -> int:
-    """Decoding is the CPU-bound part: use every core but one for it."""
-    return max(0, min(16, (os.cpu_count() or 1) - 1))
-
-
-def select_rows(n_rows: int, limit: int | None) -> np.ndarray:
-    """All positions, or `limit` of them spread evenly so a trial still spans classes and splits."""
-    if limit is None or limit >= n_rows:
-        return np.arange(n_rows)
-    return np.unique(np.linspace(0, n_rows - 1, limit).round().astype(np.int64))
-
-
-def subset_rows(rows: RowTable, positions: np.ndarray) -> RowTable:
-    if len(positions) == len(rows):
-        return rows
-    return RowTable(
-        ids=[rows.ids[i] for i in positions],
-        splits=[rows.splits[i] for i in positions],
-        labels=rows.labels[positions],
-        label_mask=None if rows.label_mask is None else rows.label_mask[positions],
-        groups=None if rows.groups is None else [rows.groups[i] for i in positions],
-    )
-
-
-def weights_sha256(path: Path) -> str:
-    """sha256 of a checkpoint file; of a folder (a save_pretrained directory), over each file's
-    relative path and content sha256, in path order."""
-    if path.is_file():
-        return file_sha256(str(path))
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(f"{file.relative_to(path).as_posix()}\0{file_sha256(str(file))}\n".encode())
-    return digest.hexdigest()
-
-
-def weights_identity(spec: ModelSpec, options: ExtractionOptions) -> str | None:
-    """Local checkpoints are keyed by content; hub checkpoints by their id and tag."""
-    if options.weights is not None:
-        return weights_sha256(Path(options.weights))
-    if spec.source == "bundled" and options.pretrained:
-        return file_sha256(str(bundled_weights_path()))
-    return None
-
-
-def dataset_section(dataset: ImageDataset, rows: RowTable, sources: str) -> dict[str, Any]:
-    """The dataset part of a store spec: `fingerprint` keys the ids, labels and splits, and
-    `sources` what the images are read from (file sizes and times, see `sources_fingerprint`)."""
-    return {
-        "name": dataset.name,
-        "fingerprint": rows.fingerprint(),
-        "sources": sources,
-        "options": dict(dataset.options),
-    }
-
-
-def plan_store(
-    dataset: ImageDataset,
-    rows: RowTable,
-    spec: ModelSpec,
-    options: ExtractionOptions,
-    *,
-    sources: str,
-) -> StoreSpec:
-    """The StoreSpec (and so the key) of `spec` over `rows`, computed without building the model."""
-    model = spec.identity(
-        pretrained=options.pretrained, weights_sha256=weights_identity(spec, options)
-    )
-    if not options.pretrained and options.weights is None:
-        model["init_seed"] = RANDOM_INIT_SEED  # the random weights are this seed's
-    return StoreSpec(
-        dataset=dataset_section(dataset, rows, sources),
-        model=model,
-        preprocessing=spec.preprocessing.as_dict(),
-        poolings=spec.poolings,
-        dtype=options.dtype,
-        task=dataset.task.as_dict(),
-    )
-
-
-def pixel_store_spec(
-    dataset: ImageDataset, rows: RowTable, geometry: Preprocessing, *, sources: str
-) -> StoreSpec:
-    """The preprocessed-image cache of one input geometry: uint8 (C*H*W) per row, no model."""
-    size, resize, interpolation, crop, channels = geometry.view_key
-    return StoreSpec(
-        dataset=dataset_section(dataset, rows, sources),
-        model={
-            "name": f"pixels-{size}-{resize}-{interpolation}-{crop}-{channels}ch",
-            "source": "decode",
-        },
-        preprocessing={
-            "input_size": size,
-            "resize_size": resize,
-            "interpolation": interpolation,
-            "crop": crop,
-            "channels": channels,
-        },
-        poolings=(PIXELS_POOLING,),
-        dtype="uint8",
-        task=dataset.task.as_dict(),
-    )
-
-
-def pixel_cache_root(cache_root: Path) -> Path:
-    """Pixel caches live apart (`<root>/pixels/<dataset>/`), so probes never see them."""
-    return Path(cache_root) / "pixels"
-
-
-def check_models(specs: Sequence[ModelSpec], options: ExtractionOptions) -> None:
-    """At least one model, each named once, and `weights` only with one model that can take it."""
-    if not specs:
-        raise ToolkitError("no model to run; name at least one (see `extract models`)")
-    names = [s.name for s in specs]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise ToolkitError(f"model {twice[0]!r} is named twice; name each model once")
-    if options.weights is None:
-        return
-    if len(specs) != 1:
-        raise ToolkitError("--weights names one checkpoint; pass exactly one --model with it")
-    if Path(options.weights).is_dir() and specs[0].source != "hf":
-        raise ToolkitError(
-            f"weights={options.weights}: a folder; {specs[0].name} takes a checkpoint file "
-            "(only hf: models read a save_pretrained folder)",
-            argument="weights",
-        )
-
-
-def check_cache_root(cache_root: Path) -> None:
-    """A cache root that exists must be a folder (stores go inside it)."""
-    if cache_root.exists() and not cache_root.is_dir():
-        raise ToolkitError(
-            f"cache root {cache_root} is a file, not a folder; point --cache-dir (or "
-            "$MEDPROBE_CACHE_DIR) at a folder"
-        )
-
-
-def check_writable(folders: Sequence[Path]) -> None:
-    """Create each folder stores will go into and write a scratch file there: a read-only or
-    full cache is refused before a model is built."""
-    for folder in folders:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder):
-                pass
-        except OSError as error:
-            raise ToolkitError(
-                f"cannot write stores into {folder} ({error.strerror or error}); make it "
-                "writable or pass another --cache-dir"
-            ) from None
 
 
 def extract_dataset(

@@ -20,9 +20,12 @@ from medprobe.cache import ToolkitError, open_store, verify_store
 from medprobe.cache.catalog import list_stores
 from medprobe.cache.lock import StoreLock
 from medprobe.cache.paths import journal_dir, lock_path, store_path
+from medprobe.extract import options as options_module
 from medprobe.extract import pipeline
 from medprobe.extract.datasets import build_dataset
-from medprobe.extract.pipeline import ExtractionOptions, extract_dataset, pixel_cache_root
+from medprobe.extract.models.registry import RANDOM_INIT_SEED
+from medprobe.extract.pipeline import ExtractionOptions, extract_dataset
+from medprobe.extract.plan import pixel_cache_root, pixel_store_spec
 from tests.extract.conftest import tiny_vit_spec, write_folder_dataset
 
 FAST = dict(num_workers=0, progress=False, batch_size=4)
@@ -103,7 +106,7 @@ def test_an_unwritable_cache_is_refused_before_any_model_is_built(
     def no_build(*args, **kwargs):
         raise AssertionError("the cache folder is checked before a model is built")
 
-    monkeypatch.setattr(pipeline.tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(options_module.tempfile, "TemporaryFile", read_only)
     monkeypatch.setattr(pipeline, "build_backbone", no_build)
     with pytest.raises(ToolkitError, match=r"cannot write stores into .* \(Permission denied\)"):
         extract_dataset(
@@ -242,7 +245,7 @@ def test_a_pixel_cache_another_run_is_writing_is_left_to_it(folder_dataset, tmp_
     dataset = build_dataset("folder", folder_dataset)
     spec = tiny_vit_spec()
     rows = np.arange(len(dataset.rows))
-    pixel_spec = pipeline.pixel_store_spec(
+    pixel_spec = pixel_store_spec(
         dataset, dataset.rows, spec.preprocessing, sources=dataset.sources_fingerprint(rows)
     )
     pixels = store_path(pixel_cache_root(tmp_path), pixel_spec)
@@ -291,7 +294,7 @@ def test_random_init_is_keyed_by_its_seed(folder_dataset, tmp_path):
         options=ExtractionOptions(pretrained=False, **FAST),
     )
     first, second = open_store(a.written[0]), open_store(b.written[0])
-    assert first.spec["model"]["init_seed"] == pipeline.RANDOM_INIT_SEED
+    assert first.spec["model"]["init_seed"] == RANDOM_INIT_SEED
     for split in first.splits:
         np.testing.assert_array_equal(
             first.embeddings(split, "cls"), second.embeddings(split, "cls")
