@@ -54,7 +54,8 @@ def dataset_fingerprint(
     """sha256 over (id, split, label row, group) in row order: a relabel or re-split changes it.
 
     Image bytes are not hashed (reading every image would cost a full pass); ids are paths relative
-    to the dataset root, so a dataset replaced in place under the same names keeps its key.
+    to the dataset root, so a dataset replaced in place under the same names keeps this
+    fingerprint. (extract keys each image file's size and mtime beside it: `dataset.sources`.)
     """
     digest = hashlib.sha256()
     labels = np.ascontiguousarray(labels)

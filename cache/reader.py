@@ -245,6 +245,20 @@ class Store:
             raise damaged(self.path, f"{self.path} {name}: {n_bad} rows hold NaN or Inf")
         return values
 
+    def embedding_rows(self, split: str, pooling: str, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), D) rows `rows` of `split` under `pooling`, as stored and in the order
+        given, reading only those rows (a pixel cache is far larger than memory)."""
+        self._require_split(split)
+        if pooling not in self.poolings:
+            raise ToolkitError(
+                f"store {self.path.name} has no pooling {pooling!r}; it has {list(self.poolings)}"
+            )
+        # h5py reads increasing, unique indices; the inverse puts them back in the order asked.
+        unique_rows, order = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
+        with h5py.File(self.path, "r") as handle:
+            values = handle[f"{split}/{EMBEDDINGS_GROUP}/{pooling}"][unique_rows]
+        return values[order]
+
     def skipped(self) -> list[tuple[str, str]]:
         """(image id, reason) for every image left out under --on-error skip."""
         ids = self._strings(f"{SKIPPED_GROUP}/ids")

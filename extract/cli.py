@@ -11,13 +11,12 @@ from rich.table import Table
 
 from medprobe.cache.console import run_app, table_console
 from medprobe.cache.errors import ToolkitError
-from medprobe.cache.root import CACHE_DIR_ENV, resolve_cache_root
+from medprobe.cache.root import CACHE_DIR_ENV
+from medprobe.extract.api import extract
 from medprobe.extract.config import DATA_CONFIG_ENV, ConfiguredDataset, load_data_config
-from medprobe.extract.datasets import DATASETS, build_dataset
-from medprobe.extract.models import resolve_model
-from medprobe.extract.pipeline import ON_ERROR_CHOICES, ExtractionOptions, extract_dataset
+from medprobe.extract.datasets import DATASETS
 from medprobe.extract.shards import resolve_shard, shard_device
-from medprobe.extract.submit import DEFAULT_TIME, ShardRequest, SlurmResources
+from medprobe.extract.submit import DEFAULT_TIME, SlurmResources, plan_request
 from medprobe.extract.submit import submit as submit_shards
 
 app = typer.Typer(
@@ -61,7 +60,7 @@ def _datasets_to_run(
     present = []
     for item in configured:
         if DATASETS[item.name].needs_data_dir and not item.path.exists():
-            Console().print(f"skipping {item.name}: {item.path} does not exist")
+            Console().print(escape(f"skipping {item.name}: {item.path} does not exist"))
             continue
         present.append(ConfiguredDataset(item.name, item.path, {**item.options, **options}))
     if not present:
@@ -74,10 +73,11 @@ def _datasets_to_run(
 
 @app.command()
 def run(
-    model: Annotated[
+    models: Annotated[
         str,
         typer.Option(
-            help="model name(s), comma-separated: one pass feeds all; see `extract models`"
+            "--model",
+            help="model name(s), comma-separated: one pass feeds all; see `extract models`",
         ),
     ],
     dataset: Annotated[
@@ -106,7 +106,9 @@ def run(
     batch_size: Annotated[
         int, typer.Option(help="images per batch; halves itself on CUDA OOM")
     ] = 64,
-    workers: Annotated[int | None, typer.Option(help="decode workers (default: cores - 1)")] = None,
+    num_workers: Annotated[
+        int | None, typer.Option("--workers", help="decode workers (default: cores - 1)")
+    ] = None,
     on_error: Annotated[
         str,
         typer.Option(
@@ -153,46 +155,43 @@ def run(
 
     A store that is already complete is skipped; an interrupted one resumes where it stopped.
     """
-    if on_error not in ON_ERROR_CHOICES:
-        raise ToolkitError(f"--on-error {on_error!r}: choose one of {list(ON_ERROR_CHOICES)}")
-    if batch_size < 1:
-        raise ToolkitError(f"--batch-size {batch_size}: must be at least 1")
-    specs = [resolve_model(name.strip()) for name in model.split(",") if name.strip()]
     assignment = resolve_shard(shard)
     if assignment.local_rank is not None:
         import torch
 
         device = shard_device(device, assignment.local_rank, torch.cuda.device_count())
-    options = ExtractionOptions(
-        device=device,
-        batch_size=batch_size,
-        num_workers=workers,
-        on_error=on_error,
-        limit=limit,
-        dtype=dtype,
-        weights=weights,
-        pretrained=pretrained,
-        compile=compile,
-        cache_pixels=cache_pixels,
-        shard=assignment.shard,
-        decode=decode,
-    )
-    root = resolve_cache_root(cache_dir)
     console = Console()
     if shard is not None:
-        console.print(f"shard: {assignment.source}, device {options.device}")
+        console.print(f"shard: {escape(assignment.source)}, device {escape(device)}")
     for item in _datasets_to_run(dataset, data_dir, config, parse_options(option or [])):
-        loaded = build_dataset(item.name, item.path, **item.options)
-        console.print(
-            f"[bold]{item.name}[/]: {len(loaded.rows)} images, {loaded.info.get('split', '')}"
+        report = extract(
+            item.name,
+            models,
+            data_dir=item.path,
+            cache_dir=cache_dir,
+            device=device,
+            dataset_options=item.options,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            on_error=on_error,
+            limit=limit,
+            dtype=dtype,
+            weights=weights,
+            pretrained=pretrained,
+            compile=compile,
+            cache_pixels=cache_pixels,
+            shard=assignment.shard,
+            decode=decode,
         )
-        report = extract_dataset(loaded, specs, cache_root=root, options=options)
+        console.print(
+            f"[bold]{escape(report.dataset)}[/]: {report.n_images} images, {escape(report.split)}"
+        )
         for path in report.skipped_complete:
-            console.print(f"  already complete, skipped: {path}")
+            console.print(f"  already complete, skipped: {escape(str(path))}")
         for path in report.written:
-            console.print(f"  [green]wrote[/] {path}")
+            console.print(f"  [green]wrote[/] {escape(str(path))}")
         for path in report.joined:
-            console.print(f"  [green]joined all shards into[/] {path}")
+            console.print(f"  [green]joined all shards into[/] {escape(str(path))}")
         if report.images_per_second:
             console.print(f"  {report.images_per_second:.1f} images/s end to end")
         if report.failures:
@@ -200,13 +199,13 @@ def run(
                 f"  [yellow]{len(report.failures)} image(s) left out (recorded in the store):[/]"
             )
             for image_id, reason in report.failures.items():
-                console.print(f"    {image_id}: {reason}")
+                console.print(f"    {escape(image_id)}: {escape(reason)}")
 
 
 @app.command()
 def submit(
-    model: Annotated[
-        str, typer.Option(help="model name(s), comma-separated, as for `extract run`")
+    models: Annotated[
+        str, typer.Option("--model", help="model name(s), comma-separated, as for `extract run`")
     ],
     dataset: Annotated[str, typer.Option(help="dataset adapter (see `extract datasets`)")],
     shards: Annotated[int, typer.Option(help="number of shard jobs (one GPU each)")],
@@ -228,8 +227,9 @@ def submit(
     ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N, in each job")] = "auto",
     batch_size: Annotated[int, typer.Option(help="images per batch")] = 64,
-    workers: Annotated[
-        int | None, typer.Option(help="decode workers per job (default: its cores - 1)")
+    num_workers: Annotated[
+        int | None,
+        typer.Option("--workers", help="decode workers per job (default: its cores - 1)"),
     ] = None,
     on_error: Annotated[str, typer.Option(help="unreadable image: 'fail' or 'skip'")] = "fail",
     limit: Annotated[int | None, typer.Option(help="only N images, spread evenly")] = None,
@@ -276,36 +276,22 @@ def submit(
     Preempted or timed-out jobs are requeued and resume from their journals; rerunning the same
     command reruns only what is unfinished.
     """
-    if on_error not in ON_ERROR_CHOICES:
-        raise ToolkitError(f"--on-error {on_error!r}: choose one of {list(ON_ERROR_CHOICES)}")
-    if batch_size < 1:
-        raise ToolkitError(f"--batch-size {batch_size}: must be at least 1")
-    models = tuple(name.strip() for name in model.split(",") if name.strip())
-    for name in models:
-        resolve_model(name)  # an unknown name fails here, not in N jobs
-    root = resolve_cache_root(cache_dir).absolute()
-    adapter_options = parse_options(option or [])
-    data_path = (data_dir or Path("data") / dataset).absolute()
-    loaded = build_dataset(dataset, data_path, **adapter_options)
-    n_images = len(loaded.rows) if limit is None else min(limit, len(loaded.rows))
-    if shards > n_images:
-        raise ToolkitError(f"--shards {shards}: more shards than the {n_images} images to embed")
-    request = ShardRequest(
-        models=models,
-        dataset=ConfiguredDataset(dataset, data_path, adapter_options),
-        cache_root=root,
-        options=ExtractionOptions(
-            device=device,
-            batch_size=batch_size,
-            num_workers=workers,
-            on_error=on_error,
-            limit=limit,
-            dtype=dtype,
-            weights=None if weights is None else weights.absolute(),
-            pretrained=pretrained,
-            progress=False,
-            decode=decode,
-        ),
+    request = plan_request(
+        dataset,
+        models,
+        shards=shards,
+        data_dir=data_dir,
+        cache_dir=cache_dir,
+        device=device,
+        dataset_options=parse_options(option or []),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        on_error=on_error,
+        limit=limit,
+        dtype=dtype,
+        weights=weights,
+        pretrained=pretrained,
+        decode=decode,
     )
     resources = SlurmResources(
         partition=partition,
@@ -322,22 +308,22 @@ def submit(
     )
     console = Console(soft_wrap=True)  # paths stay whole, to be pasted
     console.print(
-        f"[bold]{dataset}[/]: {len(loaded.rows)} images in {shards} shard job(s) ({executor}): "
+        f"[bold]{escape(dataset)}[/]: {shards} shard job(s) ({executor}): "
         + ", ".join(s.job_id for s in submission.shards)
     )
-    console.print(f"  logs: {submission.log_folder}")
+    console.print(f"  logs: {escape(str(submission.log_folder))}")
     if not (executor == "local" if wait is None else wait):
         return
     console.print("  waiting for every shard to end (Ctrl-C stops waiting) ...")
     result = submission.wait()
     for path in result.stores:
-        console.print(f"  [green]store[/] {path}")
+        console.print(f"  [green]store[/] {escape(str(path))}")
     if result.failed:
         for status in result.failed:
             console.print(
                 f"  [red]shard {status.index}/{shards} (job {status.job_id}) failed:[/] "
-                f"{escape(status.error or '')}\n    stdout: {status.stdout}\n"
-                f"    stderr: {status.stderr}"
+                f"{escape(status.error or '')}\n    stdout: {escape(str(status.stdout))}\n"
+                f"    stderr: {escape(str(status.stderr))}"
             )
         console.print("  fix the cause and rerun the same command: finished shards are kept")
         raise typer.Exit(1)
@@ -363,7 +349,7 @@ def models(
     console = table_console()
     if check is not None:
         for key, value in check_model(check).items():
-            console.print(f"{key:>16}: {value}")
+            console.print(f"{key:>16}: {escape(str(value))}")
         return
     if markdown:
         print(markdown_table(describe_models(with_costs=True, with_notes=True)))

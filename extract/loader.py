@@ -5,14 +5,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from medprobe.cache import Store, open_store
 from medprobe.extract.datasets.base import ImageDataset
 from medprobe.extract.models.spec import Preprocessing
 from medprobe.extract.transforms import to_model_input
+
+# The one "pooling" of a pixel cache: the decoded uint8 input, flattened.
+PIXELS_POOLING = "pixels"
+# One dataset item: (position, one uint8 view per geometry, None) or (position, None, "path:
+# reason") when the image could not be read.
+Item = tuple[int, list[torch.Tensor] | None, str | None]
 
 
 @dataclass
@@ -51,7 +57,7 @@ class DecodedImages(Dataset):
     def __len__(self) -> int:
         return len(self.row_indices)
 
-    def __getitem__(self, position: int) -> tuple[int, list[torch.Tensor] | None, str | None]:
+    def __getitem__(self, position: int) -> Item:
         return position, *self.decode(position)
 
     def decode(self, position: int) -> tuple[list[torch.Tensor] | None, str | None]:
@@ -68,40 +74,53 @@ class DecodedImages(Dataset):
 
 class CachedPixels(Dataset):
     """Item i is position i, read back from pixel stores instead of decoded: a later model over
-    the same dataset and geometry skips decoding entirely. One store per geometry, same rows."""
+    the same dataset and geometry skips decoding entirely. One store per geometry, same rows,
+    read through `medprobe.cache`'s `Store` a batch at a time (one open per store and split)."""
 
     def __init__(
         self, stores: Sequence[Path], ids: Sequence[str], views: Sequence[Preprocessing]
     ) -> None:
-        self.stores = list(stores)
+        self.stores: list[Store] = [open_store(path) for path in stores]
         self.ids = list(ids)
         self.shapes = [(v.channels, v.input_size, v.input_size) for v in views]
-        self.location: dict[str, tuple[str, int]] = {}
-        with h5py.File(self.stores[0], "r") as handle:
-            for split in ("train", "val", "test"):
-                if split in handle:
-                    for row, image_id in enumerate(handle[f"{split}/ids"][()]):
-                        self.location[image_id.decode()] = (split, row)
-        self._handles: list[h5py.File] | None = None
+        first = self.stores[0]
+        self.location: dict[str, tuple[str, int]] = {
+            image_id: (split, row)
+            for split in first.splits
+            for row, image_id in enumerate(first.ids(split))
+        }
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, position: int) -> tuple[int, list[torch.Tensor] | None, str | None]:
-        if self._handles is None:  # opened lazily: each loader worker needs its own handles
-            self._handles = [h5py.File(path, "r") for path in self.stores]
-        image_id = self.ids[position]
-        if image_id not in self.location:
-            return position, None, f"{image_id}: unreadable when the pixel cache was written"
-        split, row = self.location[image_id]
-        tensors = [
-            torch.from_numpy(handle[f"{split}/embeddings/pixels"][row].reshape(shape))
-            for handle, shape in zip(self._handles, self.shapes, strict=True)
+    def __getitem__(self, position: int) -> Item:
+        return self.__getitems__([position])[0]
+
+    def __getitems__(self, positions: Sequence[int]) -> list[Item]:
+        """The DataLoader's batched fetch: each store is read once per split for the batch."""
+        views: list[list[torch.Tensor]] = [[] for _ in positions]
+        errors: list[str | None] = [None] * len(positions)
+        slots_by_split: dict[str, list[tuple[int, int]]] = {}
+        for slot, position in enumerate(positions):
+            image_id = self.ids[position]
+            if image_id not in self.location:
+                errors[slot] = f"{image_id}: unreadable when the pixel cache was written"
+                continue
+            split, row = self.location[image_id]
+            slots_by_split.setdefault(split, []).append((slot, row))
+        for store, shape in zip(self.stores, self.shapes, strict=True):
+            for split, slots in slots_by_split.items():
+                rows = np.array([row for _, row in slots], dtype=np.int64)
+                values = store.embedding_rows(split, PIXELS_POOLING, rows)
+                for (slot, _), value in zip(slots, values, strict=True):
+                    views[slot].append(torch.from_numpy(value.reshape(shape)))
+        return [
+            (position, None, error) if error else (position, views[slot], None)
+            for slot, (position, error) in enumerate(zip(positions, errors, strict=True))
         ]
-        return position, tensors, None
 
 
-def collate(items: list[tuple[int, list[torch.Tensor] | None, str | None]]) -> DecodedBatch:
+def collate(items: list[Item]) -> DecodedBatch:
     positions = [p for p, _, _ in items]
     ok = np.array([tensors is not None for _, tensors, _ in items], dtype=bool)
     decoded = [tensors for _, tensors, _ in items if tensors is not None]

@@ -6,8 +6,8 @@ pass. Stores already complete are skipped before anything is built; partial ones
 """
 
 import contextlib
+import errno
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.markup import escape
 
 from medprobe.cache import (
     RowTable,
@@ -24,7 +25,9 @@ from medprobe.cache import (
     find_complete_store,
     store_path,
 )
-from medprobe.cache.key import file_sha256
+from medprobe.cache.errors import Interrupted
+from medprobe.cache.lock import StoreLock
+from medprobe.cache.paths import lock_path
 from medprobe.extract.datasets.base import ImageDataset
 from medprobe.extract.forward import Embedder, MicroBatcher, StoreFeed, pixels_embedder
 from medprobe.extract.gpu_decode import (
@@ -35,45 +38,50 @@ from medprobe.extract.gpu_decode import (
 )
 from medprobe.extract.loader import CachedPixels, DecodedImages, collate, make_loader
 from medprobe.extract.models import Backbone, ModelSpec, Preprocessing, build_backbone
-from medprobe.extract.models.sources.bundled_source import bundled_weights_path
+from medprobe.extract.options import (
+    ExtractionOptions,
+    check_models,
+    check_writable,
+    default_num_workers,
+    resolve_device,
+)
+from medprobe.extract.plan import (
+    pixel_cache_root,
+    pixel_store_spec,
+    plan_store,
+    select_rows,
+    subset_rows,
+)
 from medprobe.extract.progress import extraction_progress
 from medprobe.extract.shards import join_shards, shard_positions, shard_root, shard_spec
 
+__all__ = ["ExtractionOptions", "ExtractionReport", "extract_dataset"]
+
 logger = logging.getLogger(__name__)
 
-ON_ERROR_CHOICES = ("fail", "skip")
-DECODE_CHOICES = ("cpu", "gpu")
-
-
-@dataclass(frozen=True)
-class ExtractionOptions:
-    """How to run, none of which changes a store's content except `dtype` and `pretrained`."""
-
-    device: str = "auto"
-    batch_size: int = 64
-    num_workers: int | None = None
-    on_error: str = "fail"
-    limit: int | None = None
-    dtype: str = "float16"
-    pretrained: bool = True
-    weights: Path | None = None
-    compile: bool = False
-    flush_rows: int = 1024
-    progress: bool = True
-    cache_pixels: bool = False
-    shard: tuple[int, int] | None = None
-    decode: str = "cpu"
+# Write failures a user fixes by freeing space or pointing the cache elsewhere: one line, no
+# traceback, and the journaled rows stay for the rerun.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 @dataclass
 class ExtractionReport:
-    """What a run did: stores written, stores skipped as complete, images left out."""
+    """What a run did: the dataset and its split, stores written, stores skipped as complete,
+    shards joined, images left out."""
 
+    dataset: str = ""
+    n_images: int = 0
+    split: str = ""
     written: list[Path] = field(default_factory=list)
     skipped_complete: list[Path] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
     images_per_second: float | None = None
     joined: list[Path] = field(default_factory=list)
+
+    @property
+    def stores(self) -> list[Path]:
+        """Every complete store this run wrote, found or joined (for a shard: its shard store)."""
+        return [*self.written, *self.skipped_complete, *self.joined]
 
 
 @dataclass
@@ -86,104 +94,6 @@ class _Target:
     model: ModelSpec | None = None
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ToolkitError(f"--device {device}: CUDA is not available here; use --device cpu")
-    return torch.device(device)
-
-
-def default_num_workers() -> int:
-    """Decoding is the CPU-bound part: use every core but one for it. The cores are those this
-    process may run on (a SLURM job or a container gets fewer than the node has)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(0, min(16, (cores or 1) - 1))
-
-
-def select_rows(n_rows: int, limit: int | None) -> np.ndarray:
-    """All positions, or `limit` of them spread evenly so a trial still spans classes and splits."""
-    if limit is None or limit >= n_rows:
-        return np.arange(n_rows)
-    if limit < 1:
-        raise ToolkitError(f"--limit {limit}: must be at least 1")
-    return np.unique(np.linspace(0, n_rows - 1, limit).round().astype(np.int64))
-
-
-def subset_rows(rows: RowTable, positions: np.ndarray) -> RowTable:
-    if len(positions) == len(rows):
-        return rows
-    return RowTable(
-        ids=[rows.ids[i] for i in positions],
-        splits=[rows.splits[i] for i in positions],
-        labels=rows.labels[positions],
-        label_mask=None if rows.label_mask is None else rows.label_mask[positions],
-        groups=None if rows.groups is None else [rows.groups[i] for i in positions],
-    )
-
-
-def weights_identity(spec: ModelSpec, options: ExtractionOptions) -> str | None:
-    """Local checkpoints are keyed by content; hub checkpoints by their id and tag."""
-    if options.weights is not None:
-        if not Path(options.weights).is_file():
-            raise ToolkitError(f"--weights {options.weights}: no such file")
-        return file_sha256(str(options.weights))
-    if spec.source == "bundled" and options.pretrained:
-        return file_sha256(str(bundled_weights_path()))
-    return None
-
-
-def plan_store(
-    dataset: ImageDataset, rows: RowTable, spec: ModelSpec, options: ExtractionOptions
-) -> StoreSpec:
-    """The StoreSpec (and so the key) of `spec` over `rows`, computed without building the model."""
-    return StoreSpec(
-        dataset={
-            "name": dataset.name,
-            "fingerprint": rows.fingerprint(),
-            "options": dict(dataset.options),
-        },
-        model=spec.identity(
-            pretrained=options.pretrained, weights_sha256=weights_identity(spec, options)
-        ),
-        preprocessing=spec.preprocessing.as_dict(),
-        poolings=spec.poolings,
-        dtype=options.dtype,
-        task=dataset.task.as_dict(),
-    )
-
-
-def pixel_store_spec(dataset: ImageDataset, rows: RowTable, geometry: Preprocessing) -> StoreSpec:
-    """The preprocessed-image cache of one input geometry: uint8 (C*H*W) per row, no model."""
-    size, resize, interpolation, crop, channels = geometry.view_key
-    return StoreSpec(
-        dataset={
-            "name": dataset.name,
-            "fingerprint": rows.fingerprint(),
-            "options": dict(dataset.options),
-        },
-        model={
-            "name": f"pixels-{size}-{resize}-{interpolation}-{crop}-{channels}ch",
-            "source": "decode",
-        },
-        preprocessing={
-            "input_size": size,
-            "resize_size": resize,
-            "interpolation": interpolation,
-            "crop": crop,
-            "channels": channels,
-        },
-        poolings=("pixels",),
-        dtype="uint8",
-        task=dataset.task.as_dict(),
-    )
-
-
-def pixel_cache_root(cache_root: Path) -> Path:
-    """Pixel caches live apart (`<root>/pixels/<dataset>/`), so probes never see them."""
-    return Path(cache_root) / "pixels"
-
-
 def extract_dataset(
     dataset: ImageDataset,
     specs: Sequence[ModelSpec],
@@ -194,28 +104,30 @@ def extract_dataset(
     """Write one store per model in `specs` for `dataset`, in a single pass over the images.
 
     Images come from a complete pixel cache when one exists for every geometry needed, else they
-    are decoded (and, with `cache_pixels`, cached for the next model).
+    are decoded (and, with `cache_pixels`, cached for the next model). Everything that can be
+    refused (models, weights, device, cache folder) is checked before any store is opened.
+    Ctrl-C raises `Interrupted`, saying how many rows each store kept.
     """
-    if options.on_error not in ON_ERROR_CHOICES:
-        raise ToolkitError(f"--on-error {options.on_error!r}: choose one of {ON_ERROR_CHOICES}")
-    if options.decode not in DECODE_CHOICES:
-        raise ToolkitError(f"--decode {options.decode!r}: choose one of {DECODE_CHOICES}")
+    check_models(specs, options)
+    cache_root = Path(cache_root)
+    device = resolve_device(options.device)
     if options.decode == "gpu":
-        check_device_decoding([s.preprocessing for s in specs], resolve_device(options.device))
-    if options.weights is not None and len(specs) != 1:
-        raise ToolkitError("--weights names one checkpoint; pass exactly one --model with it")
+        check_device_decoding([s.preprocessing for s in specs], device)
     positions = select_rows(len(dataset.rows), options.limit)
     full_rows = subset_rows(dataset.rows, positions)
+    sources = dataset.sources_fingerprint(positions)
     if options.shard is not None:
         positions = shard_positions(positions, *options.shard)
     rows = subset_rows(dataset.rows, positions)
     data_root = str(dataset.root.resolve()) if dataset.image_path(0) is not None else None
     info = {**dataset.info, "data_root": data_root, "limit": options.limit}
-    report = ExtractionReport()
+    report = ExtractionReport(
+        dataset=dataset.name, n_images=len(full_rows), split=str(dataset.info.get("split", ""))
+    )
     targets: list[_Target] = []
     to_join: list[StoreSpec] = []
     for spec in specs:
-        store_spec = plan_store(dataset, full_rows, spec, options)
+        store_spec = plan_store(dataset, full_rows, spec, options, sources=sources)
         done = find_complete_store(cache_root, store_spec)
         if done is None and options.shard is not None:
             to_join.append(store_spec)
@@ -228,7 +140,8 @@ def extract_dataset(
         root = cache_root if options.shard is None else shard_root(cache_root)
         targets.append(_Target(store_spec, store_path(root, store_spec), spec.preprocessing, spec))
     if targets:
-        _write_targets(dataset, rows, positions, targets, cache_root, options, info, report)
+        pass_rows = _PassRows(rows, positions, sources)
+        _write_targets(dataset, pass_rows, targets, cache_root, options, device, info, report)
     for full_spec in to_join:
         joined = join_shards(full_spec, full_rows, options.shard[1], cache_root, info)
         if joined is not None:
@@ -236,73 +149,138 @@ def extract_dataset(
     return report
 
 
+@dataclass(frozen=True)
+class _PassRows:
+    """The rows one pass writes: their table, their positions in the dataset, their sources."""
+
+    table: RowTable
+    positions: np.ndarray
+    sources: str
+
+
 def _write_targets(
     dataset: ImageDataset,
-    rows: RowTable,
-    positions: np.ndarray,
+    rows: _PassRows,
     targets: list[_Target],
     cache_root: Path,
     options: ExtractionOptions,
+    device: torch.device,
     info: dict,
     report: ExtractionReport,
 ) -> None:
-    """One pass over `positions` that writes every target store (and pixel caches if asked)."""
+    """One pass over `rows` that writes every target store (and pixel caches if asked).
+
+    Models are built before any store is opened, so a model that cannot be built leaves no
+    journal behind; a pixel cache another run is writing is simply not written by this one."""
     geometries = list({t.preprocessing.view_key: t.preprocessing for t in targets}.values())
     pixel_root = pixel_cache_root(cache_root)
-    pixel_specs = [pixel_store_spec(dataset, rows, g) for g in geometries]
+    pixel_specs = [
+        pixel_store_spec(dataset, rows.table, g, sources=rows.sources) for g in geometries
+    ]
     cached = [find_complete_store(pixel_root, p) for p in pixel_specs]
     if all(cached):
-        images = CachedPixels(cached, rows.ids, geometries)
+        images = CachedPixels(cached, rows.table.ids, geometries)
         logger.info("reading decoded pixels from %s", [str(c) for c in cached])
     else:
         images_type = EncodedImages if options.decode == "gpu" else DecodedImages
-        images = images_type(dataset, positions, geometries)
+        images = images_type(dataset, rows.positions, geometries)
         if options.cache_pixels:
-            targets += [
+            targets = targets + [
                 _Target(p, store_path(pixel_root, p), g)
                 for p, g, c in zip(pixel_specs, geometries, cached, strict=True)
                 if not c
             ]
-    writers = [
-        StoreWriter(t.path, t.store_spec, rows, info=info, flush_rows=options.flush_rows)
-        for t in targets
-    ]
-    with contextlib.ExitStack() as stack:
-        for writer in writers:
-            stack.enter_context(writer)
-        _run_pass(dataset, images, targets, writers, geometries, options, report)
-        report.written += [w.finish() for w in writers if w.spec.dtype != "uint8"]
-        for writer in writers:
-            if writer.spec.dtype == "uint8":
-                logger.info("pixel cache written: %s", writer.finish())
+    check_writable(sorted({t.path.parent for t in targets}))
+    targets = [t for t in targets if _writable_now(t)]
+    try:
+        embedders: list[Embedder] = [
+            pixels_embedder if t.model is None else _embedder(t.model, device, options)
+            for t in targets
+        ]
+    except KeyboardInterrupt:
+        raise Interrupted(_rows_kept([], len(rows.table))) from None
+    writers: list[StoreWriter] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            feeds = []
+            view_keys = [g.view_key for g in geometries]
+            for target, embed in zip(targets, embedders, strict=True):
+                writer = StoreWriter(
+                    target.path, target.store_spec, rows.table, info=info,
+                    flush_rows=options.flush_rows,
+                )  # fmt: skip
+                try:
+                    stack.enter_context(writer)
+                except ToolkitError as error:
+                    if target.model is not None:
+                        raise
+                    logger.warning("pixel cache not written this time: %s", error)
+                    continue
+                writers.append(writer)
+                feeds.append(
+                    StoreFeed(writer, embed, view_keys.index(target.preprocessing.view_key))
+                )
+            _run_pass(dataset, images, writers, feeds, options, device, report)
+            report.written += [w.finish() for w in writers if w.spec.dtype != "uint8"]
+            for writer in writers:
+                if writer.spec.dtype == "uint8":
+                    logger.info("pixel cache written: %s", writer.finish())
+    except KeyboardInterrupt:
+        raise Interrupted(_rows_kept(writers, len(rows.table))) from None
+    except OSError as error:
+        if error.errno not in WRITE_ERRNOS:
+            raise
+        folder = Path(error.filename).parent if error.filename else cache_root
+        raise ToolkitError(
+            f"cannot write into {folder}: {error.strerror}. The rows journaled before it are "
+            "kept: free space (or pass another --cache-dir) and rerun the same command to resume"
+        ) from None
+
+
+def _writable_now(target: _Target) -> bool:
+    """Whether no other process writes `target` (its lock taken and released at once): a model
+    store being written elsewhere is refused before any other store's journal is opened; a
+    pixel cache being written elsewhere is left to that run."""
+    try:
+        StoreLock(lock_path(target.path)).acquire().release()
+    except ToolkitError:
+        if target.model is not None:
+            raise
+        logger.warning("pixel cache %s is being written by another run; not caching", target.path)
+        return False
+    return True
+
+
+def _embedder(spec: ModelSpec, device: torch.device, options: ExtractionOptions) -> Embedder:
+    backbone = build_backbone(spec, weights=options.weights, pretrained=options.pretrained)
+    return MicroBatcher(_prepare(backbone, device, options), device, spec)
+
+
+def _rows_kept(writers: Sequence[StoreWriter], n_rows: int) -> str:
+    """The Ctrl-C message: rows each store kept (its writer flushed them on the way out)."""
+    if not writers:
+        return "interrupted before any store was opened; nothing was written"
+    kept = {w.spec.model["name"]: w.next_row for w in writers}
+    if len(set(kept.values())) == 1:
+        counts = f"{next(iter(kept.values()))} of {n_rows} rows kept"
+    else:
+        counts = "rows kept " + ", ".join(f"{name} {n} of {n_rows}" for name, n in kept.items())
+    return f"interrupted: {counts}; rerun the same command to resume"
 
 
 def _run_pass(
     dataset: ImageDataset,
     images: DecodedImages | EncodedImages | CachedPixels,
-    targets: list[_Target],
     writers: list[StoreWriter],
-    geometries: list[Preprocessing],
+    feeds: list[StoreFeed],
     options: ExtractionOptions,
+    device: torch.device,
     report: ExtractionReport,
 ) -> None:
     start = min(w.next_row for w in writers)
     if start == len(images):
         return
-    device = resolve_device(options.device)
-    decoder = None
-    if isinstance(images, EncodedImages):
-        decoder = DeviceJpegDecoder(images, device)
-    view_keys = [g.view_key for g in geometries]
-    feeds = []
-    for target, writer in zip(targets, writers, strict=True):
-        embed: Embedder = pixels_embedder
-        if target.model is not None:
-            backbone = build_backbone(
-                target.model, weights=options.weights, pretrained=options.pretrained
-            )
-            embed = MicroBatcher(_prepare(backbone, device, options), device, target.model)
-        feeds.append(StoreFeed(writer, embed, view_keys.index(target.preprocessing.view_key)))
+    decoder = DeviceJpegDecoder(images, device) if isinstance(images, EncodedImages) else None
     num_workers = default_num_workers() if options.num_workers is None else options.num_workers
     loader = make_loader(
         images,
@@ -314,9 +292,12 @@ def _run_pass(
     )
     started = time.perf_counter()
     n_images = 0
-    description = f"{dataset.name} x {', '.join(t.store_spec.model['name'] for t in targets)}"
+    names = ", ".join(w.spec.model["name"] for w in writers)
     with extraction_progress(
-        description, total=len(images), completed=start, enabled=options.progress
+        escape(f"{dataset.name} x {names}"),
+        total=len(images),
+        completed=start,
+        enabled=options.progress,
     ) as advance:
         try:
             for loaded in loader:
@@ -334,16 +315,27 @@ def _run_pass(
                     feed.launch(batch)
                 n_images += len(batch.ok)
                 advance(len(batch.ok))
-        except (ToolkitError, KeyboardInterrupt):
-            # A bad image or Ctrl-C: the batch computed last is sound, keep it for the resume.
-            # (Other errors may come from the device itself, whose pending copies can't be trusted.)
-            for feed in feeds:
-                feed.flush()
+        except (ToolkitError, KeyboardInterrupt, OSError):
+            # A bad image, Ctrl-C or a failed write: the batch computed last is sound, keep it
+            # where its store can still take it. (Other errors may come from the device itself,
+            # whose pending copies can't be trusted.) The loader's iterator is gone by now, so
+            # its workers are shut down.
+            _flush_what_can_be_kept(feeds)
             raise
         for feed in feeds:
             feed.flush()
     elapsed = time.perf_counter() - started
     report.images_per_second = n_images / elapsed if elapsed > 0 else None
+
+
+def _flush_what_can_be_kept(feeds: Sequence[StoreFeed]) -> None:
+    """Write each feed's last launched batch; a store that cannot take it (its disk is full) is
+    left as it is, so the error that stopped the run is the one reported."""
+    for feed in feeds:
+        try:
+            feed.flush()
+        except (ToolkitError, OSError) as error:
+            logger.warning("%s: last batch not kept (%s)", feed.writer.path.name, error)
 
 
 def _prepare(backbone: Backbone, device: torch.device, options: ExtractionOptions) -> Backbone:

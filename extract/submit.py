@@ -9,16 +9,22 @@ that failed is rerun by submitting the same command again.
 
 import logging
 import math
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medprobe.cache.errors import Interrupted, ToolkitError
+from medprobe.cache.root import resolve_cache_root
+from medprobe.extract.api import extraction_options, model_names
 from medprobe.extract.config import ConfiguredDataset
 from medprobe.extract.datasets import build_dataset
 from medprobe.extract.models import resolve_model
-from medprobe.extract.pipeline import ExtractionOptions, ExtractionReport, extract_dataset
+from medprobe.extract.options import ExtractionOptions, check_models
+from medprobe.extract.pipeline import ExtractionReport, extract_dataset
+from medprobe.extract.plan import select_rows
 from medprobe.extract.shards import shard_root
 
 if TYPE_CHECKING:
@@ -48,6 +54,43 @@ class ShardRequest:
         dataset = build_dataset(self.dataset.name, self.dataset.path, **self.dataset.options)
         options = replace(self.options, shard=shard)
         return extract_dataset(dataset, specs, cache_root=self.cache_root, options=options)
+
+
+def plan_request(
+    dataset: str,
+    models: str | Sequence[str],
+    *,
+    shards: int,
+    data_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    dataset_options: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> ShardRequest:
+    """What N shard jobs will run (absolute paths, which jobs on other nodes need), checked
+    here so that a bad model name, option or dataset fails once, not in N jobs."""
+    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise ToolkitError(f"shards={shards!r}: must be at least 1", argument="shards")
+    names = model_names(models)
+    run_options = extraction_options(device, progress=False, **options)
+    if run_options.weights is not None:
+        run_options = replace(run_options, weights=Path(run_options.weights).absolute())
+    specs = [resolve_model(name) for name in names]
+    check_models(specs, run_options)
+    root = resolve_cache_root(cache_dir).absolute()
+    data_path = (Path(data_dir) if data_dir is not None else Path("data") / dataset).absolute()
+    loaded = build_dataset(dataset, data_path, **(dataset_options or {}))
+    n_images = len(select_rows(len(loaded.rows), run_options.limit))
+    if shards > n_images:
+        raise ToolkitError(
+            f"shards={shards}: more shards than the {n_images} images to embed", argument="shards"
+        )
+    return ShardRequest(
+        models=tuple(names),
+        dataset=ConfiguredDataset(dataset, data_path, dict(dataset_options or {})),
+        cache_root=root,
+        options=run_options,
+    )
 
 
 class ShardJob:

@@ -2,6 +2,7 @@
 
 import dataclasses
 import difflib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,31 @@ def build_dataset(name: str, data_dir: Path | None, **options: Any) -> ImageData
     # A folder that a download will create need not exist yet.
     if entry.needs_data_dir and not root.exists() and not options.get("download"):
         raise ToolkitError(f"dataset {name}: {root} does not exist; pass --data-dir")
-    return entry.factory(name=name, root=root, **options)
+    dataset = entry.factory(name=name, root=root, **options)
+    check_utf8_ids(dataset)
+    return dataset
+
+
+def check_utf8_ids(dataset: ImageDataset) -> None:
+    """Refuse file names that are not UTF-8 (Python keeps their bytes as surrogates): a store
+    holds ids as UTF-8 text, so such a name could be neither keyed nor written."""
+    bad = []
+    for image_id in dataset.rows.ids:
+        try:
+            image_id.encode("utf-8")
+        except UnicodeEncodeError:
+            bad.append(printable(image_id))
+    if bad:
+        raise ToolkitError(
+            f"dataset {dataset.name}: {len(bad)} file name(s) under "
+            f"{printable(os.fspath(dataset.root))} are not UTF-8, e.g. {bad[0]!r}; rename them "
+            "to UTF-8 (e.g. `convmv -f latin1 -t utf-8 -r --notest DIR`)"
+        )
+
+
+def printable(name: str) -> str:
+    """A file name whose undecodable bytes (surrogates) are shown as `\\xe9` escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 __all__ = ["DATASETS", "DatasetEntry", "ImageDataset", "TaskInfo", "build_dataset"]

@@ -10,38 +10,45 @@ are decoded once per pass and resized by the loader; `--cache-pixels` keeps the 
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.rows import RowTable
-from medprobe.extract.datasets.base import ImageDataset, TaskInfo
-from medprobe.extract.datasets.images import open_image
-from medprobe.extract.datasets.isic2019 import check_files_match, read_csv_rows
+from medprobe.extract.datasets.base import ImageFilesDataset, TaskInfo, layout_error
+from medprobe.extract.datasets.csv_table import (
+    check_files_match,
+    read_csv_table,
+    refuse_duplicates,
+)
 from medprobe.extract.datasets.splits import stratified_split
 
 APTOS_GRADES = ("No DR", "Mild", "Moderate", "Severe", "Proliferative DR")
 FRACTIONS = (0.7, 0.15, 0.15)
+TABLE = "train.csv"
+IMAGE_DIR = "train_images"
 
 
 @dataclass
-class Aptos2019Dataset(ImageDataset):
+class Aptos2019Dataset(ImageFilesDataset):
     """APTOS 2019 training images with their grade (the release has no patient ids)."""
 
-    reads_plain_files = True
-
     def __post_init__(self) -> None:
-        table = self.root / "train.csv"
-        records = read_csv_rows(table, ("id_code", "diagnosis"))
+        if not (self.root / TABLE).is_file():
+            raise layout_error(
+                "aptos2019",
+                self.root,
+                f"{TABLE} and {IMAGE_DIR}/",
+                lambda folder: (folder / TABLE).is_file() and (folder / IMAGE_DIR).is_dir(),
+            )
+        table = read_csv_table(self.root / TABLE, ("id_code", "diagnosis"))
+        refuse_duplicates(table.column("id_code"), table.places(), "id_code")
         ids, labels = [], []
-        for line, record in enumerate(records, start=2):
-            grade = record["diagnosis"].strip()
+        for line, record in table:
+            grade = record["diagnosis"]
             if grade not in {"0", "1", "2", "3", "4"}:
-                raise ToolkitError(f"{table}, line {line}: diagnosis {grade!r} is not a grade 0-4")
-            ids.append(f"train_images/{record['id_code']}.png")
+                raise ToolkitError(f"{table.place(line)}: diagnosis {grade!r} is not a grade 0-4")
+            ids.append(f"{IMAGE_DIR}/{record['id_code']}.png")
             labels.append(int(grade))
-        check_files_match(
-            {r["id_code"] for r in records}, self.root / "train_images", ".png", table
-        )
+        check_files_match(set(table.column("id_code")), self.root / IMAGE_DIR, ".png", table.path)
         labels_array = np.asarray(labels, dtype=np.int64)
         self.resolve_split_by("image", None)
         splits = stratified_split(labels_array, fractions=FRACTIONS, seed=self.seed)
@@ -51,6 +58,3 @@ class Aptos2019Dataset(ImageDataset):
         )
         self.options["split_seed"] = self.seed
         self.info["split"] = f"stratified {FRACTIONS}, seed {self.seed}"
-
-    def read_image(self, row: int, *, min_side: int | None = None) -> Image.Image:
-        return open_image(self.root / self.rows.ids[row], min_side=min_side)

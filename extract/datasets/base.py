@@ -5,8 +5,10 @@ the dataset root), a label, a split and optionally a group (patient or lesion). 
 built before extraction starts, so a store's rows and key are known up front.
 """
 
+import hashlib
+import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,6 +17,7 @@ from PIL import Image
 
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.rows import RowTable
+from medprobe.extract.datasets.images import open_image
 
 TASK_KINDS = ("multiclass", "binary", "ordinal", "multilabel")
 HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "quadratic_kappa", "mean_auroc")
@@ -22,17 +25,49 @@ SPLIT_BY = ("image", "patient")
 DEFAULT_SEED = 42
 
 
+def _subfolders(folder: Path) -> list[Path]:
+    """Visible sub-folders of `folder`, sorted (os.scandir: no stat per entry)."""
+    if not folder.is_dir():
+        return []
+    with os.scandir(folder) as entries:
+        return sorted(Path(e.path) for e in entries if e.is_dir() and not e.name.startswith("."))
+
+
+def layout_error(
+    dataset: str, root: Path, expected: str, holds_layout: Callable[[Path], bool]
+) -> ToolkitError:
+    """The error for a data folder that does not hold `expected`: it names the folder one level
+    down (or the parent) that does, the usual slip being a path one level too high."""
+    nearby = [d for d in _subfolders(root) if holds_layout(d)]
+    if not nearby and root.parent != root and holds_layout(root.parent):
+        nearby = [root.parent]
+    if len(nearby) == 1:
+        hint = f"; did you mean --data-dir {nearby[0]}?"
+    elif nearby:
+        hint = f"; these folders hold it: {', '.join(str(d) for d in nearby[:5])}"
+    else:
+        hint = ""
+    return ToolkitError(f"{dataset}: {root} does not hold {expected}{hint}")
+
+
 def single_file(data_dir: Path, suffix: str, dataset: str) -> Path:
     """`data_dir` itself when it is a file, else the only `*<suffix>` file inside it."""
     if data_dir.is_file():
         return data_dir
     candidates = sorted(data_dir.glob(f"*{suffix}")) if data_dir.is_dir() else []
-    if len(candidates) != 1:
-        raise ToolkitError(
-            f"{dataset}: pass the {suffix} file itself as --data-dir (found {len(candidates)} "
-            f"{suffix} files in {data_dir})"
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise layout_error(
+            dataset,
+            data_dir,
+            f"a {suffix} file (pass the file itself as --data-dir, or its folder)",
+            lambda folder: len(list(folder.glob(f"*{suffix}"))) == 1,
         )
-    return candidates[0]
+    raise ToolkitError(
+        f"{dataset}: {data_dir} holds {len(candidates)} {suffix} files "
+        f"({', '.join(c.name for c in candidates[:5])}); pass the one to use as --data-dir"
+    )
 
 
 @dataclass(frozen=True)
@@ -107,9 +142,55 @@ class ImageDataset(ABC):
         shorter side is still at least `min_side` pixels. Raises on an unreadable image; the
         message names the file."""
 
+    @abstractmethod
     def image_path(self, row: int) -> Path | None:
         """Where row `row`'s image lives on disk (None for in-memory datasets)."""
-        return self.root / self.rows.ids[row]
+
+    @abstractmethod
+    def sources_fingerprint(self, rows: Sequence[int]) -> str:
+        """sha256 of what the images of `rows` are read from, cheap enough for every run (file
+        sizes and modification times, or an archive's): images replaced under the same ids
+        change it, and with it the store key."""
 
     def __len__(self) -> int:
         return len(self.rows)
+
+
+def _stat_fact(path: str) -> bytes:
+    """`size mtime_ns` of a file, or why there is none (such a row fails, or is skipped, when
+    it is decoded; here it only has to hash differently from a readable file)."""
+    try:
+        stat = os.stat(path)
+    except OSError as error:
+        return f"unreadable {error.errno}\n".encode()
+    return f"{stat.st_size} {stat.st_mtime_ns}\n".encode()
+
+
+def files_fingerprint(paths: Sequence[Path]) -> str:
+    """sha256 over each file's size and modification time, in order: one stat per file, no
+    read (reading every image would cost a full decoding pass)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(_stat_fact(os.fspath(path)))
+    return digest.hexdigest()
+
+
+@dataclass
+class ImageFilesDataset(ImageDataset):
+    """An adapter whose images are files under `root` (id = path relative to root, or absolute),
+    decoded by `open_image`: one reader for every such adapter."""
+
+    reads_plain_files: ClassVar[bool] = True
+
+    def dicom_window(self) -> str:
+        """How DICOM files are windowed (see `images.DICOM_WINDOWS`); adapters may override."""
+        return "stored"
+
+    def image_path(self, row: int) -> Path:
+        return self.root / self.rows.ids[row]
+
+    def read_image(self, row: int, *, min_side: int | None = None) -> Image.Image:
+        return open_image(self.image_path(row), min_side=min_side, dicom_window=self.dicom_window())
+
+    def sources_fingerprint(self, rows: Sequence[int]) -> str:
+        return files_fingerprint([self.image_path(int(row)) for row in rows])

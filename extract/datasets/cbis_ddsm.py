@@ -42,13 +42,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image
 
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.rows import RowTable
-from medprobe.extract.datasets.base import ImageDataset, TaskInfo
-from medprobe.extract.datasets.images import DICOM_WINDOWS, open_image
-from medprobe.extract.datasets.isic2019 import read_csv_rows
+from medprobe.extract.datasets.base import ImageFilesDataset, TaskInfo, layout_error
+from medprobe.extract.datasets.csv_table import read_csv_table
+from medprobe.extract.datasets.images import DICOM_WINDOWS
 from medprobe.extract.datasets.splits import stratified_split
 
 logger = logging.getLogger(__name__)
@@ -75,11 +74,16 @@ UID_TAIL = 5
 _UID_TAIL_NAME = re.compile(r"-(\d+)$")
 
 
-@dataclass
-class CbisDdsmDataset(ImageDataset):
-    """CBIS-DDSM, TCIA DICOM tree or Kaggle JPEG conversion, whole-image or ROI task."""
+def holds_case_tables(folder: Path) -> bool:
+    """Whether `folder` holds the case-description CSVs (TCIA) or csv/dicom_info.csv (JPEG)."""
+    return (folder / "csv" / DICOM_INFO).is_file() or any(
+        (folder / name).is_file() for name, _, _ in CASE_TABLES
+    )
 
-    reads_plain_files = True
+
+@dataclass
+class CbisDdsmDataset(ImageFilesDataset):
+    """CBIS-DDSM, TCIA DICOM tree or Kaggle JPEG conversion, whole-image or ROI task."""
 
     roi: bool = False
     abnormality: str = "both"
@@ -92,6 +96,14 @@ class CbisDdsmDataset(ImageDataset):
         ):
             if value not in allowed:
                 raise ToolkitError(f"cbis_ddsm: {option}={value!r}; choose one of {list(allowed)}")
+        if not holds_case_tables(self.root):
+            raise layout_error(
+                "cbis_ddsm",
+                self.root,
+                "*_case_description_*_set.csv (the TCIA layout, CSVs beside the DICOM tree) or "
+                f"csv/{DICOM_INFO} (the JPEG conversion, csv/ and jpeg/)",
+                holds_case_tables,
+            )
         csv_dir = self.root / "csv" if (self.root / "csv" / DICOM_INFO).is_file() else self.root
         resolver: _Resolver = (
             _JpegResolver(self.root, csv_dir / DICOM_INFO)
@@ -103,22 +115,24 @@ class CbisDdsmDataset(ImageDataset):
             for name, kind, official in CASE_TABLES
             if self.abnormality in ("both", kind)
         ]
-        if not any(path.is_file() for path, _, _ in tables):
+        missing = [path.name for path, _, _ in tables if not path.is_file()]
+        if missing:
             raise ToolkitError(
-                f"cbis_ddsm: no *_case_description_*_set.csv in {csv_dir}; expected the TCIA "
-                "layout (CSVs beside the DICOM tree) or the JPEG conversion (csv/, jpeg/)"
+                f"cbis_ddsm: {csv_dir} lacks {missing}; abnormality={self.abnormality} reads "
+                f"{[path.name for path, _, _ in tables]} (abnormality=mass or calc reads only "
+                "that kind's two)"
             )
         label_of: dict[str, int] = {}
         official_of: dict[str, str] = {}
         patient_of: dict[str, str] = {}
         unmatched: list[str] = []
-        for table, _, official in tables:
-            records = read_csv_rows(table, CASE_COLUMNS)
-            for line, record in enumerate(records, start=2):
-                pathology = record["pathology"].strip()
+        for table_path, _, official in tables:
+            table = read_csv_table(table_path, CASE_COLUMNS)
+            for line, record in table:
+                pathology = record["pathology"]
                 if pathology not in PATHOLOGIES:
                     raise ToolkitError(
-                        f"{table}, line {line}: pathology {pathology!r} is not one of "
+                        f"{table.place(line)}: pathology {pathology!r} is not one of "
                         f"{list(PATHOLOGIES)}"
                     )
                 if self.roi:
@@ -128,13 +142,13 @@ class CbisDdsmDataset(ImageDataset):
                     column = "image file path"
                     path = resolver.full_image(record[column])
                 if path is None:
-                    unmatched.append(f"{table.name} line {line}: {record[column].strip()!r}")
+                    unmatched.append(f"{table_path.name} line {line}: {record[column]!r}")
                     continue
                 image_id = path.relative_to(self.root).as_posix()
                 label = PATHOLOGIES[pathology]
                 label_of[image_id] = max(label, label_of.get(image_id, 0))
                 official_of[image_id] = official
-                patient_of[image_id] = record["patient_id"].strip()
+                patient_of[image_id] = record["patient_id"]
         if unmatched:
             raise ToolkitError(
                 f"cbis_ddsm: {len(unmatched)} CSV path(s) match no image under {self.root} "
@@ -190,10 +204,8 @@ class CbisDdsmDataset(ImageDataset):
                 f"; {dropped} train image(s) of patients in the official test set left out"
             )
 
-    def read_image(self, row: int, *, min_side: int | None = None) -> Image.Image:
-        return open_image(
-            self.root / self.rows.ids[row], min_side=min_side, dicom_window=self.window
-        )
+    def dicom_window(self) -> str:
+        return self.window
 
 
 class _Resolver:
@@ -281,12 +293,12 @@ class _JpegResolver(_Resolver):
         self.root = root
         self.by_series: dict[str, list[tuple[str, str, int]]] = {}
         columns = ("image_path", "SeriesDescription", "Rows", "Columns")
-        for line, record in enumerate(read_csv_rows(dicom_info, columns), start=2):
-            parts = PurePosixPath(record["image_path"].strip()).parts
+        table = read_csv_table(dicom_info, columns)
+        for line, record in table:
+            parts = PurePosixPath(record["image_path"]).parts
             if "jpeg" not in parts:
                 raise ToolkitError(
-                    f"{dicom_info}, line {line}: image_path {record['image_path']!r} has no "
-                    "jpeg/ folder"
+                    f"{table.place(line)}: image_path {record['image_path']!r} has no jpeg/ folder"
                 )
             relative = PurePosixPath(*parts[parts.index("jpeg") :])
             try:
@@ -294,7 +306,7 @@ class _JpegResolver(_Resolver):
             except ValueError:
                 pixels = 0
             self.by_series.setdefault(relative.parent.name, []).append(
-                (relative.as_posix(), record["SeriesDescription"].strip(), pixels)
+                (relative.as_posix(), record["SeriesDescription"], pixels)
             )
 
     def describe(self) -> str:

@@ -16,13 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image
 
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.rows import RowTable
-from medprobe.extract.datasets.base import ImageDataset, TaskInfo
-from medprobe.extract.datasets.images import open_image
-from medprobe.extract.datasets.isic2019 import read_csv_rows
+from medprobe.extract.datasets.base import ImageFilesDataset, TaskInfo, layout_error
+from medprobe.extract.datasets.csv_table import read_csv_table, refuse_duplicates
 from medprobe.extract.datasets.splits import stratified_split
 
 CHEXPERT_LABELS = (
@@ -47,13 +45,16 @@ UNCERTAIN_POLICIES = ("zeros", "ones", "ignore")
 LABEL_CODES = {"": 0, "0": 0, "0.0": 0, "1": 1, "1.0": 1, "-1": -1, "-1.0": -1}
 VAL_FRACTION = 0.1
 PATIENT = re.compile(r"(patient\d+)")
+TABLES = (("train.csv", "train"), ("valid.csv", "test"))
+
+
+def holds_chexpert(folder: Path) -> bool:
+    return all((folder / name).is_file() for name, _ in TABLES)
 
 
 @dataclass
-class CheXpertDataset(ImageDataset):
+class CheXpertDataset(ImageFilesDataset):
     """CheXpert's train.csv (train and carved val) and valid.csv (test)."""
-
-    reads_plain_files = True
 
     uncertain: str = "zeros"
     frontal_only: bool = False
@@ -63,26 +64,35 @@ class CheXpertDataset(ImageDataset):
             raise ToolkitError(
                 f"uncertain={self.uncertain!r}: choose one of {list(UNCERTAIN_POLICIES)}"
             )
-        ids, labels, masks, groups, official = [], [], [], [], []
-        for table_name, split in (("train.csv", "train"), ("valid.csv", "test")):
-            table = self.root / table_name
-            for line, record in enumerate(
-                read_csv_rows(table, ("Path", "Frontal/Lateral", *CHEXPERT_LABELS)), start=2
-            ):
+        if not holds_chexpert(self.root):
+            raise layout_error(
+                "chexpert",
+                self.root,
+                "train.csv and valid.csv (with train/ and valid/ beside them)",
+                holds_chexpert,
+            )
+        ids, labels, masks, groups, official, places = [], [], [], [], [], []
+        for table_name, split in TABLES:
+            table = read_csv_table(
+                self.root / table_name, ("Path", "Frontal/Lateral", *CHEXPERT_LABELS)
+            )
+            for line, record in table:
                 if self.frontal_only and record["Frontal/Lateral"] != "Frontal":
                     continue
                 image_id = PurePosixPath(*PurePosixPath(record["Path"]).parts[1:]).as_posix()
                 patient = PATIENT.search(record["Path"])
                 if patient is None:
                     raise ToolkitError(
-                        f"{table}, line {line}: no patient id in Path {record['Path']!r}"
+                        f"{table.place(line)}: no patient id in Path {record['Path']!r}"
                     )
-                row, known = self._labels(record, table, line)
+                row, known = self._labels(record, table.place(line))
+                places.append(table.place(line))
                 ids.append(image_id)
                 labels.append(row)
                 masks.append(known)
                 groups.append(patient.group(1))
                 official.append(split)
+        refuse_duplicates(ids, places, "image")
         absent = [i for i in ids if not (self.root / i).is_file()]
         if absent:
             raise ToolkitError(
@@ -130,14 +140,12 @@ class CheXpertDataset(ImageDataset):
             "official valid as test"
         )
 
-    def _labels(self, record: dict[str, str], table: Path, line: int) -> tuple[list, list]:
+    def _labels(self, record: dict[str, str], place: str) -> tuple[list, list]:
         values, known = [], []
         for name in CHEXPERT_LABELS:
-            text = (record[name] or "").strip()
+            text = record[name]
             if text not in LABEL_CODES:
-                raise ToolkitError(
-                    f"{table}, line {line}: {name} = {text!r}; expected 1.0, 0.0, -1.0 or blank"
-                )
+                raise ToolkitError(f"{place}: {name} = {text!r}; expected 1.0, 0.0, -1.0 or blank")
             code = LABEL_CODES[text]
             if code == -1:  # uncertain
                 values.append(1 if self.uncertain == "ones" else 0)
@@ -146,6 +154,3 @@ class CheXpertDataset(ImageDataset):
                 values.append(code)
                 known.append(True)
         return values, known
-
-    def read_image(self, row: int, *, min_side: int | None = None) -> Image.Image:
-        return open_image(self.root / self.rows.ids[row], min_side=min_side)

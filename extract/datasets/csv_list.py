@@ -1,62 +1,122 @@
-"""A CSV list of images: header `path,label[,split][,group]`, paths absolute or CSV-relative."""
+"""A CSV list of images: header `path,label[,split][,group]`, paths absolute or CSV-relative.
 
-import csv
+Labels are read by one rule (docs/datasets.md): a label that reads as a number is that number,
+so `1`, `1.0`, `01` and `+1` are one class, named `1`, and numeric classes sort by value; any
+other label is its text. A missing label (empty, `NaN`, `NA`, `null`, …: pandas' missing-value
+markers) and two labels that differ only in letter case are refused, naming the lines. Paths are
+resolved before they are compared, so one image listed twice (also once relative, once absolute,
+or through a symlink) is refused naming both lines.
+"""
+
+import os
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.rows import RowTable
-from medprobe.extract.datasets.base import ImageDataset, TaskInfo, single_file
-from medprobe.extract.datasets.images import open_image
+from medprobe.extract.datasets.base import ImageFilesDataset, TaskInfo, single_file
+from medprobe.extract.datasets.csv_table import (
+    MISSING_VALUES,
+    CsvTable,
+    read_csv_table,
+    refuse_duplicates,
+)
 from medprobe.extract.datasets.splits import SPLIT_NAMES, stratified_split
 
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
 REQUIRED_COLUMNS = ("path", "label")
 
 
-@dataclass
-class CsvDataset(ImageDataset):
-    """Labels are the `label` column's distinct values, sorted; the split is the `split` column
-    when present (train/val/test), else stratified 70/15/15 with seed 42 (grouped by `group`
-    when that column exists, unless split_by=image)."""
+def _number(text: str) -> Decimal | None:
+    """The finite number `text` spells in plain ASCII, or None (Decimal alone would also take
+    '1_0', 'Infinity' and non-ASCII digits)."""
+    if "_" in text or not text.isascii():
+        return None
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() else None
 
-    reads_plain_files = True
+
+def class_name(label: str) -> str:
+    """The class a label text names: a number's canonical form (`1.0` -> `1`, `0.50` -> `0.5`),
+    else the text itself."""
+    value = _number(label)
+    if value is None:
+        return label
+    if value == value.to_integral_value():
+        return str(int(value))
+    return format(value.normalize(), "f")
+
+
+def class_order(name: str) -> tuple[int, Decimal, str]:
+    """Numeric classes first, by value; then the others, alphabetically."""
+    value = _number(name)
+    return (1, Decimal(0), name) if value is None else (0, value, "")
+
+
+def read_labels(table: CsvTable) -> tuple[tuple[str, ...], np.ndarray]:
+    """(class names, (N,) int64 class index per record) under the rule in the module docstring."""
+    names: list[str] = []
+    first_line: dict[str, int] = {}
+    for line, record in table:
+        text = record["label"]
+        if text in MISSING_VALUES:
+            raise ToolkitError(
+                f"{table.place(line)}: label {text!r} is missing; give every image a label, "
+                "or remove the line"
+            )
+        name = class_name(text)
+        names.append(name)
+        first_line.setdefault(name, line)
+    by_case: dict[str, list[str]] = {}
+    for name in first_line:
+        by_case.setdefault(name.casefold(), []).append(name)
+    for spellings in by_case.values():
+        if len(spellings) > 1:
+            where = ", ".join(f"{n!r} (line {first_line[n]})" for n in spellings)
+            raise ToolkitError(
+                f"{table.path}: labels {where} differ only in letter case; write one spelling"
+            )
+    label_names = tuple(sorted(first_line, key=class_order))
+    index = {name: i for i, name in enumerate(label_names)}
+    return label_names, np.array([index[n] for n in names], dtype=np.int64)
+
+
+@dataclass
+class CsvDataset(ImageFilesDataset):
+    """Labels by the rule above; the split is the `split` column when present (train/val/test),
+    else stratified 70/15/15 with seed 42 (grouped by `group` when that column exists, unless
+    split_by=image)."""
 
     def __post_init__(self) -> None:
         list_file = single_file(self.root, ".csv", "csv")
         self.root = list_file.parent
-        with open(list_file, newline="") as handle:
-            reader = csv.DictReader(handle)
-            columns = reader.fieldnames or []
-            missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-            if missing:
-                raise ToolkitError(
-                    f"{list_file}: header {columns} lacks column(s) {missing}; "
-                    "expected path,label[,split][,group]"
-                )
-            records = list(reader)
-        if not records:
+        table = read_csv_table(list_file, REQUIRED_COLUMNS)
+        if not table.records:
             raise ToolkitError(f"{list_file}: no rows below the header")
-        ids, label_values, given_splits, groups = [], [], [], []
-        for line, record in enumerate(records, start=2):
-            path_text, label = (record["path"] or "").strip(), (record["label"] or "").strip()
-            if not path_text or not label:
-                raise ToolkitError(f"{list_file}, line {line}: empty path or label ({record})")
-            path = Path(path_text)
-            ids.append(path.as_posix() if path.is_absolute() else Path(path_text).as_posix())
-            label_values.append(label)
-            split = (record.get("split") or "").strip()
+        columns = table.columns
+        ids, resolved, places, given_splits, groups = [], [], [], [], []
+        for line, record in table:
+            path_text = record["path"]
+            if not path_text:
+                raise ToolkitError(f"{table.place(line)}: empty path")
+            ids.append(self._image_id(path_text))
+            resolved.append(os.path.realpath(self.root / path_text))
+            places.append(table.place(line))
+            split = record.get("split", "")
             if "split" in columns and split not in SPLIT_NAMES:
                 raise ToolkitError(
-                    f"{list_file}, line {line}: split {split!r} is not one of {list(SPLIT_NAMES)}"
+                    f"{table.place(line)}: split {split!r} is not one of {list(SPLIT_NAMES)}"
                 )
             given_splits.append(split)
-            groups.append((record.get("group") or "").strip() or f"row{line}")
-        label_names = tuple(sorted(set(label_values)))
-        labels = np.array([label_names.index(v) for v in label_values], dtype=np.int64)
+            groups.append(record.get("group", "") or f"row{line}")
+        refuse_duplicates(resolved, places, "image")
+        label_names, labels = read_labels(table)
         has_groups = "group" in columns
         if "split" in columns:
             splits = given_splits
@@ -82,5 +142,12 @@ class CsvDataset(ImageDataset):
         self.task = TaskInfo(kind=kind, label_names=label_names)
         self.info["list_file"] = list_file.name
 
-    def read_image(self, row: int, *, min_side: int | None = None) -> Image.Image:
-        return open_image(self.root / self.rows.ids[row], min_side=min_side)
+    def _image_id(self, path_text: str) -> str:
+        """The path relative to the CSV's folder when it lies inside it (written absolute or
+        not), else as written; normalised (`./a/../b.png` is `b.png`)."""
+        path = Path(os.path.normpath(path_text))
+        if path.is_absolute():
+            root = Path(os.path.abspath(self.root))
+            if path.is_relative_to(root):
+                return path.relative_to(root).as_posix()
+        return path.as_posix()

@@ -64,17 +64,28 @@ def open_image(
                         image.mode, (image.size[0] // int(scale), image.size[1] // int(scale))
                     )
             image.load()
-            return image.copy() if image.mode in ("L", "RGB") else _to_standard_mode(image)
+            if image.mode in ("L", "RGB"):
+                return image.copy()
+            return _to_standard_mode(image, path)
     except (OSError, SyntaxError, ValueError) as error:
         raise ToolkitError(f"{path}: cannot decode image ({error})") from error
 
 
-def _to_standard_mode(image: Image.Image) -> Image.Image:
-    """16-bit grey is rescaled to 8-bit by its own range; palettes and alpha become RGB."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+def _to_standard_mode(image: Image.Image, path: Path) -> Image.Image:
+    """Grey images deeper than 8 bits (16- or 32-bit integer, 32-bit float) are rescaled to
+    8-bit by their own range, as DICOM without a window is; palettes and alpha become RGB.
+    (PIL's own conversion of a float image clips it to 0-255: a 0-1 float TIFF would be black.)"""
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         import numpy as np
 
-        pixels = np.asarray(image, dtype=np.float32)
+        pixels = np.asarray(image, dtype=np.float64)
+        finite = np.isfinite(pixels)
+        if not finite.all():
+            raise ToolkitError(
+                f"{path}: {int((~finite).sum())} of {pixels.size} pixels of this {image.mode} "
+                "image are NaN or infinite, which no 8-bit rescaling can place; fill them "
+                "(e.g. with the minimum) and save again"
+            )
         low, high = float(pixels.min()), float(pixels.max())
         scaled = (pixels - low) / (high - low or 1.0) * 255.0
         return Image.fromarray(scaled.round().astype(np.uint8), mode="L")

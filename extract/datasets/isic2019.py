@@ -8,17 +8,19 @@ UNK has no training images; a row marked UNK is refused. Default split 80/10/10 
 seed 42, as the published studies; `split_by="patient"` keeps each lesion_id in one split.
 """
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.rows import RowTable
-from medprobe.extract.datasets.base import ImageDataset, TaskInfo
-from medprobe.extract.datasets.images import open_image
+from medprobe.extract.datasets.base import ImageFilesDataset, TaskInfo, layout_error
+from medprobe.extract.datasets.csv_table import (
+    check_files_match,
+    read_csv_table,
+    refuse_duplicates,
+)
 from medprobe.extract.datasets.splits import stratified_split
 
 ISIC_CLASSES = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC")
@@ -28,66 +30,42 @@ METADATA = "ISIC_2019_Training_Metadata.csv"
 FRACTIONS = (0.8, 0.1, 0.1)
 
 
-def read_csv_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
-    """Rows of a CSV whose header must contain `required`; errors name the file and columns."""
-    if not path.is_file():
-        raise ToolkitError(f"{path} is missing; expected the official layout (see docs)")
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ToolkitError(
-                f"{path}: missing column(s) {missing}; header is {reader.fieldnames}"
-            )
-        return list(reader)
-
-
-def check_files_match(listed: set[str], image_dir: Path, suffix: str, table: Path) -> None:
-    """Every listed image exists and every image present is listed; name what is not."""
-    present = {p.stem for p in image_dir.glob(f"*{suffix}")}
-    absent, unlisted = sorted(listed - present), sorted(present - listed)
-    if absent:
-        raise ToolkitError(
-            f"{len(absent)} image(s) listed in {table.name} are not in {image_dir}: {absent[:5]}"
-        )
-    if unlisted:
-        raise ToolkitError(
-            f"{len(unlisted)} image(s) in {image_dir} are not listed in "
-            f"{table.name}: {unlisted[:5]}"
-        )
-
-
 @dataclass
-class Isic2019Dataset(ImageDataset):
+class Isic2019Dataset(ImageFilesDataset):
     """ISIC 2019 training images with their one-hot ground truth."""
 
-    reads_plain_files = True
-
     def __post_init__(self) -> None:
-        table = self.root / GROUND_TRUTH
-        records = read_csv_rows(table, ("image", *ISIC_CLASSES))
+        if not (self.root / GROUND_TRUTH).is_file():
+            raise layout_error(
+                "isic2019",
+                self.root,
+                f"{GROUND_TRUTH} and {IMAGE_DIR}/",
+                lambda folder: (folder / GROUND_TRUTH).is_file(),
+            )
+        table = read_csv_table(self.root / GROUND_TRUTH, ("image", *ISIC_CLASSES))
+        refuse_duplicates(table.column("image"), table.places(), "image")
         ids, labels = [], []
-        for line, record in enumerate(records, start=2):
+        for line, record in table:
             try:
                 values = [float(record[c]) for c in ISIC_CLASSES]
                 unknown = float(record.get("UNK") or 0)
             except ValueError:
                 raise ToolkitError(
-                    f"{table}, line {line}: a label is not a number: {record}"
+                    f"{table.place(line)}: a label is not a number: {record}"
                 ) from None
             if unknown == 1.0:
                 raise ToolkitError(
-                    f"{table}, line {line}: image {record['image']} is marked "
+                    f"{table.place(line)}: image {record['image']} is marked "
                     "UNK, which the 8-class task has no label for"
                 )
             if sorted(values) != [0.0] * 7 + [1.0]:
                 raise ToolkitError(
-                    f"{table}, line {line}: labels {values} are not one-hot "
+                    f"{table.place(line)}: labels {values} are not one-hot "
                     f"over {list(ISIC_CLASSES)}"
                 )
             ids.append(f"{IMAGE_DIR}/{record['image']}.jpg")
             labels.append(values.index(1.0))
-        check_files_match({Path(i).stem for i in ids}, self.root / IMAGE_DIR, ".jpg", table)
+        check_files_match({Path(i).stem for i in ids}, self.root / IMAGE_DIR, ".jpg", table.path)
         labels_array = np.asarray(labels, dtype=np.int64)
         groups = self._lesions(ids)
         by_group = self.resolve_split_by("image", groups) == "patient"
@@ -110,10 +88,7 @@ class Isic2019Dataset(ImageDataset):
         if not metadata.is_file():
             return None
         lesion_of: dict[str, str] = {}
-        for record in read_csv_rows(metadata, ("image", "lesion_id")):
+        for _, record in read_csv_table(metadata, ("image", "lesion_id")):
             if record["lesion_id"]:
                 lesion_of[record["image"]] = record["lesion_id"]
         return [lesion_of.get(Path(i).stem, Path(i).stem) for i in ids]
-
-    def read_image(self, row: int, *, min_side: int | None = None) -> Image.Image:
-        return open_image(self.root / self.rows.ids[row], min_side=min_side)

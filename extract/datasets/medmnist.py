@@ -6,6 +6,7 @@ come from the subset's name, as MedMNIST's INFO lists them; reading needs no `me
 naming one; with `download=true` a missing file is fetched into that folder first
 (`medmnist_download`)."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from PIL import Image
 
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.rows import RowTable
-from medprobe.extract.datasets.base import ImageDataset, TaskInfo, single_file
+from medprobe.extract.datasets.base import ImageDataset, TaskInfo, files_fingerprint, single_file
 from medprobe.extract.datasets.medmnist_download import download_medmnist, medmnist_file_name
 
 # flag -> (task kind, number of classes or labels), from MedMNIST v2's INFO (a test checks
@@ -165,6 +166,10 @@ class MedMnistDataset(ImageDataset):
 
     def image_path(self, row: int) -> Path | None:
         return None
+
+    def sources_fingerprint(self, rows: Sequence[int]) -> str:
+        """The npz file's size and modification time: every row comes from it."""
+        return files_fingerprint([self.root / self._file])
 
     def read_image(self, row: int, *, min_side: int | None = None) -> Image.Image:
         split, index = self._where[row]

@@ -5,8 +5,6 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-Pooler = Callable[[torch.Tensor], dict[str, torch.Tensor]]
-
 
 def pool_tokens(tokens: torch.Tensor, *, num_prefix_tokens: int) -> dict[str, torch.Tensor]:
     """tokens: (B, N, D) after the final norm. 'cls' is token 0; 'mean' averages the patch tokens

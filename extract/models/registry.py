@@ -9,12 +9,18 @@ from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
 
+import torch
+
 from medprobe.cache.errors import ToolkitError
 from medprobe.extract.models.backbone import Backbone
 from medprobe.extract.models.spec import ModelSpec
 
 Builder = Callable[..., Backbone]
 PREFIXES = ("timm:", "hf:", "open_clip:")
+# Every backbone is built from this seed, on a forked generator: random-init weights
+# (pretrained=False) are the same on every run, so one store key always holds the same bytes,
+# and the caller's global random state is left as it was.
+RANDOM_INIT_SEED = 0
 
 
 class ModelRegistry:
@@ -94,12 +100,15 @@ def _builders() -> dict[str, Builder]:
 def build_backbone(
     spec: ModelSpec, *, weights: Path | None = None, pretrained: bool = True
 ) -> Backbone:
-    """Build `spec`'s frozen backbone; `weights` is a local checkpoint for offline machines."""
-    if weights is not None and not Path(weights).is_file():
-        raise ToolkitError(f"--weights {weights}: no such file")
+    """Build `spec`'s frozen backbone; `weights` is a local checkpoint for offline machines.
+    Whatever is initialised at random is drawn from `RANDOM_INIT_SEED`."""
+    if weights is not None and not Path(weights).exists():
+        raise ToolkitError(f"weights={weights}: no such file", argument="weights")
     builders = _builders()
     if spec.source not in builders:
         raise ToolkitError(f"model {spec.name}: no loader for source {spec.source!r}")
-    return builders[spec.source](
-        spec, weights=Path(weights) if weights else None, pretrained=pretrained
-    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        return builders[spec.source](
+            spec, weights=Path(weights) if weights else None, pretrained=pretrained
+        )

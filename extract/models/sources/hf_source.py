@@ -10,6 +10,7 @@ from types import MappingProxyType
 
 from medprobe.cache.errors import ToolkitError
 from medprobe.extract.models.backbone import Backbone, pool_feature_map, pool_tokens
+from medprobe.extract.models.sources.strict import reading_weights
 from medprobe.extract.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, Preprocessing
 
 # PIL resample codes as transformers stores them in preprocessor_config.json.
@@ -123,9 +124,12 @@ def build_hf(spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Back
 
     source = str(weights) if weights is not None else spec.checkpoint
     try:
-        if pretrained or weights is not None:
+        if weights is not None:
+            with reading_weights(weights, "a save_pretrained folder transformers can load"):
+                model = AutoModel.from_pretrained(source)
+        elif pretrained:
             model = AutoModel.from_pretrained(source)
-        elif weights is None and spec.checkpoint in ARCHITECTURES:
+        elif spec.checkpoint in ARCHITECTURES:
             model_type, arguments = ARCHITECTURES[spec.checkpoint]
             model = _model_from_config(AutoConfig.for_model(model_type, **arguments))
         else:

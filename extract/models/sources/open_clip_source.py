@@ -6,6 +6,7 @@ import torch
 
 from medprobe.cache.errors import ToolkitError
 from medprobe.extract.models.backbone import Backbone
+from medprobe.extract.models.sources.strict import reading_weights
 from medprobe.extract.models.spec import CLIP_MEAN, CLIP_STD, ModelSpec, Preprocessing
 
 # open_clip's eval resize modes as ours; "longest" letterboxes, which we do not reproduce.
@@ -75,10 +76,11 @@ def build_open_clip(spec: ModelSpec, *, weights: Path | None, pretrained: bool) 
     try:
         # The default device, so an architecture-only build on `torch.device("meta")` (costs,
         # `--check` of the big entries) allocates nothing; open_clip would move it to cpu.
-        model = open_clip.create_model(
-            arch, pretrained=source or None, device=torch.get_default_device()
-        )
-    except (OSError, RuntimeError, ValueError) as error:
+        with reading_weights(weights, f"an open_clip state dict of {arch}"):
+            model = open_clip.create_model(
+                arch, pretrained=source or None, device=torch.get_default_device()
+            )
+    except (OSError, RuntimeError, ValueError) as error:  # the hub's weights
         repo = _hub_repo(arch, tag)
         fetch = f"Run `hf download {repo}`" if repo else "Fetch its checkpoint"
         raise ToolkitError(

@@ -6,7 +6,7 @@ import torch
 
 from medprobe.cache.errors import ToolkitError
 from medprobe.extract.models.backbone import Backbone, pool_feature_map
-from medprobe.extract.models.sources.strict import load_strictly
+from medprobe.extract.models.sources.strict import load_strictly, reading_weights
 from medprobe.extract.models.spec import ModelSpec
 
 # Where SEEM publishes its checkpoints: the Hugging Face repo and file of each `checkpoint` id.
@@ -39,12 +39,10 @@ def build_seem(spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Ba
     model = FocalNetDW(**dict(spec.build_kwargs))
     if pretrained or weights is not None:
         path = weights or seem_checkpoint_path(spec.checkpoint)
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        load_strictly(
-            model,
-            seem_backbone_state_dict(checkpoint),
-            path=path,
-            expected="a SEEM FocalNet-T checkpoint in the expected key format "
-            "(`backbone.layers.N.blocks.M…`)",
-        )
+        expected = "a SEEM FocalNet-T checkpoint (keys `backbone.layers.N.blocks.M…`)"
+        with reading_weights(weights, expected):
+            state = seem_backbone_state_dict(
+                torch.load(path, map_location="cpu", weights_only=True)
+            )
+        load_strictly(model, state, path=path, expected=expected)
     return Backbone(model, _pool, spec.poolings)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from medprobe.cache.errors import ToolkitError
 from medprobe.extract.models.backbone import Backbone, pool_feature_map, pool_tokens
+from medprobe.extract.models.sources.strict import reading_weights
 from medprobe.extract.models.spec import ModelSpec, Preprocessing, timm_resize_size
 
 logger = logging.getLogger(__name__)
@@ -64,12 +65,12 @@ def build_timm(spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Ba
     a hub download (original DINOv2 / SAM key names, position-embedding resampling)."""
     import timm
 
-    kwargs = dict(spec.build_kwargs)
     if weights is not None:
-        kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
+        with reading_weights(weights, f"a {spec.checkpoint} checkpoint timm can load"):
+            return Backbone(_create_from_file(spec, weights), _pool, spec.poolings)
     try:
         model = timm.create_model(
-            spec.checkpoint, pretrained=pretrained or weights is not None, num_classes=0, **kwargs
+            spec.checkpoint, pretrained=pretrained, num_classes=0, **spec.build_kwargs
         )
     except (OSError, ValueError) as error:
         hub_id = getattr(timm.models.get_pretrained_cfg(spec.checkpoint), "hf_hub_id", None)
@@ -79,6 +80,34 @@ def build_timm(spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Ba
             "machine with internet, then copy ~/.cache/huggingface), or pass --weights FILE."
         ) from error
     return Backbone(model, _pool, spec.poolings)
+
+
+def _create_from_file(spec: ModelSpec, weights: Path):
+    """The timm model loaded strictly from a local file, with or without its classifier.
+
+    timm loads non-strictly whenever the classifier is dropped (num_classes=0 against a
+    pretrained config with classes), so a file of another layout would silently leave the
+    model at its random init. Here the file is read as a backbone without classifier first,
+    then as the whole model (classifier dropped after loading), both strictly."""
+    import timm
+
+    file = str(weights)
+    attempts = (
+        {"num_classes": 0, "pretrained_cfg_overlay": {"file": file, "num_classes": 0}},
+        {"pretrained_cfg_overlay": {"file": file}},
+    )
+    refusals = []
+    for attempt in attempts:
+        try:
+            model = timm.create_model(
+                spec.checkpoint, pretrained=True, **spec.build_kwargs, **attempt
+            )
+        except RuntimeError as error:  # strict loading: missing, unexpected or mis-shaped keys
+            refusals.append(error)
+            continue
+        model.reset_classifier(0)
+        return model
+    raise refusals[0]
 
 
 def timm_spec(checkpoint: str) -> ModelSpec:

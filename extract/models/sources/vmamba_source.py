@@ -16,7 +16,7 @@ import torch
 
 from medprobe.cache.errors import ToolkitError
 from medprobe.extract.models.backbone import Backbone
-from medprobe.extract.models.sources.strict import load_strictly
+from medprobe.extract.models.sources.strict import load_strictly, reading_weights
 from medprobe.extract.models.spec import ModelSpec
 from medprobe.extract.offline import is_offline
 
@@ -68,11 +68,13 @@ def load_vmamba_checkpoint(path: Path) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         # A training checkpoint can also pickle its yacs config and optimizer: not loaded
-        # blindly; re-saving the tensors alone makes it loadable.
+        # blindly; re-saving the tensors alone makes it loadable. (Anything else is no
+        # checkpoint at all, and is reported as such by the caller.)
         unsupported = re.search(r"Unsupported global: [^\n]*", str(error))
+        if unsupported is None:
+            raise
         raise ToolkitError(
-            f"{path} holds pickled objects besides tensors "
-            f"({unsupported[0] if unsupported else 'weights_only=True refuses it'}). If you "
+            f"{path} holds pickled objects besides tensors ({unsupported[0]}). If you "
             'trust the file, keep its weights only: python -c "import torch; torch.save('
             f"{{'model': torch.load('{path}', weights_only=False)['model']}}, "
             "'vmamba_weights.pth')\" and pass --weights vmamba_weights.pth"
@@ -90,11 +92,8 @@ def build_vmamba(spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> 
     model = VSSM(**dict(spec.build_kwargs))
     if pretrained or weights is not None:
         path = weights or vmamba_checkpoint_path(spec.checkpoint)
-        load_strictly(
-            model,
-            vmamba_state_dict(load_vmamba_checkpoint(path), with_head=False),
-            path=path,
-            expected=f"a VMamba checkpoint of {spec.name}'s configuration "
-            f"({dict(spec.build_kwargs)})",
-        )
+        expected = f"a VMamba checkpoint of {spec.name}'s configuration ({dict(spec.build_kwargs)})"
+        with reading_weights(weights, expected):
+            state = vmamba_state_dict(load_vmamba_checkpoint(path), with_head=False)
+        load_strictly(model, state, path=path, expected=expected)
     return Backbone(model, _pool, spec.poolings)
