@@ -86,8 +86,9 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    # soft_wrap: a message stays the one line it is, however narrow the terminal or log.
-    stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+    # soft_wrap: a message stays the one line it is, however narrow the terminal or log; no emoji:
+    # ':M:' in a user's text is text.
+    stderr = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
     try:
         app(args=args, standalone_mode=True)
     except ToolkitError as error:

@@ -10,6 +10,7 @@ The Python front door, for notebooks (the CLIs call the same functions)::
     X, y, ids = mp.load(dataset="digits", model="efficientnet-lite0")
     results = mp.probe(shots=[1, 5, 10], seeds=5)     # a Results: .frame, .summary(), ...
     results.save("results/notebook")                  # the folder `probe run --out` writes
+    mp.similarity(metrics=["cka"]).frame              # how alike the models' embeddings are
 
 The stages install as `medprobe.extract`, `medprobe.cache` and `medprobe.probe` (their folders
 sit at the top of the checkout). `mp.extract(...)` and `mp.probe(...)` are those packages
@@ -29,6 +30,7 @@ from medprobe.cache.frames import load, stores
 from medprobe.extract.api import extract as _extract
 from medprobe.probe.results import Results
 from medprobe.probe.runner import probe as _probe
+from medprobe.probe.similarity_run import similarity
 
 
 def _make_callable(package: types.ModuleType, function: Callable[..., Any]) -> None:
@@ -45,4 +47,13 @@ def _make_callable(package: types.ModuleType, function: Callable[..., Any]) -> N
 _make_callable(sys.modules["medprobe.extract"], _extract)
 _make_callable(sys.modules["medprobe.probe"], _probe)
 
-__all__ = ["Results", "ToolkitError", "cache", "extract", "load", "probe", "stores"]
+__all__ = [
+    "Results",
+    "ToolkitError",
+    "cache",
+    "extract",
+    "load",
+    "probe",
+    "similarity",
+    "stores",
+]

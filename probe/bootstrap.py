@@ -23,6 +23,8 @@ from medprobe.probe.calibration import (
 )
 
 DEFAULT_RESAMPLES = 1000
+# Fewer resamples cannot place a 2.5th and a 97.5th percentile apart from the extremes.
+MIN_RESAMPLES = 40
 # float64 values held per chunk of resamples (slots x resamples): about 64 MB.
 CHUNK_ELEMENTS = 2**23
 

@@ -20,6 +20,7 @@ from medprobe.cache.console import run_app, table_console
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.root import CACHE_DIR_ENV
 from medprobe.probe.backends import BACKENDS
+from medprobe.probe.bootstrap import DEFAULT_RESAMPLES
 from medprobe.probe.report import print_report, write_report
 from medprobe.probe.results import Results
 from medprobe.probe.runner import probe
@@ -96,6 +97,16 @@ def run(
         bool,
         typer.Option(help="a class with fewer images than asked gives what it has (and says so)"),
     ] = False,
+    include_trials: Annotated[
+        bool, typer.Option(help="also probe trial stores (extract run --limit)")
+    ] = False,
+    bootstrap: Annotated[
+        int,
+        typer.Option(
+            help="test-set resamples for intervals over test images and the paired full-budget "
+            "tests (whole patients where the store has groups); 0 turns it off"
+        ),
+    ] = DEFAULT_RESAMPLES,
     save_predictions: Annotated[
         bool,
         typer.Option(help="write every probe's test scores to predictions.h5 in the folder"),
@@ -128,6 +139,8 @@ def run(
         jobs=jobs,
         cluster=cluster,
         allow_fewer=allow_fewer,
+        include_trials=include_trials,
+        bootstrap=bootstrap,
         save_predictions=save_predictions,
         out=out_dir,
         overwrite=overwrite,

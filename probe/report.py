@@ -13,7 +13,7 @@ from rich.table import Table
 
 from medprobe.cache.atomic import write_atomically
 from medprobe.probe.budgets import KIND_ORDER
-from medprobe.probe.stats import entry_name, ranking
+from medprobe.probe.stats import INTERVAL_NOTES, entry_name, ranking
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -50,15 +50,22 @@ def _compact_cell(mean: float, low: float, high: float) -> str:
     return f"{mean:.3f}" if math.isnan(low) else f"{mean:.3f} ± {(high - low) / 2:.3f}"
 
 
-def headline_table(summary: pd.DataFrame, metric: str, *, compact: bool = False) -> pd.DataFrame:
+def headline_table(
+    summary: pd.DataFrame,
+    metric: str,
+    *,
+    compact: bool = False,
+    columns: tuple[str, str] = ("ci_low", "ci_high"),
+) -> pd.DataFrame:
     """Rows (entry, method), columns budgets: 'mean [95% interval]' of the headline metric
-    ('mean ± half-width' when `compact`, for terminals)."""
+    ('mean ± half-width' when `compact`, for terminals); `columns` name the interval's bounds."""
     table = summary[summary["metric"] == metric].copy()
     table["entry"] = entry_name(table)
     format_cell = _compact_cell if compact else _cell
+    low, high = columns
     table["cell"] = [
         format_cell(m, lo, hi)
-        for m, lo, hi in zip(table["mean"], table["ci_low"], table["ci_high"], strict=True)
+        for m, lo, hi in zip(table["mean"], table[low], table[high], strict=True)
     ]
     pivot = table.pivot_table(
         index=["entry", "method"], columns="budget", values="cell", aggfunc="first"
@@ -154,6 +161,63 @@ def label_efficiency_figure(summary: pd.DataFrame, dataset: str, metric: str) ->
     return figure
 
 
+def reliability_figure(calibration: pd.DataFrame, dataset: str) -> "Figure":
+    """Accuracy against confidence per bin at the largest budget of the run, a panel per
+    method and a line per entry; the diagonal is perfect calibration, marker area the count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = calibration.copy()
+    table["entry"] = entry_name(table)
+    budget = _largest_budget(table["budget"].unique())
+    table = table[(table["budget"] == budget) & (table["count"] > 0)]
+    methods = sorted(table["method"].unique())
+    entries = sorted(table["entry"].unique(), key=natural_key)
+    colours = plt.get_cmap("tab20" if len(entries) > 10 else "tab10").colors
+    figure, axes = plt.subplots(
+        1, len(methods), figsize=(3.8 * len(methods), 3.8), sharey=True, squeeze=False
+    )
+    for axis, method in zip(axes[0], methods, strict=True):
+        axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+        for i, entry in enumerate(entries):
+            bins = table[(table["method"] == method) & (table["entry"] == entry)]
+            size = 8 + 60 * bins["count"] / max(1, table["count"].max())
+            colour = colours[i % len(colours)]
+            axis.plot(bins["confidence"], bins["accuracy"], color=colour, label=entry)
+            axis.scatter(bins["confidence"], bins["accuracy"], s=size, color=colour)
+        axis.set(xlim=(0, 1), ylim=(0, 1), title=method, xlabel="confidence")
+        axis.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(
+        handles,
+        labels,
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        fontsize=8,
+        frameon=False,
+        ncols=1 + len(labels) // 25,
+    )
+    figure.suptitle(f"{dataset}: reliability at {budget} (top-label, seeds pooled)")
+    figure.tight_layout()
+    return figure
+
+
+def _largest_budget(budgets: "list[str] | Any") -> str:
+    """'full' if present, else the largest fraction, else the most shots."""
+    frame = pd.DataFrame({"budget": list(budgets)})
+    frame["kind"] = frame["budget"].map(
+        lambda b: "full" if b == "full" else ("shots" if b.endswith("-shot") else "fraction")
+    )
+    frame["value"] = frame["budget"].map(
+        lambda b: float(re.split(r"[- ]", b)[0]) if b != "full" else 0.0
+    )
+    frame["order"] = frame["kind"].map(KIND_ORDER)
+    return frame.sort_values(["order", "value"])["budget"].iloc[-1]
+
+
 def _save_figure(figure: "Figure", path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -163,17 +227,28 @@ def _save_figure(figure: "Figure", path: Path) -> None:
     plt.close(figure)
 
 
-def write_report(results: "Results", out_dir: Path) -> Path:
+def write_report(results: "Results", out_dir: Path, *, title: str | None = None) -> Path:
     """Write report.md and one label-efficiency PNG per dataset into `out_dir`; return
-    report.md. Reads only what `Results.save` writes, so `probe report` can rebuild it."""
+    report.md. Reads only what `Results.save` writes, so `probe report` can rebuild it.
+    `title` defaults to the folder's name."""
     summary, all_paired = results.summary(), results.paired()
     config = results.run["config"]
+    resamples = config.get("bootstrap", 0)
+    clustered = [d for d, by in results.run.get("resampled_by_group", {}).items() if by]
     lines = [
-        f"# Probe report: {out_dir.name}",
+        f"# Probe report: {title or out_dir.name}",
         "",
         f"Seeds: {config['seeds']}; methods: {', '.join(config['methods'])}; "
-        f"backend: {config['backend']}. Intervals are 95% Student-t over seeds; "
-        "differences are paired on identical support sets.",
+        f"backend: {config['backend']}; test bootstrap: "
+        + (f"B = {resamples} resamples" if resamples else "off")
+        + (
+            f", whole patients/lesions resampled together for {', '.join(clustered)}"
+            if clustered
+            else ""
+        )
+        + ".",
+        "",
+        INTERVAL_NOTES,
         "",
     ]
     for dataset, task in results.run["datasets"].items():
@@ -207,6 +282,34 @@ def write_report(results: "Results", out_dir: Path) -> Path:
                 paired.drop(columns=["dataset", "metric"]).to_markdown(index=False, floatfmt=".3f"),
                 "",
             ]
+        if part["ci_seeds_and_test_low"].notna().any():
+            lines += [
+                f"### {metric}: interval over seeds and test images together",
+                "",
+                headline_table(
+                    part, metric, columns=("ci_seeds_and_test_low", "ci_seeds_and_test_high")
+                )
+                .reset_index()
+                .to_markdown(index=False),
+                "",
+            ]
+        calibration = results.calibration
+        if not calibration.empty and (calibration["dataset"] == dataset).any():
+            reliability = out_dir / f"{dataset}_reliability.png"
+            figure = reliability_figure(calibration[calibration["dataset"] == dataset], dataset)
+            _save_figure(figure, reliability)
+            lines += [
+                "### Calibration",
+                "",
+                "ECE: top-label confidence in 15 equal-width bins, the bin-size-weighted mean "
+                "|accuracy - confidence| (multi-label: the mean over labels of the binary ECE); "
+                "Brier: the mean over images of the summed squared error to the one-hot label; "
+                "log loss: the mean negative log-probability of the true class. All three are "
+                "in the table below; the diagram pools the seeds of the largest budget.",
+                "",
+                f"![{dataset} reliability]({reliability.name})",
+                "",
+            ]
         lines += [
             f"### All metrics (mean over seeds; {metric} first; per-label values in summary.csv)",
             "",
@@ -227,7 +330,12 @@ def print_report(results: "Results", console: Console) -> None:
             continue
         metric = headline_of(task, part)
         pivot = headline_table(part, metric, compact=True)
-        table = Table(title=escape(f"{dataset}: {metric} (mean ± 95% interval)"))
+        table = Table(
+            title=escape(
+                f"{dataset}: {metric} (mean ± 95% interval: over seeds; full budget: over test "
+                "resamples)"
+            )
+        )
         table.add_column("model:pooling", no_wrap=True)
         table.add_column("method")
         for budget in pivot.columns:

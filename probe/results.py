@@ -1,7 +1,9 @@
 """A probe run as one object: what `mp.probe` returns and what `probe run --out` writes.
 
 `Results.save(folder)` writes exactly the folder of a CLI run; `Results.load(folder)` reads it
-back, so `probe report` and a notebook see the same run.
+back, so `probe report` and a notebook see the same run. The summary, the paired comparisons and
+the calibration bins are computed once, where the test resamples and scores are at hand
+(`probe.runner`), and travel as tables.
 """
 
 import json
@@ -15,7 +17,6 @@ import pandas as pd
 from medprobe.cache.atomic import publish_folder
 from medprobe.cache.errors import ToolkitError
 from medprobe.probe.predictions import PREDICTIONS_FILE, Predictions
-from medprobe.probe.stats import paired_differences, summarise
 
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
     from matplotlib.figure import Figure
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 RESULTS_FILE = "results.csv"
 SUMMARY_FILE = "summary.csv"
 PAIRED_FILE = "paired.csv"
+CALIBRATION_FILE = "calibration.csv"
 SUPPORTS_FILE = "supports.json"
 RUN_FILE = "run.json"
 
@@ -32,46 +34,32 @@ RUN_FILE = "run.json"
 @dataclass
 class Results:
     """frame: the tidy rows of results.csv, one per (dataset, model, pooling, method, budget,
-    seed, metric); run: the settings, datasets' tasks, stores and versions behind them (run.json);
-    supports: the support ids per 'dataset|budget|seed<k>' (supports.json); predictions: the
-    per-image test scores, when the run kept them."""
+    seed, metric); summary_table: mean and intervals per cell (summary.csv); paired_table: each
+    entry minus the best per (dataset, method, budget) on the headline metric (paired.csv);
+    calibration: reliability-diagram bins per (dataset, entry, method, budget), summed over
+    seeds (calibration.csv); run: settings, datasets' tasks, stores, versions (run.json);
+    supports: support ids per 'dataset|budget|seed<k>' (supports.json); predictions: per-image
+    test scores, when the run kept them (predictions.h5)."""
 
     frame: pd.DataFrame
+    summary_table: pd.DataFrame
+    paired_table: pd.DataFrame
+    calibration: pd.DataFrame
     run: dict[str, Any]
     supports: dict[str, list[str]]
-    predictions: Predictions | None = None
-    _summary: pd.DataFrame | None = field(default=None, repr=False)
-    _paired: pd.DataFrame | None = field(default=None, repr=False)
+    predictions: Predictions | None = field(default=None, repr=False)
 
     @property
     def datasets(self) -> list[str]:
         return list(self.run["datasets"])
 
     def summary(self) -> pd.DataFrame:
-        """Mean and 95 % interval per (dataset, model, pooling, method, budget, metric)."""
-        if self._summary is None:
-            self._summary = summarise(self.frame)
-        return self._summary
+        """Mean and 95 % intervals per (dataset, model, pooling, method, budget, metric)."""
+        return self.summary_table
 
     def paired(self) -> pd.DataFrame:
         """Per (dataset, method, budget): each entry minus the best on the headline metric."""
-        if self._paired is None:
-            from medprobe.probe.report import headline_of
-
-            tables = []
-            summary = self.summary()
-            for dataset, task in self.run["datasets"].items():
-                part = self.frame[self.frame["dataset"] == dataset]
-                if part.empty:
-                    continue
-                metric = headline_of(task, summary[summary["dataset"] == dataset])
-                paired = paired_differences(part, metric)
-                if not paired.empty:
-                    paired.insert(0, "dataset", dataset)
-                    paired.insert(1, "metric", metric)
-                    tables.append(paired)
-            self._paired = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-        return self._paired
+        return self.paired_table
 
     def plot(self, dataset: str, metric: str | None = None) -> "Figure":
         """The label-efficiency figure of `dataset`: `metric` (default: the headline) against
@@ -83,8 +71,7 @@ class Results:
                 f"dataset={dataset!r}: not in these results; they hold {self.datasets}",
                 argument="dataset",
             )
-        summary = self.summary()
-        part = summary[summary["dataset"] == dataset]
+        part = self.summary_table[self.summary_table["dataset"] == dataset]
         metric = metric or headline_of(self.run["datasets"][dataset], part)
         if metric not in set(part["metric"]):
             raise ToolkitError(
@@ -93,19 +80,21 @@ class Results:
         return label_efficiency_figure(part, dataset, metric)
 
     def save(self, out_dir: str | Path, *, overwrite: bool = False) -> Path:
-        """Write results.csv, summary.csv, paired.csv, supports.json, run.json, report.md, the
-        plots and (when kept) predictions.h5 into a new folder, published whole or not at all."""
+        """Write results.csv, summary.csv, paired.csv, calibration.csv, supports.json, run.json,
+        report.md, the plots and (when kept) predictions.h5 into a new folder, published whole
+        or not at all."""
         from medprobe.probe.report import write_report
 
         def write_into(folder: Path) -> None:
             self.frame.to_csv(folder / RESULTS_FILE, index=False)
-            self.summary().to_csv(folder / SUMMARY_FILE, index=False)
-            self.paired().to_csv(folder / PAIRED_FILE, index=False)
+            self.summary_table.to_csv(folder / SUMMARY_FILE, index=False)
+            self.paired_table.to_csv(folder / PAIRED_FILE, index=False)
+            self.calibration.to_csv(folder / CALIBRATION_FILE, index=False)
             (folder / SUPPORTS_FILE).write_text(json.dumps(self.supports, indent=0))
             (folder / RUN_FILE).write_text(json.dumps(self.run, indent=1))
             if self.predictions is not None:
                 self.predictions.save(folder / PREDICTIONS_FILE)
-            write_report(self, folder)
+            write_report(self, folder, title=Path(out_dir).name)
 
         return publish_folder(Path(out_dir), write_into, overwrite=overwrite)
 
@@ -119,21 +108,21 @@ class Results:
                 f"{out_dir} is not a probe results folder (needs {', '.join(needed)}, as "
                 "`probe run --out` and Results.save write)"
             )
-        paired_path = out_dir / PAIRED_FILE
         supports_path = out_dir / SUPPORTS_FILE
         predictions_path = out_dir / PREDICTIONS_FILE
         return cls(
             frame=pd.read_csv(out_dir / RESULTS_FILE),
+            summary_table=pd.read_csv(out_dir / SUMMARY_FILE),
+            paired_table=_read_optional_csv(out_dir / PAIRED_FILE),
+            calibration=_read_optional_csv(out_dir / CALIBRATION_FILE),
             run=json.loads((out_dir / RUN_FILE).read_text()),
             supports=json.loads(supports_path.read_text()) if supports_path.is_file() else {},
             predictions=Predictions.load(predictions_path) if predictions_path.is_file() else None,
-            _summary=pd.read_csv(out_dir / SUMMARY_FILE),
-            _paired=_read_optional_csv(paired_path),
         )
 
 
 def _read_optional_csv(path: Path) -> pd.DataFrame:
-    """An empty paired.csv (one model, nothing to pair) has no columns at all."""
+    """A table with no rows (one model: nothing to pair) is written with no columns at all."""
     if not path.is_file() or path.stat().st_size <= 1:
         return pd.DataFrame()
     return pd.read_csv(path)

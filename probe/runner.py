@@ -24,12 +24,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from medprobe.cache import open_store
 from medprobe.cache.atomic import check_folder_target
 from medprobe.cache.root import resolve_cache_root
+from medprobe.probe.bootstrap import DEFAULT_RESAMPLES
 from medprobe.probe.budgets import make_budgets
 from medprobe.probe.cluster import parallel_backend, parse_cluster
 from medprobe.probe.data import ProbeTarget, select_targets, task_of
 from medprobe.probe.neighbors import KNN_KS
 from medprobe.probe.predictions import DatasetPredictions, Predictions
+from medprobe.probe.report import headline_of
 from medprobe.probe.results import Results
+from medprobe.probe.stats import Resampled, paired_differences, summarise
 from medprobe.probe.sweep import (
     METHODS,
     SupportSets,
@@ -71,6 +74,8 @@ def probe(
     jobs: int = 1,
     cluster: str | None = None,
     allow_fewer: bool = False,
+    include_trials: bool = False,
+    bootstrap: int = DEFAULT_RESAMPLES,
     save_predictions: bool = False,
     out: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
@@ -83,6 +88,9 @@ def probe(
     full: every training label. methods: 'logreg', 'knn', 'prototype'. backend: 'auto' |
     'torch' (batched, CUDA when present) | 'sklearn' | 'cuml'. jobs: joblib workers over
     (store, pooling); cluster: 'local:N' or 'tcp://HOST:PORT' runs them on Dask instead.
+    include_trials: also probe trial stores (`extract run --limit`), left out by default.
+    bootstrap: test resamples per dataset (0: none) for intervals over test images and the
+    paired full-budget tests; the same resamples score every entry.
     save_predictions keeps every probe's test scores (`Results.predictions`, predictions.h5).
     out: also save the results there (checked before any work; an existing folder only with
     overwrite=True).
@@ -96,6 +104,7 @@ def probe(
         allow_fewer=allow_fewer,
         backend=backend,
         jobs=jobs,
+        bootstrap=bootstrap,
     )
     cluster_spec = parse_cluster(cluster) if cluster is not None else None
     if out is not None:
@@ -106,6 +115,7 @@ def probe(
         models=_as_tuple(models) or None,
         datasets=_as_tuple(datasets) or None,
         poolings=_as_tuple(poolings) or None,
+        include_trials=include_trials,
     )
     supports = draw_supports(targets, config)
     started = time.perf_counter()
@@ -130,19 +140,97 @@ def probe(
             on_target_done=lambda _: bar.advance(task),
         )
     elapsed = time.perf_counter() - started
-    rows = [row for outcome in outcomes for row in outcome.rows]
-    predictions = None
-    if save_predictions:
-        predictions = _collect_predictions(targets, outcomes)
-    results = Results(
-        frame=pd.DataFrame(rows),
-        run=_run_record(targets, config, cluster, elapsed),
-        supports=supports_record(supports),
-        predictions=predictions,
+    results = assemble_results(
+        targets, outcomes, supports, config, save_predictions=save_predictions
     )
+    results.run.update(_run_record(targets, config, cluster, elapsed))
     if out is not None:
         results.save(out, overwrite=overwrite)
     return results
+
+
+def assemble_results(
+    targets: Sequence[ProbeTarget],
+    outcomes: Sequence[TargetOutcome],
+    supports: SupportSets,
+    config: SweepConfig,
+    *,
+    save_predictions: bool,
+) -> Results:
+    """The run's tables from what every target gave: rows, the summary with its intervals, the
+    paired comparisons on each dataset's headline metric, and the calibration bins."""
+    frame = pd.DataFrame([row for outcome in outcomes for row in outcome.rows])
+    resampled: Resampled = {
+        (t.dataset, t.model, t.pooling, method, budget, seed): values
+        for t, outcome in zip(targets, outcomes, strict=True)
+        for (method, budget, seed), values in outcome.resampled.items()
+    }
+    scores = _collect_predictions(targets, outcomes)
+    summary = summarise(frame, resampled)
+    first_store = {t.dataset: open_store(t.path) for t in reversed(targets)}
+    tasks = {dataset: task_of(store) for dataset, store in sorted(first_store.items())}
+    paired_tables = []
+    for dataset, task in tasks.items():
+        part = frame[frame["dataset"] == dataset]
+        metric = headline_of(task, summary[summary["dataset"] == dataset])
+        paired = paired_differences(part, metric, resampled, scores.datasets.get(dataset))
+        if not paired.empty:
+            paired.insert(0, "dataset", dataset)
+            paired.insert(1, "metric", metric)
+            paired_tables.append(paired)
+    return Results(
+        frame=frame,
+        summary_table=summary,
+        paired_table=pd.concat(paired_tables, ignore_index=True)
+        if paired_tables
+        else pd.DataFrame(),
+        calibration=_calibration_table(targets, outcomes),
+        run={
+            "datasets": tasks,
+            "resampled_by_group": {
+                dataset: config.bootstrap > 0 and store.groups("test") is not None
+                for dataset, store in sorted(first_store.items())
+            },
+        },
+        supports=supports_record(supports),
+        predictions=scores if save_predictions else None,
+    )
+
+
+def _calibration_table(
+    targets: Sequence[ProbeTarget], outcomes: Sequence[TargetOutcome]
+) -> pd.DataFrame:
+    """Reliability bins per (dataset, model, pooling, method, budget), pooled over seeds: the
+    count of predictions per confidence bin, their mean confidence and accuracy."""
+    pooled: dict[tuple, list] = {}
+    for target, outcome in zip(targets, outcomes, strict=True):
+        for (method, budget, _), bins in outcome.reliability.items():
+            key = (target.dataset, target.model, target.pooling, method, budget)
+            pooled.setdefault(key, []).append(bins)
+    rows = []
+    for (dataset, model, pooling, method, budget), per_seed in pooled.items():
+        count = np.sum([b.count for b in per_seed], axis=0)
+        confidence = np.sum([np.nan_to_num(b.confidence) * b.count for b in per_seed], axis=0)
+        accuracy = np.sum([np.nan_to_num(b.accuracy) * b.count for b in per_seed], axis=0)
+        edges = per_seed[0].edges
+        with np.errstate(invalid="ignore", divide="ignore"):
+            confidence, accuracy = confidence / count, accuracy / count
+        for b in range(len(count)):
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "model": model,
+                    "pooling": pooling,
+                    "method": method,
+                    "budget": budget,
+                    "bin_low": edges[b],
+                    "bin_high": edges[b + 1],
+                    "count": int(count[b]),
+                    "confidence": confidence[b],
+                    "accuracy": accuracy[b],
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def _collect_predictions(
@@ -170,16 +258,12 @@ def _collect_predictions(
 def _run_record(
     targets: Sequence[ProbeTarget], config: SweepConfig, cluster: str | None, seconds: float
 ) -> dict[str, Any]:
-    """run.json: every setting, the datasets' tasks, the stores and their keys, versions."""
+    """run.json beside the datasets' tasks: every setting, the stores and their keys, versions."""
     config_record = asdict(config)
     config_record["budgets"] = [b.label for b in config.budgets]
     config_record["cluster"] = cluster
-    datasets: dict[str, Any] = {}
-    stores = []
-    for path in sorted({t.path for t in targets}):
-        store = open_store(path)
-        datasets.setdefault(store.dataset_name, task_of(store))
-        stores.append({"path": str(path), "key": store.key})
+    paths = sorted({t.path for t in targets})
+    stores = [{"path": str(path), "key": open_store(path).key} for path in paths]
     versions = {}
     for name in VERSIONED:
         try:
@@ -188,7 +272,6 @@ def _run_record(
             versions[name] = None
     record = {
         "config": config_record,
-        "datasets": datasets,
         "stores": stores,
         "seconds": round(seconds, 2),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),

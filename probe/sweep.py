@@ -21,10 +21,12 @@ from medprobe.probe.backends import (
     TorchBackend,
     resolve_backend,
 )
+from medprobe.probe.bootstrap import DEFAULT_RESAMPLES, MIN_RESAMPLES
 from medprobe.probe.budgets import Budget, draw_support
+from medprobe.probe.calibration import ReliabilityBins
 from medprobe.probe.data import ProbeTarget, SplitArrays, read_split, task_of
-from medprobe.probe.metrics import multilabel_metrics, single_label_metrics
 from medprobe.probe.neighbors import KNN_KS
+from medprobe.probe.scoring import score_cell, shared_test_resamples
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ class SweepConfig:
     allow_fewer: bool = False
     backend: str = "auto"
     jobs: int = 1
+    bootstrap: int = DEFAULT_RESAMPLES
 
     def __post_init__(self) -> None:
         """Every argument checked before any store is read, named as the library names it."""
@@ -67,6 +70,17 @@ class SweepConfig:
         if self.backend not in BACKENDS:
             raise ToolkitError(
                 f"backend={self.backend!r}: choose one of {list(BACKENDS)}", argument="backend"
+            )
+        if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, int):
+            raise ToolkitError(
+                f"bootstrap={self.bootstrap!r}: a number of test resamples (0: none)",
+                argument="bootstrap",
+            )
+        if self.bootstrap < 0 or 0 < self.bootstrap < MIN_RESAMPLES:
+            raise ToolkitError(
+                f"bootstrap={self.bootstrap}: use 0 (no test bootstrap) or at least "
+                f"{MIN_RESAMPLES} resamples, enough for the 2.5th and 97.5th percentiles",
+                argument="bootstrap",
             )
         if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs == 0:
             raise ToolkitError(
@@ -102,19 +116,26 @@ def draw_supports(targets: Sequence[ProbeTarget], config: SweepConfig) -> Suppor
     return supports
 
 
+# (method, budget label, seed): one probe of a target
+Cell = tuple[str, str, int]
+
+
 @dataclass
 class TargetOutcome:
-    """What one (store, pooling) gave: tidy metric rows and, when asked, the test scores.
+    """What one (store, pooling) gave, per cell: tidy metric rows, each metric on every test
+    resample, reliability bins, and the test scores of full budgets (all cells when asked).
 
-    scores: (method, budget label, seed) -> (n_test, K) float32 class probabilities, or
-    (n_test, L) positive-class probabilities for multi-label (NaN for a label no support set
-    could train), rows in `test_ids` order.
+    scores: (n_test, K) float32 class probabilities, or (n_test, L) positive-class
+    probabilities for multi-label (NaN for a label no support set could train), rows in
+    `test_ids` order. resampled: metric -> (B,) float32, empty without a bootstrap.
     """
 
     target: ProbeTarget
     rows: list[dict[str, Any]]
     test_ids: np.ndarray
-    scores: dict[tuple[str, str, int], np.ndarray] = field(default_factory=dict)
+    scores: dict[Cell, np.ndarray] = field(default_factory=dict)
+    resampled: dict[Cell, dict[str, np.ndarray]] = field(default_factory=dict)
+    reliability: dict[Cell, ReliabilityBins] = field(default_factory=dict)
 
 
 def run_sweep(
@@ -175,6 +196,10 @@ def probe_target(
     val = read_split(store, "val", target.pooling) if "val" in store.splits else None
     row_of = {image_id: row for row, image_id in enumerate(train.ids)}
     backend = resolve_backend(config.backend)
+    counts = None
+    if config.bootstrap:
+        groups = store.groups("test")
+        counts = shared_test_resamples(target.dataset, test.ids, groups, config.bootstrap)
     outcome = TargetOutcome(target, [], test.ids)
     for budget in config.budgets:
         seeds = config.seeds_for(budget)
@@ -184,11 +209,17 @@ def probe_target(
         step = _Step(train, test, val, support_rows, seeds, budget, task)
         score = _multilabel if task["kind"] == "multilabel" else _single_label
         for method, seed, scores in score(backend, step, config):
-            if keep_scores:
-                outcome.scores[(method, budget.label, seed)] = scores.astype(np.float32)
-            metrics = _metrics(test.labels, scores, task)
+            cell = (method, budget.label, seed)
+            if keep_scores or budget.kind == "full":  # full budgets: for DeLong's paired test
+                outcome.scores[cell] = scores.astype(np.float32)
+            scored = score_cell(test.labels, scores, task, counts)
+            if scored.resampled is not None:
+                outcome.resampled[cell] = scored.resampled
+            outcome.reliability[cell] = scored.reliability
             # The headline metric leads: results.csv, summary.csv and every table keep this order.
-            ordered = sorted(metrics.items(), key=lambda item: item[0] != task["headline_metric"])
+            ordered = sorted(
+                scored.metrics.items(), key=lambda item: item[0] != task["headline_metric"]
+            )
             for metric, value in ordered:
                 outcome.rows.append(
                     {
@@ -205,15 +236,6 @@ def probe_target(
                     }
                 )
     return outcome
-
-
-def _metrics(labels: np.ndarray, scores: np.ndarray, task: dict[str, Any]) -> dict[str, float]:
-    """Every metric of one probe's test scores (see `probe.metrics`)."""
-    if task["kind"] == "multilabel":
-        return multilabel_metrics(
-            labels, scores, task["label_names"], task.get("competition_labels", ())
-        )
-    return single_label_metrics(labels, scores, task["kind"], headline=task["headline_metric"])
 
 
 def _n_classes(task: dict[str, Any], *label_arrays: np.ndarray) -> int:

@@ -26,6 +26,7 @@ def write_blob_store(
     seed: int = 0,
     shuffle_rows: bool = False,
     noise_seed: int | None = None,
+    images_per_patient: int = 0,
     preprocessing: dict | None = None,
     complete: bool = True,
 ) -> Path:
@@ -50,11 +51,15 @@ def write_blob_store(
     )
     embeddings = (separation * signal + model_rng.normal(size=(n_rows, dim))).astype(np.float32)
     order = np.random.default_rng(1).permutation(n_rows) if shuffle_rows else np.arange(n_rows)
+    groups = None
+    if images_per_patient:  # consecutive rows of one split belong to one patient
+        groups = np.array([f"patient{i // images_per_patient:04d}" for i in range(n_rows)])
     rows = RowTable(
         ids=ids[order].tolist(),
         splits=splits[order].tolist(),
         labels=labels[order],
         label_mask=None if mask is None else mask[order],
+        groups=None if groups is None else groups[order].tolist(),
     )
     task = {
         "kind": "multilabel" if n_labels else kind,
