@@ -80,7 +80,7 @@ def _left_out(entries: Sequence[StoreEntry], include_trials: bool) -> dict[str, 
     if trials:
         logger.warning(
             "left out %d trial store(s) written with extract --limit (%s); pass "
-            "include_trials=True (--include-trials) to probe them",
+            "include_trials=True (probe run --include-trials) to probe them",
             len(trials),
             ", ".join(e.path.name for e in trials),
         )
@@ -116,19 +116,19 @@ def select_targets(
         if left_out.get("not stores"):  # the likeliest cause: say which file and why
             first = left_out["not stores"][0]
             hint += f"; {first.path}: {first.problem}"
-        trial_hint = " or pass --include-trials" if left_out.get("trial") else ""
+        trial_hint = ", pass include_trials=True" if left_out.get("trial") else ""
         raise ToolkitError(
             f"no complete stores under {cache_root}{hint}; run `extract run` first{trial_hint} "
-            "or pass --cache-dir"
+            "or use another cache root"
         )
-    for wanted, attribute, flag in (
-        (datasets, "dataset", "--datasets"),
-        (models, "model", "--models"),
+    for wanted, attribute, argument in (
+        (datasets, "dataset", "datasets"),
+        (models, "model", "models"),
     ):
         known = sorted({getattr(e, attribute) for e in probed})
         for name in wanted or []:
             if name not in known:
-                _refuse_unknown(name, attribute, flag, known, left_out)
+                _refuse_unknown(name, attribute, argument, known, left_out)
     probed = [
         e
         for e in probed
@@ -158,8 +158,9 @@ def select_targets(
             chosen = [p for p in store.poolings if not poolings or p in poolings]
             if not chosen:
                 raise ToolkitError(
-                    f"--poolings {list(poolings or [])}: store {store.path.name} "
-                    f"has only {list(store.poolings)}"
+                    f"poolings={list(poolings or [])}: store {store.path.name} "
+                    f"has only {list(store.poolings)}",
+                    argument="poolings",
                 )
             targets += [ProbeTarget(dataset, label, p, store.path) for p in chosen]
     return targets
@@ -168,26 +169,31 @@ def select_targets(
 def _refuse_unknown(
     name: str,
     attribute: str,
-    flag: str,
+    argument: str,
     known: Sequence[str],
     left_out: dict[str, list[StoreEntry]],
 ) -> None:
-    """Raise for a --models/--datasets name with no probed store, saying why when one exists."""
+    """Raise for a `models`/`datasets` name with no probed store, saying why when one exists."""
+    named = f"{argument}=[{name!r}]"
     pending = [e for e in left_out.get("unfinished", []) if getattr(e, attribute) == name]
     if pending:
         entry = pending[0]
         raise ToolkitError(
-            f"{flag}: the store for {name!r} ({entry.dataset} x {entry.model}) is not "
+            f"{named}: the store for {name!r} ({entry.dataset} x {entry.model}) is not "
             f"complete ({_progress(entry)}); rerun the extraction, which resumes where "
-            f"it stopped, or `cache rm {entry.path}`"
+            f"it stopped, or `cache rm {entry.path}`",
+            argument=argument,
         )
     trials = [e for e in left_out.get("trial", []) if getattr(e, attribute) == name]
     if trials:
         raise ToolkitError(
-            f"{flag}: the only store for {name!r} is a trial on part of the images "
-            f"({trials[0].path.name}, extract --limit); pass --include-trials to probe it"
+            f"{named}: the only store for {name!r} is a trial on part of the images "
+            f"({trials[0].path.name}, extract --limit); pass include_trials=True to probe it",
+            argument=argument,
         )
-    raise ToolkitError(f"{flag}: no complete store for {name!r}{_close(name, known)}")
+    raise ToolkitError(
+        f"{named}: no complete store for {name!r}{_close(name, known)}", argument=argument
+    )
 
 
 def _check_comparable(dataset: str, stores: list[Store]) -> None:
@@ -216,7 +222,7 @@ def _check_comparable(dataset: str, stores: list[Store]) -> None:
                     f"stores of {dataset} disagree on the {split} split ({differing} ids or "
                     f"labels differ): {reference.path.name} vs {other.path.name}. Were they "
                     "extracted with different --limit or dataset options? Pick one with "
-                    "--models, or `cache rm` the stale one."
+                    "models=[...], or `cache rm` the stale one."
                 )
 
 

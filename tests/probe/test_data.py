@@ -139,14 +139,16 @@ def test_a_model_with_only_a_trial_store_says_so(tmp_path):
     root = tmp_path / "embeddings"
     write_blob_store(root, model="dino", separation=1.0)
     _mark_trial(write_blob_store(root, model="mae", separation=1.0))
-    with pytest.raises(ToolkitError, match=r"only store for 'mae' is a trial.*--include-trials"):
+    with pytest.raises(ToolkitError, match=r"only store for .mae. is a trial.*include_trials=True"):
         select_targets(root, models=["mae"])
 
 
 def test_only_trial_stores_is_an_error_that_counts_them(tmp_path):
     root = tmp_path / "embeddings"
     _mark_trial(write_blob_store(root, model="dino", separation=1.0))
-    with pytest.raises(ToolkitError, match=r"\(1 trial\); run `extract run` first or pass --incl"):
+    with pytest.raises(
+        ToolkitError, match=r"\(1 trial\); run `extract run` first, pass include_trials=True"
+    ):
         select_targets(root)
 
 
