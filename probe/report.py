@@ -100,6 +100,19 @@ def metrics_table(summary: pd.DataFrame, headline: str) -> pd.DataFrame:
     return pivot[["entry", "method", "budget", *[m for m in metrics if m in pivot.columns]]]
 
 
+def entry_styles(entries: list[str]) -> dict[str, tuple[Any, str]]:
+    """(colour, marker) per entry: colour and marker cycle together, so their pairs stay
+    distinct for the first 60 entries (tab10 or tab20 against 12 markers)."""
+    import matplotlib.pyplot as plt
+
+    colours = plt.get_cmap("tab20" if len(entries) > 10 else "tab10").colors
+    markers = "osD^v<>pPX*h"
+    return {
+        entry: (colours[i % len(colours)], markers[i % len(markers)])
+        for i, entry in enumerate(entries)
+    }
+
+
 def label_efficiency_figure(summary: pd.DataFrame, dataset: str, metric: str) -> "Figure":
     """Metric against budget, a line per entry and a band for its interval; a panel per method.
 
@@ -116,13 +129,7 @@ def label_efficiency_figure(summary: pd.DataFrame, dataset: str, metric: str) ->
     budgets = budget_order(table)
     methods = sorted(table["method"].unique())
     entries = sorted(table["entry"].unique(), key=natural_key)
-    colours = plt.get_cmap("tab20" if len(entries) > 10 else "tab10").colors
-    markers = "osD^v<>pPX*h"
-    # Colour and marker cycle together: their pairs stay distinct for the first 60 entries.
-    styles = {
-        entry: (colours[i % len(colours)], markers[i % len(markers)])
-        for i, entry in enumerate(entries)
-    }
+    styles = entry_styles(entries)
     figure, axes = plt.subplots(
         1, len(methods), figsize=(4.2 * len(methods), 3.8), sharey=True, squeeze=False
     )
@@ -141,21 +148,7 @@ def label_efficiency_figure(summary: pd.DataFrame, dataset: str, metric: str) ->
         axis.set_xlabel("label budget")
         axis.grid(alpha=0.3)
     axes[0][0].set_ylabel(metric)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    for axis in axes[0][1:]:
-        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
-            if label not in labels:
-                handles.append(handle)
-                labels.append(label)
-    figure.legend(
-        handles,
-        labels,
-        loc="center left",
-        bbox_to_anchor=(1.0, 0.5),
-        fontsize=8,
-        ncols=1 + len(labels) // 25,
-        frameon=False,
-    )
+    _legend_outside(figure, axes[0])
     figure.suptitle(f"{dataset}: {metric} against label budget (mean, 95% interval)")
     figure.tight_layout()
     return figure
@@ -174,35 +167,44 @@ def reliability_figure(calibration: pd.DataFrame, dataset: str) -> "Figure":
     budget = _largest_budget(table["budget"].unique())
     table = table[(table["budget"] == budget) & (table["count"] > 0)]
     methods = sorted(table["method"].unique())
-    entries = sorted(table["entry"].unique(), key=natural_key)
-    colours = plt.get_cmap("tab20" if len(entries) > 10 else "tab10").colors
+    styles = entry_styles(sorted(table["entry"].unique(), key=natural_key))
     figure, axes = plt.subplots(
         1, len(methods), figsize=(3.8 * len(methods), 3.8), sharey=True, squeeze=False
     )
     for axis, method in zip(axes[0], methods, strict=True):
         axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
-        for i, entry in enumerate(entries):
+        for entry, (colour, marker) in styles.items():
             bins = table[(table["method"] == method) & (table["entry"] == entry)]
             size = 8 + 60 * bins["count"] / max(1, table["count"].max())
-            colour = colours[i % len(colours)]
             axis.plot(bins["confidence"], bins["accuracy"], color=colour, label=entry)
-            axis.scatter(bins["confidence"], bins["accuracy"], s=size, color=colour)
+            axis.scatter(bins["confidence"], bins["accuracy"], s=size, color=colour, marker=marker)
         axis.set(xlim=(0, 1), ylim=(0, 1), title=method, xlabel="confidence")
         axis.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy")
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    _legend_outside(figure, axes[0])
+    figure.suptitle(f"{dataset}: reliability at {budget} (top-label, seeds pooled)")
+    figure.tight_layout()
+    return figure
+
+
+def _legend_outside(figure: "Figure", axes: Any) -> None:
+    """One legend for all panels, right of them where it covers no data; every entry once,
+    in the order first drawn, in more columns past 25 entries."""
+    handles, labels = [], []
+    for axis in axes:
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
     figure.legend(
         handles,
         labels,
         loc="center left",
         bbox_to_anchor=(1.0, 0.5),
         fontsize=8,
-        frameon=False,
         ncols=1 + len(labels) // 25,
+        frameon=False,
     )
-    figure.suptitle(f"{dataset}: reliability at {budget} (top-label, seeds pooled)")
-    figure.tight_layout()
-    return figure
 
 
 def _largest_budget(budgets: "list[str] | Any") -> str:

@@ -57,3 +57,36 @@ def test_importing_the_probe_cli_does_not_import_torch():
     code = "import sys, medprobe.probe.cli, medprobe.probe.sweep; print('torch' in sys.modules)"
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert completed.stdout.strip() == "False", completed.stderr
+
+
+def test_the_label_efficiency_plot_keeps_twelve_entries_apart_in_natural_order():
+    from medprobe.probe.report import label_efficiency_figure
+
+    rows = [
+        {
+            "dataset": "d",
+            "model": f"m{i}",
+            "pooling": "cls",
+            "method": "knn",
+            "budget": budget,
+            "budget_kind": "shots",
+            "budget_value": value,
+            "metric": "accuracy",
+            "mean": 0.5 + 0.01 * i + 0.02 * value,
+            "ci_low": 0.4,
+            "ci_high": 0.9,
+        }
+        for i in range(1, 13)
+        for budget, value in (("1-shot", 1), ("5-shot", 5))
+    ]
+    figure = label_efficiency_figure(pd.DataFrame(rows), "d", "accuracy")
+    (legend,) = figure.legends
+    labels = [text.get_text() for text in legend.get_texts()]
+    assert labels == [f"m{i}:cls" for i in range(1, 13)]  # m2 before m10
+    lines = figure.axes[0].get_lines()
+    styles = {(line.get_color(), line.get_marker()) for line in lines}
+    assert len(styles) == 12, "every entry has its own colour and marker"
+    figure.canvas.draw()
+    legend_box = legend.get_window_extent()
+    axes_box = figure.axes[0].get_window_extent()
+    assert legend_box.x0 >= axes_box.x1, "the legend sits beside the panels, not on the data"
