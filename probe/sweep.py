@@ -102,6 +102,13 @@ def draw_supports(targets: Sequence[ProbeTarget], config: SweepConfig) -> Suppor
         if mask is not None:
             labels = np.where(mask, labels, -1)
         names = task_of(store)["label_names"]
+        if labels.ndim == 1 and len(np.unique(labels)) < 2:
+            only = names[labels[0]] if len(labels) and labels[0] < len(names) else labels[:1]
+            raise ToolkitError(
+                f"dataset {dataset!r}: every training image is of one class ({only!r}), so "
+                "there is nothing to tell apart and every probe would score perfectly; check "
+                "the labels (or the split) of the dataset and extract again"
+            )
         for budget in config.budgets:
             for seed in config.seeds_for(budget):
                 supports[(dataset, budget, seed)] = draw_support(

@@ -233,3 +233,11 @@ def test_a_usage_error_is_a_message_and_exit_2_not_a_traceback(tmp_path):
     )
     assert completed.returncode == 2
     assert "No such option" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_a_dataset_of_one_class_is_refused_not_scored_perfectly(tmp_path):
+    root = tmp_path / "embeddings"
+    write_blob_store(root, model="m", separation=1.0, n_classes=1)
+    result = probe("--shots", "1", "--cache-dir", str(root), "--out", str(tmp_path / "out"))
+    assert "every training image is of one class ('class0')" in str(result.exception)
+    assert not (tmp_path / "out").exists()
