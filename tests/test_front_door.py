@@ -39,12 +39,13 @@ def test_the_python_page_runs_as_written(tmp_path, monkeypatch):
     """Every ```python block of docs/python.md, in order, in one namespace, in a fresh folder."""
     monkeypatch.chdir(tmp_path)
     blocks = re.findall(r"```python\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)
-    assert len(blocks) >= 5
+    assert len(blocks) >= 6
     namespace: dict = {}
     for block in blocks:
         exec(compile(block, str(DOCS), "exec"), namespace)
     assert (tmp_path / "results" / "notebook" / "report.md").is_file()
     assert (tmp_path / "digits_accuracy.png").stat().st_size > 5000
+    assert (tmp_path / "digits_cka.png").stat().st_size > 5000
     entries = {"efficientnet-lite0:pooled", "timm:resnet10t:pooled"}
     paired = namespace["paired"]
     assert set(paired["entry"]) | set(paired["best"]) == entries
