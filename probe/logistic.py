@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medprobe.probe.lbfgs import minimise
+from medprobe.probe.lbfgs import STOP_REASONS, largest_entry, minimise
 
 if TYPE_CHECKING:  # torch is imported inside functions: `import medprobe.probe` stays light
     import torch
@@ -48,11 +48,20 @@ class LinearProblem:
 class LinearFit:
     """B fitted models in the raw feature space: logits = X @ weights[b] + bias[b].
 
-    weights (B, D, K) float32; bias (B, K) float32 (standardisation folded in).
+    weights (B, D, K) float32; bias (B, K) float32 (standardisation folded in); per problem,
+    the solver's iterations (B,) int64, final gradient size (B,) (largest entry) and stop
+    (B,) int64, an index into `lbfgs.STOP_REASONS`.
     """
 
     weights: "torch.Tensor"
     bias: "torch.Tensor"
+    iterations: "torch.Tensor"
+    gradient_size: "torch.Tensor"
+    stop: "torch.Tensor"
+
+    def reached_max_iter(self) -> "torch.Tensor":
+        """(B,) bool: problems still moving when the iteration budget ran out."""
+        return self.stop == STOP_REASONS.index("max_iter")
 
     def logits(self, features: "torch.Tensor") -> "torch.Tensor":
         """features (N, D) shared by all problems -> (B, N, K)."""
@@ -153,9 +162,11 @@ def fit_logistic(
         return values.reshape(-1), grad.reshape(n_sets * width, -1)
 
     start = torch.zeros(n_sets * width, n_coef + n_classes, device=device)
-    solution = minimise(objective, start, max_iter=max_iter, tolerance_grad=TOLERANCE_GRAD)
+    minimum = minimise(
+        largest_entry(objective), start, max_iter=max_iter, tolerance_grad=TOLERANCE_GRAD
+    )
     with torch.no_grad():
-        state = solution.view(n_sets, width, -1)
+        state = minimum.x.view(n_sets, width, -1)
         coef = state[:, :, :n_coef].reshape(n_sets, width * n_classes, n_columns)
         intercept = state[:, :, n_coef:]
         if reduced:  # W = Xᵀ·U·Λ^-½·β, back in the standardised feature space
@@ -167,4 +178,11 @@ def fit_logistic(
     position = {b: (u, j) for u, group in enumerate(members) for j, b in enumerate(group)}
     sets = torch.tensor([position[b][0] for b in range(len(problems))], device=device)
     columns = torch.tensor([position[b][1] for b in range(len(problems))], device=device)
-    return LinearFit(raw_weights[sets, columns].transpose(1, 2), raw_bias[sets, columns])
+    flat = sets * width + columns  # each problem's row in the solver's batch
+    return LinearFit(
+        raw_weights[sets, columns].transpose(1, 2),
+        raw_bias[sets, columns],
+        minimum.iterations[flat],
+        minimum.gradient_size[flat],
+        minimum.stop[flat],
+    )

@@ -7,7 +7,7 @@ store, so each model is scored on exactly the same labelled images.
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -85,23 +85,54 @@ def run_sweep(
     config: SweepConfig,
     *,
     on_target_done: Callable[[ProbeTarget], None] | None = None,
+    on_fit_reports: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Probe every target; rows of (dataset, model, pooling, method, budget, seed, metric, value).
 
     Targets fan out over `config.jobs` joblib workers (a Dask or Ray backend carries them to a
-    cluster); within a target, fits are batched by the backend.
+    cluster); within a target, fits are batched by the backend. Each target's logistic
+    regression fit reports (see `probe_target`) go to `on_fit_reports`, and every fit that used
+    up its iterations is logged as a warning here, in the calling process.
     """
     tasks = [
-        delayed(probe_target)(t, {k: v for k, v in supports.items() if k[0] == t.dataset}, config)
+        delayed(_probe_target_with_reports)(
+            t, {k: v for k, v in supports.items() if k[0] == t.dataset}, config
+        )
         for t in targets
     ]
     rows: list[dict[str, Any]] = []
     results = Parallel(n_jobs=config.jobs, return_as="generator")(tasks)
-    for target, target_rows in zip(targets, results, strict=True):
+    for target, (target_rows, reports) in zip(targets, results, strict=True):
         rows += target_rows
+        for report in reports:
+            if report["stop"] == "max_iter":
+                label = f" / label {report['label']}" if report["label"] is not None else ""
+                logger.warning(
+                    "logistic regression did not converge for %s / %s / pooling %s / %s / "
+                    "seed %s%s: it used up max_iter=%d iterations with the largest gradient "
+                    "entry still %.1e; its scores are those of the last iterate",
+                    report["dataset"],
+                    report["model"],
+                    report["pooling"],
+                    report["budget"],
+                    report["seed"],
+                    label,
+                    report["iterations"],
+                    report["max_gradient"],
+                )
+        if on_fit_reports is not None:
+            on_fit_reports(reports)
         if on_target_done is not None:
             on_target_done(target)
     return rows
+
+
+def _probe_target_with_reports(
+    target: ProbeTarget, supports: SupportSets, config: SweepConfig
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """probe_target's rows and fit reports, returned together from a joblib worker."""
+    reports: list[dict[str, Any]] = []
+    return probe_target(target, supports, config, fit_reports=reports), reports
 
 
 @dataclass(frozen=True)
@@ -121,9 +152,20 @@ Scored = list[tuple[str, int, dict[str, float]]]
 
 
 def probe_target(
-    target: ProbeTarget, supports: SupportSets, config: SweepConfig
+    target: ProbeTarget,
+    supports: SupportSets,
+    config: SweepConfig,
+    *,
+    fit_reports: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """All budgets, seeds and methods for one (store, pooling)."""
+    """All budgets, seeds and methods for one (store, pooling).
+
+    fit_reports, when given, receives one dict per final logistic-regression fit: dataset,
+    model, pooling, budget, seed, label (a multi-label store's label name, else None), c,
+    iterations, max_gradient, stop ('gradient' | 'no progress' | 'line search' | 'max_iter':
+    not converged), converged, selection_unconverged (fits made to choose C that used up
+    max_iter).
+    """
     store = open_store(target.path)
     task = task_of(store)
     train = read_split(store, "train", target.pooling)
@@ -140,6 +182,21 @@ def probe_target(
         step = _Step(train, test, val, support_rows, seeds, budget, task)
         score = _multilabel if task["kind"] == "multilabel" else _single_label
         scored = score(backend, step, config)
+        for report in backend.fit_reports:
+            label = None if report.label is None else task["label_names"][report.label]
+            if fit_reports is not None:
+                fit_reports.append(
+                    {
+                        "dataset": target.dataset,
+                        "model": target.model,
+                        "pooling": target.pooling,
+                        "budget": budget.label,
+                        **asdict(report),
+                        "label": label,
+                        "converged": report.converged,
+                    }
+                )
+        backend.fit_reports.clear()
         for method, seed, metrics in scored:
             # The headline metric leads: results.csv, summary.csv and every table keep this order.
             ordered = sorted(metrics.items(), key=lambda item: item[0] != task["headline_metric"])
@@ -167,17 +224,31 @@ def _n_classes(task: dict[str, Any], *label_arrays: np.ndarray) -> int:
 
 
 def _method_scores(
-    backend: TorchBackend | EstimatorBackend, inputs: ProbeInputs, config: SweepConfig
+    backend: TorchBackend | EstimatorBackend,
+    inputs: ProbeInputs,
+    config: SweepConfig,
+    methods: tuple[str, ...] | None = None,
 ) -> Iterator[tuple[str, list[np.ndarray]]]:
-    """(method name, class probabilities per seed) for each requested probe."""
-    if "logreg" in config.methods:
+    """(method name, class probabilities per seed) for each requested probe (or `methods`)."""
+    methods = config.methods if methods is None else methods
+    if "logreg" in methods:
         yield "logreg", backend.logreg(inputs)
-    if "knn" in config.methods:
+    if "knn" in methods:
         for k in config.knn_ks:
-            name = "knn" if len(config.knn_ks) == 1 else f"knn-k{k}"
-            yield name, backend.knn(inputs, k=k, vote=config.knn_vote)
-    if "prototype" in config.methods:
+            yield _knn_name(config, k), backend.knn(inputs, k=k, vote=config.knn_vote)
+    if "prototype" in methods:
         yield "prototype", backend.prototype(inputs)
+
+
+def _knn_name(config: SweepConfig, k: int) -> str:
+    return "knn" if len(config.knn_ks) == 1 else f"knn-k{k}"
+
+
+def _method_names(config: SweepConfig) -> list[str]:
+    """Result names in the order `_method_scores` yields them."""
+    names = ["logreg"] * ("logreg" in config.methods)
+    names += [_knn_name(config, k) for k in config.knn_ks] * ("knn" in config.methods)
+    return names + ["prototype"] * ("prototype" in config.methods)
 
 
 def _single_label(
@@ -209,15 +280,51 @@ def _single_label(
 def _multilabel(
     backend: TorchBackend | EstimatorBackend, step: _Step, config: SweepConfig
 ) -> Scored:
-    """One binary probe per label, on the support rows where that label is known."""
+    """One binary probe per label, on the support rows where that label is known. Logistic
+    regression takes every label in one batched problem (the labels share every pass over the
+    rows); k-NN and prototypes go label by label."""
     train, test, val, seeds, task = step.train, step.test, step.val, step.seeds, step.task
     n_labels = train.labels.shape[1]
+    trainable = [
+        column
+        for column in range(n_labels)
+        if all(
+            len(np.unique(train.labels[rows[train.labels[rows, column] >= 0], column])) == 2
+            for rows in step.support_rows
+        )
+    ]  # a support set without both outcomes of a label cannot train it
+    # NaN marks labels no support set could train; metrics leave them out.
     positive: dict[str, list[np.ndarray]] = {}
-    for column in range(n_labels):
+
+    def keep(method: str, column: int, per_seed: list[np.ndarray]) -> None:
+        stacked = positive.setdefault(
+            method, [np.full((len(test.ids), n_labels), np.nan) for _ in seeds]
+        )
+        for seed_index, scores in enumerate(per_seed):
+            stacked[seed_index][:, column] = scores
+
+    if trainable and "logreg" in config.methods:
+        inputs = ProbeInputs(
+            train=train.embeddings,
+            train_labels=train.labels[:, trainable],
+            supports=step.support_rows,
+            seeds=seeds,
+            test=test.embeddings,
+            n_classes=2,
+            val=None if val is None else val.embeddings,
+            val_labels=None if val is None else val.labels[:, trainable],
+            use_val=step.budget.kind == "full",
+        )
+        reported = len(backend.fit_reports)
+        per_seed = backend.logreg(inputs)
+        for index in range(reported, len(backend.fit_reports)):  # label: the store's column
+            report = backend.fit_reports[index]
+            backend.fit_reports[index] = replace(report, label=trainable[report.label])
+        for index, column in enumerate(trainable):
+            keep("logreg", column, [scores[:, index] for scores in per_seed])
+    others = tuple(m for m in config.methods if m != "logreg")
+    for column in trainable if others else []:
         known = [rows[train.labels[rows, column] >= 0] for rows in step.support_rows]
-        if any(len(np.unique(train.labels[rows, column])) < 2 for rows in known):
-            continue  # a support set without both outcomes cannot train this label
-        val_known = None if val is None else val.labels[:, column] >= 0
         inputs = ProbeInputs(
             train=train.embeddings,
             train_labels=np.clip(train.labels[:, column], 0, 1).astype(np.int64),
@@ -225,22 +332,14 @@ def _multilabel(
             seeds=seeds,
             test=test.embeddings,
             n_classes=2,
-            val=None if val is None else val.embeddings[val_known],
-            val_labels=None if val is None else val.labels[val_known, column].astype(np.int64),
-            use_val=step.budget.kind == "full",
         )
-        for method, per_seed in _method_scores(backend, inputs, config):
-            # NaN marks labels no support set could train; metrics leave them out.
-            stacked = positive.setdefault(
-                method, [np.full((len(test.ids), n_labels), np.nan) for _ in seeds]
-            )
-            for seed_index, scores in enumerate(per_seed):
-                stacked[seed_index][:, column] = scores[:, 1]
+        for method, per_seed in _method_scores(backend, inputs, config, others):
+            keep(method, column, [scores[:, 1] for scores in per_seed])
     names = task["label_names"]
     competition = task.get("competition_labels", ())
     scored = []
-    for method, per_seed in positive.items():
-        for seed, scores in zip(seeds, per_seed, strict=True):
+    for method in [m for m in _method_names(config) if m in positive]:
+        for seed, scores in zip(seeds, positive[method], strict=True):
             scored.append(
                 (method, seed, multilabel_metrics(test.labels, scores, names, competition))
             )
