@@ -1,145 +1,58 @@
 """Where probes run: batched torch (CPU or GPU), or one estimator fit at a time (scikit-learn on
-CPU, cuML on GPU). All backends share one protocol, so their numbers agree.
+CPU, cuML on GPU). All backends follow `probe.protocol`, so their numbers agree.
 
-Protocol for logistic regression on a support set S (rows of the train split):
-- every class in S has >= 2 images: C from `C_GRID` by the mean held-out log-loss of a
-  stratified k-fold split of S (k = min(5, smallest class count), folds shuffled with the seed);
-- a full budget with a val split: C by log-loss on val (a full budget without one: as above);
-- otherwise `DEFAULT_C`. Test rows never enter S or the choice of C.
-A multi-label store is one binary problem per label, each on the rows where its label is known,
-with its own C; the torch backend solves all labels together.
-
-Why log-loss and not accuracy: a few-shot fold holds 2-50 images, so accuracy ties across most of
-the grid (every C scores 1.0 on an easy task) and a tie rule, not the data, picks C; and at small
-C the logits of all classes are nearly equal, so which C wins a tie flips with float rounding.
-Log-loss is a proper score that is never flat across the grid, and it is what the fit minimises.
-Exact ties (within `C_TIE`) go to the smaller C (stronger regularisation).
-
-At the full budget the torch backend fits every C of the grid, for every label, in one chunked,
-preconditioned solve over the train rows (`probe.full_logistic`), and the fit at the chosen C is
-the final model: the same model scikit-learn fits at that C, with no second fit. Nothing is
-approximated: C is chosen on the whole train split, and each fit stops on scikit-learn's own
-criterion (the largest entry of the same objective's gradient below 1e-4).
+A few-shot budget is thousands of tiny fits: the torch backend solves every (support set, label,
+fold, C) of a budget in one batched L-BFGS (`probe.logistic`). At the full budget it fits every C
+of the grid, for every label, in one chunked, preconditioned solve over the train rows
+(`probe.full_budget`). k-NN and prototypes read the rows in chunks (`probe.neighbors`).
 
 Every final fit leaves a `FitReport` in `backend.fit_reports` (iterations, final gradient, why
 it stopped); a fit that used up `max_iter` did not converge, and the sweep warns about it.
 """
 
 import importlib.util
-import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold
 
 from medprobe.cache.errors import ToolkitError
-from medprobe.probe.full_logistic import fit_heads, mean_log_loss
+from medprobe.probe.full_budget import full_budget_logreg
 from medprobe.probe.lbfgs import STOP_REASONS
-from medprobe.probe.logistic import (
-    C_GRID,
-    CV_FOLDS,
-    DEFAULT_C,
-    MAX_ITER,
-    LinearProblem,
-    fit_logistic,
-)
+from medprobe.probe.logistic import C_GRID, DEFAULT_C, MAX_ITER, LinearProblem, fit_logistic
 from medprobe.probe.neighbors import KNN_TEMPERATURE, as_numpy, knn_scores, prototype_scores
+from medprobe.probe.protocol import (  # re-exported: the backends' shared vocabulary
+    C_TIE,
+    P_FLOOR,
+    FitReport,
+    ProbeInputs,
+    best_c,
+    cv_folds,
+    label_heads,
+    log_loss,
+    warn_if_no_val,
+)
 
 if TYPE_CHECKING:  # torch is imported inside functions: `import medprobe.probe` stays light
     import torch
 
-logger = logging.getLogger(__name__)
+__all__ = [
+    "BACKENDS",
+    "C_TIE",
+    "P_FLOOR",
+    "EstimatorBackend",
+    "FitReport",
+    "ProbeInputs",
+    "TorchBackend",
+    "best_c",
+    "cv_folds",
+    "log_loss",
+    "resolve_backend",
+]
 
 BACKENDS = ("auto", "torch", "sklearn", "cuml")
-P_FLOOR = 1e-15  # probabilities are clipped here before the log, as sklearn's log_loss does
-C_TIE = 1e-6  # held-out losses closer than this are a tie
 # Upper bound on floats held per batched solve for its distinct row sets (features,
 # standardised copy, Gram), about 0.5 GB.
 BATCH_FLOATS = 128_000_000
-
-
-@dataclass(frozen=True)
-class ProbeInputs:
-    """One (store, pooling, budget) step: the pool of train rows and the support sets per seed.
-
-    train (N, D) float32; train_labels (N,) int64 class indices, or (N, L) int8 for a
-    multi-label store (one binary label per column, -1 where unknown; logistic regression
-    only); supports: one array of train-row indices per seed; test (M, D); val (V, D) and
-    val_labels (shaped like train_labels), or None; seeds: the seed of each support.
-    """
-
-    train: np.ndarray
-    train_labels: np.ndarray
-    supports: list[np.ndarray]
-    seeds: list[int]
-    test: np.ndarray
-    n_classes: int
-    val: np.ndarray | None = None
-    val_labels: np.ndarray | None = None
-    use_val: bool = False
-
-    @property
-    def multilabel(self) -> bool:
-        return self.train_labels.ndim == 2
-
-
-@dataclass(frozen=True)
-class FitReport:
-    """How the final logistic-regression fit of one (seed, label) ended.
-
-    label: the column of a multi-label store's labels as passed in, None for single-label;
-    max_gradient: the largest entry of the objective's gradient at the end (NaN where the
-    backend does not say); stop: one of `lbfgs.STOP_REASONS` ('max_iter': not converged);
-    selection_unconverged: how many fits made to choose C used up max_iter.
-    """
-
-    seed: int
-    label: int | None
-    c: float
-    iterations: int
-    max_gradient: float
-    stop: str
-    selection_unconverged: int = 0
-
-    @property
-    def converged(self) -> bool:
-        return self.stop != "max_iter"
-
-
-def cv_folds(labels: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
-    """Stratified folds over a support set's labels, or None if a class has < 2 images."""
-    counts = np.bincount(labels)
-    smallest = counts[counts > 0].min()
-    if smallest < 2:
-        return None
-    splitter = StratifiedKFold(
-        n_splits=min(CV_FOLDS, int(smallest)), shuffle=True, random_state=seed
-    )
-    return list(splitter.split(np.zeros(len(labels)), labels))
-
-
-def log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """Mean negative log-probability of the true class; probabilities (N, K), labels (N,) int."""
-    picked = probabilities[np.arange(len(labels)), labels].astype(np.float64)
-    return float(-np.log(np.maximum(picked, P_FLOOR)).mean())
-
-
-def best_c(losses: "list[float] | np.ndarray") -> float:
-    """The C of `C_GRID` with the lowest held-out loss; near-ties go to the smaller C. A grid
-    with no held-out rows at all (every loss NaN) falls back to `DEFAULT_C`."""
-    losses = np.nan_to_num(np.asarray(losses, dtype=float), nan=np.inf)
-    if not np.isfinite(losses).any():
-        return DEFAULT_C
-    return C_GRID[int(np.flatnonzero(losses <= losses.min() + C_TIE)[0])]
-
-
-def warn_if_no_val(inputs: ProbeInputs) -> None:
-    if inputs.use_val and inputs.val is None:
-        logger.warning(
-            "full budget but the store has no val split: C is chosen by cross-validation on "
-            "the train split instead"
-        )
 
 
 def resolve_backend(name: str) -> "TorchBackend | EstimatorBackend":
@@ -148,24 +61,6 @@ def resolve_backend(name: str) -> "TorchBackend | EstimatorBackend":
     if name in ("auto", "torch"):
         return TorchBackend()
     return EstimatorBackend(name)
-
-
-def _heads(inputs: ProbeInputs, support: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(rows, labels) per label of one support set: the rows where that label is known and its
-    0/1 values for a multi-label store; the support and its classes otherwise."""
-    if not inputs.multilabel:
-        return [(support, inputs.train_labels[support])]
-    heads = []
-    for column in range(inputs.train_labels.shape[1]):
-        values = inputs.train_labels[support, column]
-        heads.append((support[values >= 0], values[values >= 0].astype(np.int64)))
-    return heads
-
-
-def _binary_targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """(N, L) int8 with -1 unknown -> 0/1 targets (N, L) int64 and the known mask (or None)."""
-    known = labels >= 0
-    return np.clip(labels, 0, 1).astype(np.int64), None if known.all() else known
 
 
 class TorchBackend:
@@ -182,12 +77,6 @@ class TorchBackend:
         import torch
 
         return torch.as_tensor(values, dtype=torch.float32, device=self.device)
-
-    def _index(self, values: np.ndarray | None) -> "torch.Tensor | None":
-        """Integer or boolean arrays (targets, masks) on the device; None stays None."""
-        import torch
-
-        return None if values is None else torch.as_tensor(values, device=self.device)
 
     def _pool_rows(self, support: np.ndarray, n_rows: int) -> "np.ndarray | None":
         """The support's rows in order, or None when it is every row of the pool: a full budget
@@ -254,6 +143,28 @@ class TorchBackend:
             ]
         return self._few_shot_logreg(inputs, max_iter)
 
+    def _full_logreg(
+        self, inputs: ProbeInputs, support: np.ndarray, seed: int, max_iter: int
+    ) -> np.ndarray:
+        """One full-budget support: every C and label in one solve over its rows (the pool
+        itself, not a copy, when the support is every train row)."""
+        import torch
+
+        pool = self._tensor(inputs.train)
+        rows = self._pool_rows(support, len(pool))
+        scores, reports = full_budget_logreg(
+            pool if rows is None else pool[torch.as_tensor(rows, device=self.device)],
+            inputs.train_labels if rows is None else inputs.train_labels[rows],
+            self._tensor(inputs.test),
+            n_classes=inputs.n_classes,
+            seed=seed,
+            max_iter=max_iter,
+            val=None if inputs.val is None else self._tensor(inputs.val),
+            val_labels=inputs.val_labels,
+        )
+        self.fit_reports += reports
+        return scores
+
     def _few_shot_logreg(self, inputs: ProbeInputs, max_iter: int) -> list[np.ndarray]:
         """Every (support, label, fold, C) of a budget in one batched solve, then one final fit
         per (support, label) at its chosen C."""
@@ -261,7 +172,7 @@ class TorchBackend:
 
         pool = self._tensor(inputs.train)
         n_classes = 2 if inputs.multilabel else inputs.n_classes
-        heads = [_heads(inputs, support) for support in inputs.supports]
+        heads = [label_heads(inputs, support) for support in inputs.supports]
         problems, owners = [], []
         for s, seed in enumerate(inputs.seeds):
             for h, (rows, labels) in enumerate(heads[s]):
@@ -309,113 +220,6 @@ class TorchBackend:
         if inputs.multilabel:
             return [np.stack(columns, axis=1) for columns in per_support]
         return [columns[0] for columns in per_support]
-
-    def _full_logreg(
-        self, inputs: ProbeInputs, support: np.ndarray, seed: int, max_iter: int
-    ) -> np.ndarray:
-        """Every C (and every label) on all support rows in one chunked solve; C by val
-        log-loss, or by cross-validation folds solved as further heads when there is no val."""
-        import torch
-
-        pool = self._tensor(inputs.train)
-        rows = self._pool_rows(support, len(pool))
-        features = pool if rows is None else pool[torch.as_tensor(rows, device=self.device)]
-        labels = inputs.train_labels if rows is None else inputs.train_labels[rows]
-        if inputs.multilabel:
-            targets, known = _binary_targets(labels)
-            n_classes = 2
-        else:
-            targets, known = labels.astype(np.int64)[:, None], None
-            n_classes = inputs.n_classes
-        n_heads = targets.shape[1]
-        solve = dict(n_classes=n_classes, max_iter=max_iter)
-        if inputs.val is not None:
-            fit = fit_heads(features, self._index(targets), self._index(known), C_GRID, **solve)
-            if inputs.multilabel:
-                val_targets, val_known = _binary_targets(inputs.val_labels)
-            else:
-                val_targets, val_known = inputs.val_labels.astype(np.int64)[:, None], None
-            losses = mean_log_loss(
-                fit,
-                self._tensor(inputs.val),
-                self._index(val_targets),
-                self._index(val_known),
-                floor=P_FLOOR,
-            ).reshape(len(C_GRID), n_heads)
-            chosen = [best_c(losses[:, h]) for h in range(n_heads)]
-            final = fit
-            final_problems = [C_GRID.index(c) * n_heads + h for h, c in enumerate(chosen)]
-            reached = (fit.minimum.stop == STOP_REASONS.index("max_iter")).view(-1, n_heads)
-            unconverged = [
-                int(reached[:, h].sum()) - int(reached[C_GRID.index(c), h])
-                for h, c in enumerate(chosen)
-            ]
-        else:
-            chosen, unconverged = self._full_cross_validation(features, targets, known, seed, solve)
-            final = fit_heads(
-                features, self._index(targets), self._index(known), np.array([chosen]), **solve
-            )
-            final_problems = list(range(n_heads))
-        scores = as_numpy(final.probabilities(self._tensor(inputs.test), final_problems))
-        for h, problem in enumerate(final_problems):
-            self.fit_reports.append(
-                FitReport(
-                    seed,
-                    h if inputs.multilabel else None,
-                    chosen[h],
-                    int(final.minimum.iterations[problem]),
-                    float(final.minimum.gradient_size[problem]),
-                    final.minimum.reason(problem),
-                    int(unconverged[h]),
-                )
-            )
-        return scores[:, :, 1] if inputs.multilabel else scores[:, 0]
-
-    def _full_cross_validation(self, features, targets, known, seed, solve):
-        """C per label by stratified k-fold log-loss on the support rows, every (fold, label)
-        a head of one solve; returns (C per label, fits of the grid that used up max_iter)."""
-        import torch
-
-        n_rows, n_heads = targets.shape
-        known = np.ones((n_rows, n_heads), bool) if known is None else known
-        head_targets, fit_masks, held_masks, owner = [], [], [], []
-        for h in range(n_heads):
-            rows = np.flatnonzero(known[:, h])
-            for fit_part, held_out in cv_folds(targets[rows, h], seed) or []:
-                fit_mask = np.zeros(n_rows, bool)
-                fit_mask[rows[fit_part]] = True
-                held_mask = np.zeros(n_rows, bool)
-                held_mask[rows[held_out]] = True
-                head_targets.append(targets[:, h])
-                fit_masks.append(fit_mask)
-                held_masks.append(held_mask)
-                owner.append(h)
-        chosen, unconverged = [DEFAULT_C] * n_heads, [0] * n_heads
-        if not owner:
-            return chosen, unconverged
-        stacked_targets = torch.as_tensor(np.stack(head_targets, 1), device=self.device)
-        fit = fit_heads(
-            features,
-            stacked_targets,
-            torch.as_tensor(np.stack(fit_masks, 1), device=self.device),
-            C_GRID,
-            **solve,
-        )
-        losses = mean_log_loss(
-            fit,
-            features,
-            stacked_targets,
-            torch.as_tensor(np.stack(held_masks, 1), device=self.device),
-            floor=P_FLOOR,
-        ).reshape(len(C_GRID), len(owner))
-        reached = as_numpy(fit.minimum.stop == STOP_REASONS.index("max_iter")).reshape(
-            len(C_GRID), len(owner)
-        )
-        owner = np.array(owner)
-        for h in np.unique(owner):
-            chosen[h] = best_c(losses[:, owner == h].mean(1))
-            unconverged[h] = int(reached[:, owner == h].sum())
-        return chosen, unconverged
 
     def _support_sets(self, inputs: ProbeInputs):
         """The pool and (rows or None, labels) per support set, rows sorted."""

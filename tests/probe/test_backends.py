@@ -45,7 +45,7 @@ def test_full_budget_without_val_falls_back_to_cross_validation_and_says_so(capl
         n_classes=3,
         use_val=True,
     )
-    with caplog.at_level("WARNING", logger="medprobe.probe.backends"):
+    with caplog.at_level("WARNING", logger="medprobe.probe.protocol"):
         (ours,) = TorchBackend().logreg(data)
     assert "no val split" in caplog.text
     (theirs,) = EstimatorBackend("sklearn").logreg(data)
@@ -140,7 +140,8 @@ def test_batched_multilabel_equals_one_fit_per_label(budget):
         )
     batched = TorchBackend()
     together = batched.logreg(data)
-    assert [r.label for r in batched.fit_reports] == list(range(labels.shape[1])) * len(data.supports)
+    n_labels = labels.shape[1]
+    assert [r.label for r in batched.fit_reports] == list(range(n_labels)) * len(data.supports)
     reference = EstimatorBackend("sklearn").logreg(data)
     for column in range(labels.shape[1]):
         train_column = data.train_labels[:, column]
