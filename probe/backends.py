@@ -28,6 +28,7 @@ from medprobe.probe.protocol import (  # re-exported: the backends' shared vocab
     best_c,
     cv_folds,
     label_heads,
+    label_inputs,
     log_loss,
     warn_if_no_val,
 )
@@ -222,30 +223,47 @@ class TorchBackend:
         return [columns[0] for columns in per_support]
 
     def _support_sets(self, inputs: ProbeInputs):
-        """The pool and (rows or None, labels) per support set, rows sorted."""
+        """The pool and (rows or None, labels) per support set (rows sorted), and per label
+        for a multi-label store: its labels share the support's rows, unknown ones -1."""
         import torch
 
         pool = self._tensor(inputs.train)
-        labels = torch.as_tensor(inputs.train_labels, device=self.device)
+        labels = torch.as_tensor(inputs.train_labels, device=self.device).long()
         sets = []
         for support in inputs.supports:
             rows = self._pool_rows(support, len(pool))
-            if rows is None:
-                sets.append((None, labels))
+            index = None if rows is None else torch.as_tensor(rows, device=self.device)
+            support_labels = labels if index is None else labels[index]
+            if inputs.multilabel:
+                sets += [(index, column) for column in support_labels.T]
             else:
-                index = torch.as_tensor(rows, device=self.device)
-                sets.append((index, labels[index]))
+                sets.append((index, support_labels))
         return pool, sets
 
+    def _per_support(self, inputs: ProbeInputs, scores: "list[torch.Tensor]") -> list[np.ndarray]:
+        """Scores per support set: (M, K), or (M, L) positive-class scores per label."""
+        if not inputs.multilabel:
+            return [as_numpy(s) for s in scores]
+        n_labels = inputs.train_labels.shape[1]
+        return [
+            np.stack([as_numpy(s[:, 1]) for s in scores[i : i + n_labels]], axis=1)
+            for i in range(0, len(scores), n_labels)
+        ]
+
     def knn(self, inputs: ProbeInputs, *, k: int, vote: str) -> list[np.ndarray]:
+        """Test scores per support set, as `logreg`; a multi-label store's labels share every
+        pass over the support rows."""
         pool, sets = self._support_sets(inputs)
-        scores = knn_scores(pool, sets, self._tensor(inputs.test), inputs.n_classes, k=k, vote=vote)
-        return [as_numpy(s) for s in scores]
+        n_classes = 2 if inputs.multilabel else inputs.n_classes
+        test = self._tensor(inputs.test)
+        return self._per_support(inputs, knn_scores(pool, sets, test, n_classes, k=k, vote=vote))
 
     def prototype(self, inputs: ProbeInputs) -> list[np.ndarray]:
+        """Test scores per support set, as `knn`."""
         pool, sets = self._support_sets(inputs)
-        scores = prototype_scores(pool, sets, self._tensor(inputs.test), inputs.n_classes)
-        return [as_numpy(s) for s in scores]
+        n_classes = 2 if inputs.multilabel else inputs.n_classes
+        test = self._tensor(inputs.test)
+        return self._per_support(inputs, prototype_scores(pool, sets, test, n_classes))
 
 
 class EstimatorBackend:
@@ -284,30 +302,23 @@ class EstimatorBackend:
         )
         return probabilities, int(np.max(getattr(model, "n_iter_", 0)))
 
+    def _per_label(self, inputs: ProbeInputs, probe) -> list[np.ndarray]:
+        """A multi-label store one label at a time: probe(binary inputs, column) per label,
+        its positive-class scores stacked into (M, L) per support set."""
+        columns = [
+            [scores[:, 1] for scores in probe(label_inputs(inputs, column), column)]
+            for column in range(inputs.train_labels.shape[1])
+        ]
+        return [np.stack(per_label, axis=1) for per_label in zip(*columns, strict=True)]
+
     def logreg(self, inputs: ProbeInputs, *, max_iter: int = MAX_ITER) -> list[np.ndarray]:
         """As `TorchBackend.logreg`; a multi-label store is one fit per label, in turn."""
         warn_if_no_val(inputs)
-        if not inputs.multilabel:
-            return self._logreg(inputs, None, max_iter)
-        columns = []
-        for column in range(inputs.train_labels.shape[1]):
-            labels = inputs.train_labels[:, column]
-            val_known = None if inputs.val is None else inputs.val_labels[:, column] >= 0
-            binary = ProbeInputs(
-                train=inputs.train,
-                train_labels=np.clip(labels, 0, 1).astype(np.int64),
-                supports=[support[labels[support] >= 0] for support in inputs.supports],
-                seeds=inputs.seeds,
-                test=inputs.test,
-                n_classes=2,
-                val=None if inputs.val is None else inputs.val[val_known],
-                val_labels=None
-                if inputs.val is None
-                else inputs.val_labels[val_known, column].astype(np.int64),
-                use_val=inputs.use_val,
+        if inputs.multilabel:
+            return self._per_label(
+                inputs, lambda binary, column: self._logreg(binary, column, max_iter)
             )
-            columns.append([scores[:, 1] for scores in self._logreg(binary, column, max_iter)])
-        return [np.stack(per_label, axis=1) for per_label in zip(*columns, strict=True)]
+        return self._logreg(inputs, None, max_iter)
 
     def _logreg(self, inputs: ProbeInputs, label: int | None, max_iter: int) -> list[np.ndarray]:
         x, y, k = inputs.train, inputs.train_labels, inputs.n_classes
@@ -354,6 +365,8 @@ class EstimatorBackend:
         return results
 
     def knn(self, inputs: ProbeInputs, *, k: int, vote: str) -> list[np.ndarray]:
+        if inputs.multilabel:
+            return self._per_label(inputs, lambda binary, _: self.knn(binary, k=k, vote=vote))
         _, k_neighbours = self._classes()
 
         def dino_weights(distances: np.ndarray) -> np.ndarray:
@@ -375,6 +388,8 @@ class EstimatorBackend:
         return results
 
     def prototype(self, inputs: ProbeInputs) -> list[np.ndarray]:
+        if inputs.multilabel:
+            return self._per_label(inputs, lambda binary, _: self.prototype(binary))
         results = []
         for support in inputs.supports:
             features = inputs.train[support]

@@ -46,17 +46,6 @@ class Minimum:
         return STOP_REASONS[int(self.stop[problem])]
 
 
-def largest_entry(objective: Callable) -> Objective:
-    """Adapt an objective x -> (values, gradients) to the protocol: it ignores which problems
-    are moving and measures each gradient by its largest entry."""
-
-    def adapted(x, moving):
-        values, gradients = objective(x)
-        return values, gradients, gradients.abs().amax(1)
-
-    return adapted
-
-
 def minimise(
     objective: Objective,
     start: "torch.Tensor",

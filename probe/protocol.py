@@ -128,3 +128,23 @@ def binary_targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """(N, L) int8 with -1 unknown -> 0/1 targets (N, L) int64 and the known mask (or None)."""
     known = labels >= 0
     return np.clip(labels, 0, 1).astype(np.int64), None if known.all() else known
+
+
+def label_inputs(inputs: ProbeInputs, column: int) -> ProbeInputs:
+    """One label of a multi-label step as a binary single-label step on the rows (support and
+    val) where that label is known: what a one-probe-per-label loop fits."""
+    labels = inputs.train_labels[:, column]
+    val_known = None if inputs.val is None else inputs.val_labels[:, column] >= 0
+    return ProbeInputs(
+        train=inputs.train,
+        train_labels=np.clip(labels, 0, 1).astype(np.int64),
+        supports=[support[labels[support] >= 0] for support in inputs.supports],
+        seeds=inputs.seeds,
+        test=inputs.test,
+        n_classes=2,
+        val=None if inputs.val is None else inputs.val[val_known],
+        val_labels=None
+        if inputs.val is None
+        else inputs.val_labels[val_known, column].astype(np.int64),
+        use_val=inputs.use_val,
+    )

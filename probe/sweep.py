@@ -224,31 +224,17 @@ def _n_classes(task: dict[str, Any], *label_arrays: np.ndarray) -> int:
 
 
 def _method_scores(
-    backend: TorchBackend | EstimatorBackend,
-    inputs: ProbeInputs,
-    config: SweepConfig,
-    methods: tuple[str, ...] | None = None,
+    backend: TorchBackend | EstimatorBackend, inputs: ProbeInputs, config: SweepConfig
 ) -> Iterator[tuple[str, list[np.ndarray]]]:
-    """(method name, class probabilities per seed) for each requested probe (or `methods`)."""
-    methods = config.methods if methods is None else methods
-    if "logreg" in methods:
+    """(method name, class probabilities per seed) for each requested probe."""
+    if "logreg" in config.methods:
         yield "logreg", backend.logreg(inputs)
-    if "knn" in methods:
+    if "knn" in config.methods:
         for k in config.knn_ks:
-            yield _knn_name(config, k), backend.knn(inputs, k=k, vote=config.knn_vote)
-    if "prototype" in methods:
+            name = "knn" if len(config.knn_ks) == 1 else f"knn-k{k}"
+            yield name, backend.knn(inputs, k=k, vote=config.knn_vote)
+    if "prototype" in config.methods:
         yield "prototype", backend.prototype(inputs)
-
-
-def _knn_name(config: SweepConfig, k: int) -> str:
-    return "knn" if len(config.knn_ks) == 1 else f"knn-k{k}"
-
-
-def _method_names(config: SweepConfig) -> list[str]:
-    """Result names in the order `_method_scores` yields them."""
-    names = ["logreg"] * ("logreg" in config.methods)
-    names += [_knn_name(config, k) for k in config.knn_ks] * ("knn" in config.methods)
-    return names + ["prototype"] * ("prototype" in config.methods)
 
 
 def _single_label(
@@ -280,9 +266,8 @@ def _single_label(
 def _multilabel(
     backend: TorchBackend | EstimatorBackend, step: _Step, config: SweepConfig
 ) -> Scored:
-    """One binary probe per label, on the support rows where that label is known. Logistic
-    regression takes every label in one batched problem (the labels share every pass over the
-    rows); k-NN and prototypes go label by label."""
+    """One binary probe per label, on the support rows where that label is known, every label
+    of the store in one call per method (the labels share every pass over the rows)."""
     train, test, val, seeds, task = step.train, step.test, step.val, step.seeds, step.task
     n_labels = train.labels.shape[1]
     trainable = [
@@ -293,54 +278,32 @@ def _multilabel(
             for rows in step.support_rows
         )
     ]  # a support set without both outcomes of a label cannot train it
-    # NaN marks labels no support set could train; metrics leave them out.
-    positive: dict[str, list[np.ndarray]] = {}
-
-    def keep(method: str, column: int, per_seed: list[np.ndarray]) -> None:
-        stacked = positive.setdefault(
-            method, [np.full((len(test.ids), n_labels), np.nan) for _ in seeds]
-        )
-        for seed_index, scores in enumerate(per_seed):
-            stacked[seed_index][:, column] = scores
-
-    if trainable and "logreg" in config.methods:
-        inputs = ProbeInputs(
-            train=train.embeddings,
-            train_labels=train.labels[:, trainable],
-            supports=step.support_rows,
-            seeds=seeds,
-            test=test.embeddings,
-            n_classes=2,
-            val=None if val is None else val.embeddings,
-            val_labels=None if val is None else val.labels[:, trainable],
-            use_val=step.budget.kind == "full",
-        )
-        reported = len(backend.fit_reports)
-        per_seed = backend.logreg(inputs)
-        for index in range(reported, len(backend.fit_reports)):  # label: the store's column
-            report = backend.fit_reports[index]
-            backend.fit_reports[index] = replace(report, label=trainable[report.label])
-        for index, column in enumerate(trainable):
-            keep("logreg", column, [scores[:, index] for scores in per_seed])
-    others = tuple(m for m in config.methods if m != "logreg")
-    for column in trainable if others else []:
-        known = [rows[train.labels[rows, column] >= 0] for rows in step.support_rows]
-        inputs = ProbeInputs(
-            train=train.embeddings,
-            train_labels=np.clip(train.labels[:, column], 0, 1).astype(np.int64),
-            supports=known,
-            seeds=seeds,
-            test=test.embeddings,
-            n_classes=2,
-        )
-        for method, per_seed in _method_scores(backend, inputs, config, others):
-            keep(method, column, [scores[:, 1] for scores in per_seed])
+    if not trainable:
+        return []
+    inputs = ProbeInputs(
+        train=train.embeddings,
+        train_labels=train.labels[:, trainable],
+        supports=step.support_rows,
+        seeds=seeds,
+        test=test.embeddings,
+        n_classes=2,
+        val=None if val is None else val.embeddings,
+        val_labels=None if val is None else val.labels[:, trainable],
+        use_val=step.budget.kind == "full",
+    )
     names = task["label_names"]
     competition = task.get("competition_labels", ())
     scored = []
-    for method in [m for m in _method_names(config) if m in positive]:
-        for seed, scores in zip(seeds, positive[method], strict=True):
+    for method, per_seed in _method_scores(backend, inputs, config):
+        if method == "logreg":  # the store's column, not the column of `inputs`
+            backend.fit_reports[:] = [
+                replace(report, label=trainable[report.label]) for report in backend.fit_reports
+            ]
+        for seed, scores in zip(seeds, per_seed, strict=True):
+            # NaN marks labels no support set could train; metrics leave them out.
+            positive = np.full((len(test.ids), n_labels), np.nan)
+            positive[:, trainable] = scores
             scored.append(
-                (method, seed, multilabel_metrics(test.labels, scores, names, competition))
+                (method, seed, multilabel_metrics(test.labels, positive, names, competition))
             )
     return scored

@@ -8,6 +8,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from medprobe.probe.backends import EstimatorBackend, ProbeInputs, TorchBackend
 from medprobe.probe.neighbors import knn_scores, prototype_scores
+from medprobe.probe.protocol import label_inputs
 
 
 def inputs(seed: int = 0) -> ProbeInputs:
@@ -100,3 +101,38 @@ def test_k_is_capped_by_the_support_size():
     tiny = ProbeInputs(**{**data.__dict__, "supports": [np.array([0, 1, 2])]})
     (scores,) = TorchBackend().knn(tiny, k=20, vote="weighted")
     assert np.allclose(scores.sum(1), 1)
+
+
+def test_multilabel_sets_share_their_rows_and_equal_one_label_at_a_time():
+    """Labels of a multi-label store read the same support rows, each leaving out its unknown
+    ones (-1): the shared pass gives what each label's own set gives, and scikit-learn's."""
+    rng = np.random.default_rng(5)
+    data = inputs(5)
+    labels = rng.integers(0, 2, (200, 3)).astype(np.int8)
+    labels[rng.random(labels.shape) < 0.3] = -1
+    multilabel = ProbeInputs(**{**data.__dict__, "train_labels": labels, "n_classes": 2})
+    for method in ("knn", "prototype"):
+        run = (
+            (lambda b, d: b.knn(d, k=5, vote="weighted"))
+            if method == "knn"
+            else (lambda b, d: b.prototype(d))
+        )
+        together = run(TorchBackend(), multilabel)
+        reference = run(EstimatorBackend("sklearn"), multilabel)
+        for column in range(labels.shape[1]):
+            alone = run(TorchBackend(), label_inputs(multilabel, column))
+            for s in range(len(data.supports)):
+                np.testing.assert_allclose(together[s][:, column], alone[s][:, 1], atol=1e-5)
+                np.testing.assert_allclose(
+                    together[s][:, column], reference[s][:, column], atol=1e-4
+                )
+    # and chunked: a set split across blocks and rows left out inside each block
+    pool, sets = as_sets(multilabel)
+    queries = torch.tensor(data.test)
+    shared = [(sets[0][0], torch.tensor(labels[data.supports[0], c]).long()) for c in range(3)]
+    for scores in (knn_scores, prototype_scores):
+        kwargs = dict(k=5) if scores is knn_scores else {}
+        one_pass = scores(pool, shared, queries, 2, query_chunk=100, support_chunk=200, **kwargs)
+        chunked = scores(pool, shared, queries, 2, query_chunk=9, support_chunk=6, **kwargs)
+        for ours, expected in zip(chunked, one_pass, strict=True):
+            torch.testing.assert_close(ours, expected, atol=1e-6, rtol=1e-5)
