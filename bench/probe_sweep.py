@@ -47,16 +47,19 @@ GIB = 1024**3
 
 def timed_sweep(
     root: Path, config: SweepConfig, seeds: int | None = None, datasets: list[str] | None = None
-) -> tuple[float, pd.DataFrame, list[dict]]:
+) -> tuple[float, pd.DataFrame, list[dict], float]:
+    """(seconds of run_sweep, result rows, fit reports, seconds choosing stores and supports)."""
+    started = time.perf_counter()
     targets = select_targets(root, datasets=datasets)
     supports = draw_supports(targets, config)
+    setup = time.perf_counter() - started
     if seeds is not None:
         supports = {k: v for k, v in supports.items() if k[2] < seeds}
         config = SweepConfig(**{**config.__dict__, "seeds": seeds})
     reports: list[dict] = []
     started = time.perf_counter()
     rows = run_sweep(targets, supports, config, on_fit_reports=reports.extend)
-    return time.perf_counter() - started, pd.DataFrame(rows), reports
+    return time.perf_counter() - started, pd.DataFrame(rows), reports, setup
 
 
 def sweep_section(root: Path, quick: bool, naive_seeds: int) -> None:
@@ -77,9 +80,9 @@ def sweep_section(root: Path, quick: bool, naive_seeds: int) -> None:
         f"\n== sweep: 4 models x {size['n_train']} train x {size['dim']} dims, "
         f"{size['n_test']} test, 10 classes; shots 1,5,10,25 x 10 seeds x 3 probes"
     )
-    fast_seconds, fast, _ = timed_sweep(root, SweepConfig(budgets=budgets, backend="torch"))
+    fast_seconds, fast, _, _ = timed_sweep(root, SweepConfig(budgets=budgets, backend="torch"))
     print(f"batched sweep (torch):      {fast_seconds:7.1f} s")
-    naive_seconds, naive, _ = timed_sweep(
+    naive_seconds, naive, _, _ = timed_sweep(
         root, SweepConfig(budgets=budgets, backend="sklearn"), seeds=naive_seeds
     )
     scaled = naive_seconds * 10 / naive_seeds
@@ -346,18 +349,16 @@ def seed_study_section(root: Path, quick: bool, jobs: int) -> None:
             f"  wrote {shape.name}: {shape.n_train:,} train, {shape.n_val:,} val, "
             f"{shape.n_test:,} test x {n_models} stores in {time.perf_counter() - started:.0f} s"
         )
-    config = SweepConfig(budgets=tuple(parse_budgets("1,5,10,25", None, True)), jobs=jobs)
+    # A shrunken dataset has classes with fewer than 25 images.
+    config = SweepConfig(
+        budgets=tuple(parse_budgets("1,5,10,25", None, True)), jobs=jobs, allow_fewer=quick
+    )
     total, unconverged, fits = 0.0, 0, 0
     for shape in SEED_STUDY:
-        started = time.perf_counter()
-        targets = select_targets(root, datasets=[shape.name])
-        supports = draw_supports(targets, config)
-        setup = time.perf_counter() - started
-        seconds, _, reports = timed_sweep(root, config, datasets=[shape.name])
+        seconds, _, reports, setup = timed_sweep(root, config, datasets=[shape.name])
         total += setup + seconds
         fits += len(reports)
         unconverged += sum(not r["converged"] for r in reports)
-        del supports
         print(f"  {shape.name:10s} sweep {seconds:6.1f} s (+ {setup:.1f} s choosing supports)")
     print(f"seed study end to end:     {total:7.1f} s ({unconverged} of {fits} fits not converged)")
 
