@@ -34,9 +34,10 @@ class ProbeInputs:
     """One (store, pooling, budget) step: the pool of train rows and the support sets per seed.
 
     train (N, D) float32; train_labels (N,) int64 class indices, or (N, L) int8 for a
-    multi-label store (one binary label per column, -1 where unknown; logistic regression
-    only); supports: one array of train-row indices per seed; test (M, D); val (V, D) and
-    val_labels (shaped like train_labels), or None; seeds: the seed of each support.
+    multi-label store (one binary label per column, -1 where unknown: every probe then gives
+    (M, L) positive-class scores); supports: one array of train-row indices per seed; test
+    (M, D); val (V, D) and val_labels (shaped like train_labels), or None; seeds: the seed of
+    each support.
     """
 
     train: np.ndarray

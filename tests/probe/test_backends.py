@@ -190,3 +190,27 @@ def test_a_fit_that_runs_out_of_iterations_is_reported_and_warned_about(
     assert reports[-1]["iterations"] == 1 and reports[-1]["max_gradient"] > 1e-4
     warned = [m for m in caplog.messages if "did not converge" in m]
     assert len(warned) == 3 and "blobs / m / pooling cls / full / seed 0" in warned[-1]
+
+
+def test_fit_reports_of_a_multilabel_store_name_its_labels(tmp_path):
+    from medprobe.probe.budgets import parse_budgets
+    from medprobe.probe.data import select_targets
+    from medprobe.probe.sweep import SweepConfig, draw_supports, run_sweep
+    from tests.probe.conftest import write_blob_store
+
+    root = tmp_path / "embeddings"
+    write_blob_store(root, model="m", separation=2.0, n_labels=3, dataset="chest", n_val=40)
+    targets = select_targets(root)
+    config = SweepConfig(
+        budgets=tuple(parse_budgets("3", None, True)), seeds=2, methods=("logreg",)
+    )
+    reports = []
+    run_sweep(targets, draw_supports(targets, config), config, on_fit_reports=reports.extend)
+    names = ["finding0", "finding1", "finding2"]
+
+    def fits(budget):
+        return sorted((r["seed"], r["label"]) for r in reports if r["budget"] == budget)
+
+    assert fits("3-shot") == [(s, n) for s in (0, 1) for n in names]
+    assert fits("full") == [(0, n) for n in names]
+    assert all(r["converged"] and r["c"] in C_GRID for r in reports)
