@@ -1,134 +1,405 @@
-"""Probe-sweep benchmark: the batched sweep against the naive one-fit-at-a-time loop.
+"""Probe benchmarks, each a ratio measured side by side in one run (see bench/RESULTS.md).
 
-Synthetic stores of random-but-separable embeddings (4 models x 1 dataset; 20,000 x 768 train,
-5,000 test, 10 classes; each model a different separability), shots 1,5,10,25 x 10 seeds x
-logreg + kNN + prototype. The naive way is the same protocol with scikit-learn estimators, one
-fit at a time (LogisticRegression with the same C search, KNeighborsClassifier), on the same
-support sets. It takes minutes, so by default it runs `--naive-seeds` of the seeds and its time
-is scaled to all of them (per-seed work is identical); `--naive-seeds 10` measures it whole.
+Sections (`--sections`, comma-separated; all by default):
+- sweep: the batched few-shot sweep against the naive one-fit-at-a-time loop. Synthetic stores
+  (4 models x 1 dataset; 20,000 x 768 train, 5,000 test, 10 classes), shots 1,5,10,25 x 10
+  seeds x logreg + kNN + prototype. The naive way is the same protocol with scikit-learn
+  estimators (LogisticRegression with the same C search, KNeighborsClassifier) on the same
+  support sets; it runs `--naive-seeds` of the seeds and its time is scaled to all of them.
+- full: full-data logistic regression (200,000 x 1,024 train, 20,000 val and test, 10
+  classes): ours against the naive loop a user would write (StandardScaler, then
+  LogisticRegression(C) for each C of the grid, the model with the lowest val log-loss).
+- multilabel: a CheXpert-shaped store (14 labels, 10 % unknown) at the full budget: all labels
+  in one solve against one solve per label.
+- memory: peak resident memory of `probe run --full --methods knn,prototype` on 200,000 x 1,024
+  train / 20,000 test rows, as a subprocess; and chunked against one-pass scores.
+- seed-study: 12 models x the seed study's four datasets at their real sizes (ISIC 2019, APTOS
+  2019, CBIS-DDSM, CheXpert), shots 1,5,10,25 x 10 seeds x 3 probes plus the full budget, end
+  to end through the library.
 
-    python -m bench.probe_sweep [--quick] [--naive-seeds N]
+All data is synthetic and as ill-conditioned as real embeddings (`bench.synthetic`).
+
+    python -m bench.probe_sweep [--quick] [--sections sweep,full,...] [--naive-seeds N]
 """
 
 import argparse
+import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from medprobe.cache import RowTable, StoreSpec, StoreWriter, store_path
-from medprobe.probe.budgets import parse_budgets
+from bench.synthetic import SEED_STUDY, DatasetShape, conditioned, mixing_basis, write_dataset
+from medprobe.probe.budgets import make_budgets
 from medprobe.probe.data import select_targets
 from medprobe.probe.sweep import SweepConfig, draw_supports, run_sweep
 
+SECTIONS = ("sweep", "full", "multilabel", "memory", "seed-study")
 MODEL_SEPARATION = {"model-a": 0.9, "model-b": 0.7, "model-c": 0.5, "model-d": 0.35}
-
-
-def write_synthetic_stores(
-    root: Path, *, n_train: int, n_test: int, dim: int, n_classes: int, seed: int = 0
-) -> None:
-    """One store per model: class means on a random simplex, scaled by the model's separation,
-    plus unit Gaussian noise per feature."""
-    rng = np.random.default_rng(seed)
-    n_rows = n_train + n_test
-    labels = rng.integers(0, n_classes, n_rows)
-    splits = ["train"] * n_train + ["test"] * n_test
-    rows = RowTable(ids=[f"img{i:06d}.png" for i in range(n_rows)], splits=splits, labels=labels)
-    for model, separation in MODEL_SEPARATION.items():
-        # Scaled so the task is as hard at 768 dimensions as at 128 (distances grow with √dim).
-        means = rng.normal(size=(n_classes, dim)) * separation * np.sqrt(128 / dim)
-        embeddings = (means[labels] + rng.normal(size=(n_rows, dim))).astype(np.float32)
-        spec = StoreSpec(
-            dataset={"name": "synthetic", "fingerprint": rows.fingerprint()},
-            model={"name": model},
-            preprocessing={},
-            poolings=("cls",),
-            task={
-                "kind": "multiclass",
-                "headline_metric": "accuracy",
-                "label_names": [str(c) for c in range(n_classes)],
-            },
-        )
-        with StoreWriter(store_path(root, spec), spec, rows, flush_rows=n_rows) as writer:
-            writer.append(0, np.ones(n_rows, bool), {"cls": embeddings})
-            writer.finish()
+GIB = 1024**3
 
 
 def timed_sweep(
-    root: Path, config: SweepConfig, seeds: int | None = None
-) -> tuple[float, pd.DataFrame]:
-    targets = select_targets(root)
+    root: Path, config: SweepConfig, seeds: int | None = None, datasets: list[str] | None = None
+) -> tuple[float, pd.DataFrame, list[dict], float]:
+    """(seconds of run_sweep, result rows, fit reports, seconds choosing stores and supports)."""
+    started = time.perf_counter()
+    targets = select_targets(root, datasets=datasets)
     supports = draw_supports(targets, config)
+    setup = time.perf_counter() - started
     if seeds is not None:
         supports = {k: v for k, v in supports.items() if k[2] < seeds}
         config = SweepConfig(**{**config.__dict__, "seeds": seeds})
+    reports: list[dict] = []
     started = time.perf_counter()
-    rows = run_sweep(targets, supports, config)
-    return time.perf_counter() - started, pd.DataFrame(rows)
+    outcomes = run_sweep(targets, supports, config, on_fit_reports=reports.extend)
+    rows = [row for outcome in outcomes for row in outcome.rows]
+    return time.perf_counter() - started, pd.DataFrame(rows), reports, setup
+
+
+def sweep_section(root: Path, quick: bool, naive_seeds: int) -> None:
+    size = (
+        dict(n_train=2000, n_test=500, dim=128)
+        if quick
+        else dict(n_train=20_000, n_test=5_000, dim=768)
+    )
+    shape = DatasetShape(
+        "synthetic", size["n_train"], 0, size["n_test"], "multiclass", "accuracy", (0.1,) * 10
+    )
+    # Scaled so the task is as hard at 768 dimensions as at 128 (distances grow with √dim).
+    scale = np.sqrt(128 / size["dim"])
+    separations = {model: s * scale for model, s in MODEL_SEPARATION.items()}
+    write_dataset(root, shape, separations, dim=size["dim"])
+    budgets = tuple(make_budgets([1, 5, 10, 25]))
+    print(
+        f"\n== sweep: 4 models x {size['n_train']} train x {size['dim']} dims, "
+        f"{size['n_test']} test, 10 classes; shots 1,5,10,25 x 10 seeds x 3 probes"
+    )
+    fast_seconds, fast, _, _ = timed_sweep(root, SweepConfig(budgets=budgets, backend="torch"))
+    print(f"batched sweep (torch):      {fast_seconds:7.1f} s")
+    naive_seconds, naive, _, _ = timed_sweep(
+        root, SweepConfig(budgets=budgets, backend="sklearn"), seeds=naive_seeds
+    )
+    scaled = naive_seconds * 10 / naive_seeds
+    note = (
+        ""
+        if naive_seeds == 10
+        else f" ({naive_seconds:.1f} s for {naive_seeds} of 10 seeds, scaled)"
+    )
+    print(f"naive loop (scikit-learn): {scaled:7.1f} s{note}")
+    print(f"speed-up:                   {scaled / fast_seconds:7.1f}x")
+    keys = ["model", "method", "budget", "seed", "metric"]
+    merged = fast.merge(naive, on=keys, suffixes=("_fast", "_naive"))
+    merged = merged[merged["metric"] == "accuracy"]
+    difference = (merged["value_fast"] - merged["value_naive"]).abs() * 100
+    by_method = merged.assign(points=difference).groupby("method")["points"].agg(["mean", "max"])
+    cells = merged.groupby(["model", "method", "budget"])[["value_fast", "value_naive"]].mean()
+    by_method["max of seed means"] = (
+        (cells["value_fast"] - cells["value_naive"]).abs().mul(100).groupby("method").max()
+    )
+    print("accuracy |batched - naive| in points, same support sets (per cell, and per")
+    print(f"(model, method, budget) mean over the {naive_seeds} naive seeds):")
+    print(by_method.round(2).to_string())
+    summary = (
+        fast[fast["metric"] == "accuracy"]
+        .groupby(["model", "method", "budget"])["value"]
+        .mean()
+        .unstack("budget")[[b.label for b in budgets]]
+        .round(3)
+    )
+    print("batched sweep accuracy, mean over 10 seeds:")
+    print(summary.to_string())
+
+
+def classification_data(n_train: int, dim: int, n_classes: int, separation: float, seed: int):
+    """(features (N, D) float32, labels (N,)) for train + val + test (a tenth of train each)."""
+    rng = np.random.default_rng(seed)
+    n_rows = n_train + 2 * (n_train // 10)
+    labels = rng.integers(0, n_classes, n_rows)
+    directions = rng.normal(size=(n_classes, dim)).astype(np.float32) * separation
+    offset = rng.normal(size=dim).astype(np.float32)
+    return conditioned(rng, directions[labels], mixing_basis(rng, dim), offset), labels
+
+
+def full_section(quick: bool) -> None:
+    """Ours (library call, the full budget's protocol) against the naive scikit-learn loop."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.preprocessing import StandardScaler
+
+    from medprobe.probe.backends import ProbeInputs, TorchBackend
+    from medprobe.probe.logistic import C_GRID
+
+    n_train, dim, n_classes = (20_000, 256, 10) if quick else (200_000, 1024, 10)
+    features, labels = classification_data(n_train, dim, n_classes, 0.06, seed=1)
+    n_val = n_train // 10
+    train, val, test = np.split(features, [n_train, n_train + n_val])
+    y_train, y_val, y_test = np.split(labels, [n_train, n_train + n_val])
+    print(
+        f"\n== full: {n_train:,} x {dim} train, {n_val:,} val, {len(test):,} test, "
+        f"{n_classes} classes, C grid {list(C_GRID)}"
+    )
+    backend = TorchBackend()
+    inputs = ProbeInputs(
+        train=train,
+        train_labels=y_train,
+        supports=[np.arange(n_train)],
+        seeds=[0],
+        test=test,
+        n_classes=n_classes,
+        val=val,
+        val_labels=y_val,
+        use_val=True,
+    )
+    started = time.perf_counter()
+    (ours,) = backend.logreg(inputs)
+    ours_seconds = time.perf_counter() - started
+    (report,) = backend.fit_reports
+    started = time.perf_counter()
+    scaler = StandardScaler().fit(train)
+    train_scaled, val_scaled = scaler.transform(train), scaler.transform(val)
+    best = None
+    for c in C_GRID:
+        fit_started = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = LogisticRegression(C=c).fit(train_scaled, y_train)
+        loss = log_loss(y_val, model.predict_proba(val_scaled), labels=range(n_classes))
+        converged = "" if not caught else " (ConvergenceWarning: stopped at max_iter)"
+        print(
+            f"  naive C={c:g}: {time.perf_counter() - fit_started:6.1f} s, "
+            f"{int(model.n_iter_[0])} iterations, val log-loss {loss:.4f}{converged}"
+        )
+        if best is None or loss < best[0] - 1e-6:
+            best = (loss, c, model)
+    _, naive_c, naive_model = best
+    naive_accuracy = float((naive_model.predict(scaler.transform(test)) == y_test).mean())
+    naive_seconds = time.perf_counter() - started
+    del train_scaled, val_scaled
+    ours_accuracy = float((ours.argmax(1) == y_test).mean())
+    print(f"ours (torch, one solve):    {ours_seconds:7.1f} s, C={report.c:g}, ", end="")
+    print(
+        f"{report.iterations} iterations, stop: {report.stop}, largest gradient entry "
+        f"{report.max_gradient:.1e}"
+    )
+    print(f"naive loop (scikit-learn): {naive_seconds:7.1f} s, C={naive_c:g}")
+    print(f"speed-up:                   {naive_seconds / ours_seconds:7.1f}x")
+    print(
+        f"test accuracy: ours {ours_accuracy:.4f}, naive {naive_accuracy:.4f}, "
+        f"difference {100 * (ours_accuracy - naive_accuracy):+.2f} points"
+    )
+
+
+def multilabel_section(quick: bool) -> None:
+    """All 14 labels in one solve against one solve per label (both ours), full budget."""
+    from medprobe.probe.backends import ProbeInputs, TorchBackend
+    from medprobe.probe.metrics import auroc_columns
+
+    chexpert = SEED_STUDY[-1]
+    n_train, dim = (20_000, 256) if quick else (200_000, 768)
+    rng = np.random.default_rng(2)
+    n_rows = n_train + 2 * (n_train // 10)
+    prevalence = np.asarray(chexpert.prevalences)
+    labels = (rng.random((n_rows, len(prevalence))) < prevalence).astype(np.int8)
+    labels[rng.random(labels.shape) < chexpert.unknown] = -1
+    directions = rng.normal(size=(len(prevalence), dim)).astype(np.float32) * 0.05
+    signal = np.clip(labels, 0, 1).astype(np.float32) @ directions
+    features = conditioned(rng, signal, mixing_basis(rng, dim), rng.normal(size=dim))
+    features = features.astype(np.float32, copy=False)
+    del signal
+    n_val = n_train // 10
+    train, val, test = np.split(features, [n_train, n_train + n_val])
+    y_train, y_val, y_test = np.split(labels, [n_train, n_train + n_val])
+    print(
+        f"\n== multilabel: {n_train:,} x {dim} train, {n_val:,} val, {len(test):,} test, "
+        f"{labels.shape[1]} labels, {chexpert.unknown:.0%} unknown; full budget, C on val"
+    )
+    every_row = [np.arange(n_train)]
+    started = time.perf_counter()
+    backend = TorchBackend()
+    (together,) = backend.logreg(
+        ProbeInputs(train, y_train, every_row, [0], test, 2, val, y_val, use_val=True)
+    )
+    together_seconds = time.perf_counter() - started
+    alone_seconds, differences = [], []
+    for column in range(labels.shape[1]):
+        known_train, known_val = y_train[:, column] >= 0, y_val[:, column] >= 0
+        inputs = ProbeInputs(
+            train=train,
+            train_labels=np.clip(y_train[:, column], 0, 1).astype(np.int64),
+            supports=[np.flatnonzero(known_train)],
+            seeds=[0],
+            test=test,
+            n_classes=2,
+            val=val[known_val],
+            val_labels=y_val[known_val, column].astype(np.int64),
+            use_val=True,
+        )
+        started = time.perf_counter()
+        (alone,) = TorchBackend().logreg(inputs)
+        alone_seconds.append(time.perf_counter() - started)
+        known = y_test[:, column] >= 0
+        truth = (y_test[known, column] == 1)[:, None]
+        aurocs = [
+            auroc_columns(truth, scores[known][:, None])[0]
+            for scores in (together[:, column], alone[:, 1])
+        ]
+        differences.append(abs(aurocs[0] - aurocs[1]))
+    single = float(np.mean(alone_seconds))
+    unconverged = sum(not r.converged for r in backend.fit_reports)
+    print(f"all labels, one solve:      {together_seconds:7.1f} s ({unconverged} not converged)")
+    print(
+        f"one solve per label:        {sum(alone_seconds):7.1f} s "
+        f"(mean {single:.1f} s, range {min(alone_seconds):.1f}-{max(alone_seconds):.1f} s)"
+    )
+    print(f"batched cost in single-label solves: {together_seconds / single:5.2f}")
+    print(f"speed-up over the per-label loop:    {sum(alone_seconds) / together_seconds:5.2f}x")
+    print(f"test AUROC |batched - per label|: max {max(differences):.4f} over the labels")
+
+
+def memory_section(root: Path, quick: bool) -> None:
+    """Peak RSS of the CLI in a child process, read from the kernel's rusage for that child."""
+    import torch
+
+    from medprobe.probe.neighbors import knn_scores, prototype_scores
+
+    n_train, n_test, dim = (20_000, 2_000, 256) if quick else (200_000, 20_000, 1024)
+    shape = DatasetShape("memory", n_train, 0, n_test, "multiclass", "accuracy", (0.1,) * 10)
+    write_dataset(root, shape, {"model": 0.06}, dim=dim, seed=3)
+    print(
+        f"\n== memory: probe run --full --methods knn,prototype, {n_train:,} x {dim} train, "
+        f"{n_test:,} test (float16 store)"
+    )
+    command = [
+        str(Path(sys.executable).parent / "probe"),
+        "run",
+        "--full",
+        "--methods",
+        "knn,prototype",
+        "--cache-dir",
+        str(root),
+        "--out",
+        str(root / "results"),
+    ]
+    started = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"probe run failed with exit code {os.waitstatus_to_exitcode(status)}")
+    print(f"peak resident memory: {usage.ru_maxrss * 1024 / GIB:.2f} GiB in {seconds:.1f} s")
+    split_gib = n_train * dim * 4 / GIB
+    print(f"(the train split alone is {split_gib:.2f} GiB as float32)")
+    # Chunked against one pass over everything, on a slice small enough for one pass.
+    rng = np.random.default_rng(4)
+    pool = torch.as_tensor(
+        conditioned(rng, np.zeros((20_000, dim), np.float32), mixing_basis(rng, dim), 0.0)
+    )
+    labels = torch.as_tensor(rng.integers(0, 10, len(pool)))
+    queries = pool[:2000] + 0.1
+    sets = [(None, labels)]
+    whole = dict(query_chunk=len(queries), support_chunk=len(pool))
+    knn_gap = max(
+        float((a - b).abs().max())
+        for a, b in zip(
+            knn_scores(pool, sets, queries, 10, k=20),
+            knn_scores(pool, sets, queries, 10, k=20, **whole),
+            strict=True,
+        )
+    )
+    prototype_gap = max(
+        float((a - b).abs().max())
+        for a, b in zip(
+            prototype_scores(pool, sets, queries, 10),
+            prototype_scores(pool, sets, queries, 10, **whole),
+            strict=True,
+        )
+    )
+    print(
+        f"chunked vs one pass (20,000 x 2,000): max |score difference| k-NN {knn_gap:.1e}, "
+        f"prototype {prototype_gap:.1e}"
+    )
+
+
+def seed_study_section(root: Path, quick: bool, jobs: int) -> None:
+    n_models = 3 if quick else 12
+    shrink = 10 if quick else 1
+    separations = {f"model-{m:02d}": s for m, s in enumerate(np.linspace(0.03, 0.09, n_models))}
+    print(
+        f"\n== seed-study: {n_models} models x {len(SEED_STUDY)} datasets, 768 dims, "
+        "shots 1,5,10,25 x 10 seeds x 3 probes + full"
+    )
+    for shape in SEED_STUDY:
+        if quick:
+            shape = DatasetShape(
+                **{
+                    **shape.__dict__,
+                    "n_train": shape.n_train // shrink,
+                    "n_val": shape.n_val // shrink,
+                }
+            )
+        started = time.perf_counter()
+        write_dataset(root, shape, separations, dim=768)
+        print(
+            f"  wrote {shape.name}: {shape.n_train:,} train, {shape.n_val:,} val, "
+            f"{shape.n_test:,} test x {n_models} stores in {time.perf_counter() - started:.0f} s"
+        )
+    # A shrunken dataset has classes with fewer than 25 images.
+    config = SweepConfig(
+        budgets=tuple(make_budgets([1, 5, 10, 25], full=True)), jobs=jobs, allow_fewer=quick
+    )
+    total, unconverged, fits = 0.0, 0, 0
+    for shape in SEED_STUDY:
+        seconds, _, reports, setup = timed_sweep(root, config, datasets=[shape.name])
+        total += setup + seconds
+        fits += len(reports)
+        unconverged += sum(not r["converged"] for r in reports)
+        print(f"  {shape.name:10s} sweep {seconds:6.1f} s (+ {setup:.1f} s choosing supports)")
+    print(f"seed study end to end:     {total:7.1f} s ({unconverged} of {fits} fits not converged)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a small sweep (smoke run)")
+    parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     parser.add_argument(
-        "--naive-seeds", type=int, default=2, help="seeds the naive loop runs (time scaled to 10)"
+        "--sections", default=",".join(SECTIONS), help=f"comma-separated, of {list(SECTIONS)}"
     )
+    parser.add_argument(
+        "--naive-seeds", type=int, default=2, help="seeds the naive sweep runs (time scaled to 10)"
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="joblib workers for the seed study")
     args = parser.parse_args()
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown sections {unknown}; choose from {list(SECTIONS)}")
     sys.stdout.reconfigure(line_buffering=True)  # each figure shows as soon as it is measured
-    size = (
-        dict(n_train=2000, n_test=500, dim=128)
-        if args.quick
-        else dict(n_train=20_000, n_test=5_000, dim=768)
+    import torch
+
+    print(
+        f"{os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads"
     )
-    budgets = tuple(parse_budgets("1,5,10,25", None, False))
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        write_synthetic_stores(root, n_classes=10, **size)
-        print(
-            f"stores: 4 models x {size['n_train']} train x {size['dim']} dims, "
-            f"{size['n_test']} test, 10 classes; shots 1,5,10,25 x 10 seeds x 3 probes"
-        )
-        fast_seconds, fast = timed_sweep(
-            root, SweepConfig(budgets=budgets, seeds=10, backend="torch")
-        )
-        print(f"batched sweep (torch):      {fast_seconds:7.1f} s")
-        naive_seconds, naive = timed_sweep(
-            root, SweepConfig(budgets=budgets, seeds=10, backend="sklearn"), seeds=args.naive_seeds
-        )
-        scaled = naive_seconds * 10 / args.naive_seeds
-        note = (
-            ""
-            if args.naive_seeds == 10
-            else f" ({naive_seconds:.1f} s for {args.naive_seeds} of 10 seeds, scaled)"
-        )
-        print(f"naive loop (scikit-learn): {scaled:7.1f} s{note}")
-        print(f"speed-up:                   {scaled / fast_seconds:7.1f}x")
-        keys = ["model", "method", "budget", "seed", "metric"]
-        merged = fast.merge(naive, on=keys, suffixes=("_fast", "_naive"))
-        merged = merged[merged["metric"] == "accuracy"]
-        difference = (merged["value_fast"] - merged["value_naive"]).abs() * 100
-        by_method = (
-            merged.assign(points=difference).groupby("method")["points"].agg(["mean", "max"])
-        )
-        cells = merged.groupby(["model", "method", "budget"])[["value_fast", "value_naive"]].mean()
-        by_method["max of seed means"] = (
-            (cells["value_fast"] - cells["value_naive"]).abs().mul(100).groupby("method").max()
-        )
-        print("accuracy |batched - naive| in points, same support sets (per cell, and per")
-        print(f"(model, method, budget) mean over the {args.naive_seeds} naive seeds):")
-        print(by_method.round(2).to_string())
-        summary = (
-            fast[fast["metric"] == "accuracy"]
-            .groupby(["model", "method", "budget"])["value"]
-            .mean()
-            .unstack("budget")[[b.label for b in budgets]]
-            .round(3)
-        )
-        print("batched sweep accuracy, mean over 10 seeds:")
-        print(summary.to_string())
+    for section in sections:
+        folder = Path(tempfile.mkdtemp(prefix=f"bench-{section}-"))
+        try:
+            if section == "sweep":
+                sweep_section(folder, args.quick, args.naive_seeds)
+            elif section == "full":
+                full_section(args.quick)
+            elif section == "multilabel":
+                multilabel_section(args.quick)
+            elif section == "memory":
+                memory_section(folder, args.quick)
+            else:
+                seed_study_section(folder, args.quick, args.jobs)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

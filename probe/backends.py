@@ -1,100 +1,59 @@
 """Where probes run: batched torch (CPU or GPU), or one estimator fit at a time (scikit-learn on
-CPU, cuML on GPU). All backends share one protocol, so their numbers agree.
+CPU, cuML on GPU). All backends follow `probe.protocol`, so their numbers agree.
 
-Protocol for logistic regression on a support set S (rows of the train split):
-- every class in S has >= 2 images: C from `C_GRID` by the mean held-out log-loss of a
-  stratified k-fold split of S (k = min(5, smallest class count), folds shuffled with the seed);
-- a full budget with a val split: C by log-loss on val (a full budget without one: as above);
-- otherwise `DEFAULT_C`. Test rows never enter S or the choice of C.
+A few-shot budget is thousands of tiny fits: the torch backend solves every (support set, label,
+fold, C) of a budget in one batched L-BFGS (`probe.logistic`). At the full budget it fits every C
+of the grid, for every label, in one chunked, preconditioned solve over the train rows
+(`probe.full_budget`). k-NN and prototypes read the rows in chunks (`probe.neighbors`).
 
-Why log-loss and not accuracy: a few-shot fold holds 2-50 images, so accuracy ties across most of
-the grid (every C scores 1.0 on an easy task) and a tie rule, not the data, picks C; and at small
-C the logits of all classes are nearly equal, so which C wins a tie flips with float rounding.
-Log-loss is a proper score that is never flat across the grid, and it is what the fit minimises.
-Exact ties (within `C_TIE`) go to the smaller C (stronger regularisation).
+Every final fit leaves a `FitReport` in `backend.fit_reports` (iterations, final gradient, why
+it stopped); a fit that used up `max_iter` did not converge, and the sweep warns about it.
 """
 
 import importlib.util
-import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold
 
 from medprobe.cache.errors import ToolkitError
-from medprobe.probe.logistic import (
-    C_GRID,
-    CV_FOLDS,
-    DEFAULT_C,
-    MAX_ITER,
-    LinearProblem,
-    fit_logistic,
-)
+from medprobe.probe.full_budget import full_budget_logreg
+from medprobe.probe.lbfgs import STOP_REASONS
+from medprobe.probe.logistic import C_GRID, DEFAULT_C, MAX_ITER, LinearProblem, fit_logistic
 from medprobe.probe.neighbors import KNN_TEMPERATURE, as_numpy, knn_scores, prototype_scores
+from medprobe.probe.protocol import (  # re-exported: the backends' shared vocabulary
+    C_TIE,
+    P_FLOOR,
+    FitReport,
+    ProbeInputs,
+    best_c,
+    cv_folds,
+    label_heads,
+    label_inputs,
+    log_loss,
+    warn_if_no_val,
+)
 
 if TYPE_CHECKING:  # torch is imported inside functions: `import medprobe.probe` stays light
     import torch
 
-logger = logging.getLogger(__name__)
+__all__ = [
+    "BACKENDS",
+    "C_TIE",
+    "P_FLOOR",
+    "EstimatorBackend",
+    "FitReport",
+    "ProbeInputs",
+    "TorchBackend",
+    "best_c",
+    "cv_folds",
+    "log_loss",
+    "resolve_backend",
+]
 
 BACKENDS = ("auto", "torch", "sklearn", "cuml")
-P_FLOOR = 1e-15  # probabilities are clipped here before the log, as sklearn's log_loss does
-C_TIE = 1e-6  # held-out losses closer than this are a tie
 # Upper bound on floats held per batched solve for its distinct row sets (features,
 # standardised copy, Gram), about 0.5 GB.
 BATCH_FLOATS = 128_000_000
-
-
-@dataclass(frozen=True)
-class ProbeInputs:
-    """One (store, pooling, budget) step: the pool of train rows and the support sets per seed.
-
-    train (N, D) float32, train_labels (N,) int64; supports: one array of train-row indices per
-    seed; test (M, D); val (V, D) and val_labels, or None; seeds: the seed of each support.
-    """
-
-    train: np.ndarray
-    train_labels: np.ndarray
-    supports: list[np.ndarray]
-    seeds: list[int]
-    test: np.ndarray
-    n_classes: int
-    val: np.ndarray | None = None
-    val_labels: np.ndarray | None = None
-    use_val: bool = False
-
-
-def cv_folds(labels: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
-    """Stratified folds over a support set's labels, or None if a class has < 2 images."""
-    counts = np.bincount(labels)
-    smallest = counts[counts > 0].min()
-    if smallest < 2:
-        return None
-    splitter = StratifiedKFold(
-        n_splits=min(CV_FOLDS, int(smallest)), shuffle=True, random_state=seed
-    )
-    return list(splitter.split(np.zeros(len(labels)), labels))
-
-
-def log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """Mean negative log-probability of the true class; probabilities (N, K), labels (N,) int."""
-    picked = probabilities[np.arange(len(labels)), labels].astype(np.float64)
-    return float(-np.log(np.maximum(picked, P_FLOOR)).mean())
-
-
-def best_c(losses: "list[float] | np.ndarray") -> float:
-    """The C of `C_GRID` with the lowest held-out loss; near-ties go to the smaller C."""
-    losses = np.asarray(losses, dtype=float)
-    return C_GRID[int(np.flatnonzero(losses <= losses.min() + C_TIE)[0])]
-
-
-def warn_if_no_val(inputs: ProbeInputs) -> None:
-    if inputs.use_val and inputs.val is None:
-        logger.warning(
-            "full budget but the store has no val split: C is chosen by cross-validation on "
-            "the train split instead"
-        )
 
 
 def resolve_backend(name: str) -> "TorchBackend | EstimatorBackend":
@@ -112,17 +71,28 @@ class TorchBackend:
         import torch
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.fit_reports: list[FitReport] = []
 
     def _tensor(self, values: np.ndarray) -> "torch.Tensor":
+        """A float32 tensor on the device; on the CPU a float32 array is shared, not copied."""
         import torch
 
         return torch.as_tensor(values, dtype=torch.float32, device=self.device)
 
+    def _pool_rows(self, support: np.ndarray, n_rows: int) -> "np.ndarray | None":
+        """The support's rows in order, or None when it is every row of the pool: a full budget
+        then reads the pool in place (the order of rows changes no probe's result)."""
+        rows = np.sort(support)
+        if len(rows) == n_rows and rows[0] == 0 and rows[-1] == n_rows - 1:
+            return None
+        return rows
+
     def _fit(self, pool, problems, n_classes, max_iter):
         """fit_logistic over chunks whose distinct row sets fit in BATCH_FLOATS (a C grid over
-        one fold shares its features); returns (weights (D, K), bias (K,)) per problem."""
+        one fold shares its features); returns ((weights (D, K), bias (K,)) per problem,
+        (iterations, gradient size, stop) per problem)."""
         dim = pool.shape[1]
-        fits = []
+        fits, records = [], []
         start = 0
         while start < len(problems):
             stop, held, previous = start, 0, None
@@ -135,93 +105,165 @@ class TorchBackend:
                 held, previous, stop = held + cost, rows, stop + 1
             fit = fit_logistic(pool, problems[start:stop], n_classes, max_iter=max_iter)
             fits += [(fit.weights[b], fit.bias[b]) for b in range(stop - start)]
+            records += zip(
+                fit.iterations.tolist(),
+                fit.gradient_size.tolist(),
+                fit.stop.tolist(),
+                strict=True,
+            )
             start = stop
-        return fits
+        return fits, records
 
-    def _held_out_log_loss(self, pool, fits, held_out, labels) -> np.ndarray:
-        """Mean log-loss of fit b on rows held_out[b], all problems in one batched product."""
+    def _held_out_log_loss(self, pool, fits, held_out, held_out_labels) -> np.ndarray:
+        """Mean log-loss of fit b on rows held_out[b] with labels held_out_labels[b], all
+        problems in one batched product."""
         import torch
 
         n_max = max(len(rows) for rows in held_out)
         index = torch.zeros(len(held_out), n_max, dtype=torch.long, device=self.device)
+        truth = torch.zeros(len(held_out), n_max, dtype=torch.long, device=self.device)
         valid = torch.zeros(len(held_out), n_max, dtype=torch.bool, device=self.device)
-        for b, rows in enumerate(held_out):
+        for b, (rows, labels) in enumerate(zip(held_out, held_out_labels, strict=True)):
             index[b, : len(rows)] = torch.as_tensor(rows, device=self.device)
+            truth[b, : len(rows)] = torch.as_tensor(labels, device=self.device)
             valid[b, : len(rows)] = True
         weights = torch.stack([w for w, _ in fits])
         bias = torch.stack([b for _, b in fits])
         probabilities = torch.softmax(pool[index] @ weights + bias[:, None, :], dim=2)
-        truth = torch.as_tensor(labels, device=self.device)[index]
         losses = -torch.log(probabilities.gather(2, truth[..., None])[..., 0].clamp_min(P_FLOOR))
         return as_numpy((losses * valid).sum(1) / valid.sum(1))
 
     def logreg(self, inputs: ProbeInputs, *, max_iter: int = MAX_ITER) -> list[np.ndarray]:
-        """Test class probabilities (M, K) per support set."""
+        """Test probabilities per support set: (M, K) per class, or (M, L) of each label's
+        positive class for a multi-label store."""
+        warn_if_no_val(inputs)
+        if inputs.use_val:
+            return [
+                self._full_logreg(inputs, support, seed, max_iter)
+                for support, seed in zip(inputs.supports, inputs.seeds, strict=True)
+            ]
+        return self._few_shot_logreg(inputs, max_iter)
+
+    def _full_logreg(
+        self, inputs: ProbeInputs, support: np.ndarray, seed: int, max_iter: int
+    ) -> np.ndarray:
+        """One full-budget support: every C and label in one solve over its rows (the pool
+        itself, not a copy, when the support is every train row)."""
         import torch
 
-        warn_if_no_val(inputs)
         pool = self._tensor(inputs.train)
-        labels = inputs.train_labels
-        chosen_c = [DEFAULT_C] * len(inputs.supports)
-        if inputs.use_val and inputs.val is not None:
-            problems = [
-                LinearProblem(inputs.supports[0], labels[inputs.supports[0]], c) for c in C_GRID
-            ]
-            fits = self._fit(pool, problems, inputs.n_classes, max_iter)
-            val = self._tensor(inputs.val)
-            losses = [
-                log_loss(as_numpy(torch.softmax(val @ w + b, dim=1)), inputs.val_labels)
-                for w, b in fits
-            ]
-            chosen_c = [best_c(losses)] * len(inputs.supports)
-        else:
-            problems, owners = [], []
-            for s, (support, seed) in enumerate(zip(inputs.supports, inputs.seeds, strict=True)):
-                folds = cv_folds(labels[support], seed)
-                for fold, (fit_part, held_out) in enumerate(folds or []):
+        rows = self._pool_rows(support, len(pool))
+        scores, reports = full_budget_logreg(
+            pool if rows is None else pool[torch.as_tensor(rows, device=self.device)],
+            inputs.train_labels if rows is None else inputs.train_labels[rows],
+            self._tensor(inputs.test),
+            n_classes=inputs.n_classes,
+            seed=seed,
+            max_iter=max_iter,
+            val=None if inputs.val is None else self._tensor(inputs.val),
+            val_labels=inputs.val_labels,
+        )
+        self.fit_reports += reports
+        return scores
+
+    def _few_shot_logreg(self, inputs: ProbeInputs, max_iter: int) -> list[np.ndarray]:
+        """Every (support, label, fold, C) of a budget in one batched solve, then one final fit
+        per (support, label) at its chosen C."""
+        import torch
+
+        pool = self._tensor(inputs.train)
+        n_classes = 2 if inputs.multilabel else inputs.n_classes
+        heads = [label_heads(inputs, support) for support in inputs.supports]
+        problems, owners = [], []
+        for s, seed in enumerate(inputs.seeds):
+            for h, (rows, labels) in enumerate(heads[s]):
+                for fit_part, held_out in cv_folds(labels, seed) or []:
                     for c in C_GRID:
-                        problems.append(
-                            LinearProblem(support[fit_part], labels[support[fit_part]], c)
-                        )
-                        owners.append((s, fold, c, support[held_out]))
-            if problems:
-                fits = self._fit(pool, problems, inputs.n_classes, max_iter)
-                losses = self._held_out_log_loss(pool, fits, [o[3] for o in owners], labels)
-                per_c: dict[tuple[int, float], list[float]] = {}
-                for (s, _, c, _), loss in zip(owners, losses, strict=True):
-                    per_c.setdefault((s, c), []).append(float(loss))
-                for s in range(len(inputs.supports)):
-                    if (s, C_GRID[0]) in per_c:
-                        chosen_c[s] = best_c([np.mean(per_c[(s, c)]) for c in C_GRID])
-        final = [
-            LinearProblem(support, labels[support], c)
-            for support, c in zip(inputs.supports, chosen_c, strict=True)
-        ]
+                        problems.append(LinearProblem(rows[fit_part], labels[fit_part], c))
+                        owners.append((s, h, c, rows[held_out], labels[held_out]))
+        chosen = {(s, h): DEFAULT_C for s in range(len(heads)) for h in range(len(heads[s]))}
+        unconverged = dict.fromkeys(chosen, 0)
+        if problems:
+            fits, records = self._fit(pool, problems, n_classes, max_iter)
+            losses = self._held_out_log_loss(
+                pool, fits, [o[3] for o in owners], [o[4] for o in owners]
+            )
+            per_c: dict[tuple[int, int, float], list[float]] = {}
+            for (s, h, c, _, _), loss, record in zip(owners, losses, records, strict=True):
+                per_c.setdefault((s, h, c), []).append(float(loss))
+                unconverged[(s, h)] += STOP_REASONS[record[2]] == "max_iter"
+            for s, h in chosen:
+                if (s, h, C_GRID[0]) in per_c:
+                    chosen[(s, h)] = best_c([np.mean(per_c[(s, h, c)]) for c in C_GRID])
+        keys = list(chosen)
+        final = [LinearProblem(*heads[s][h], chosen[(s, h)]) for s, h in keys]
+        fits, records = self._fit(pool, final, n_classes, max_iter)
         test = self._tensor(inputs.test)
-        return [
-            as_numpy(torch.softmax(test @ w + b, dim=1))
-            for w, b in self._fit(pool, final, inputs.n_classes, max_iter)
-        ]
+        # Every final model against the test rows in one product.
+        logits = test @ torch.cat([w for w, _ in fits], dim=1) + torch.cat([b for _, b in fits])
+        probabilities = torch.softmax(logits.view(len(test), len(fits), n_classes), dim=2)
+        per_support: list[list[np.ndarray]] = [[] for _ in heads]
+        for f, ((s, h), record) in enumerate(zip(keys, records, strict=True)):
+            scores = as_numpy(probabilities[:, f])
+            per_support[s].append(scores[:, 1] if inputs.multilabel else scores)
+            iterations, gradient, stop = record
+            self.fit_reports.append(
+                FitReport(
+                    inputs.seeds[s],
+                    h if inputs.multilabel else None,
+                    chosen[(s, h)],
+                    iterations,
+                    gradient,
+                    STOP_REASONS[stop],
+                    unconverged[(s, h)],
+                )
+            )
+        if inputs.multilabel:
+            return [np.stack(columns, axis=1) for columns in per_support]
+        return [columns[0] for columns in per_support]
 
     def _support_sets(self, inputs: ProbeInputs):
+        """The pool and (rows or None, labels) per support set (rows sorted), and per label
+        for a multi-label store: its labels share the support's rows, unknown ones -1."""
         import torch
 
         pool = self._tensor(inputs.train)
-        labels = torch.as_tensor(inputs.train_labels, device=self.device)
-        rows = [torch.as_tensor(s, device=self.device) for s in inputs.supports]
-        return [(pool[r], labels[r]) for r in rows]
+        labels = torch.as_tensor(inputs.train_labels, device=self.device).long()
+        sets = []
+        for support in inputs.supports:
+            rows = self._pool_rows(support, len(pool))
+            index = None if rows is None else torch.as_tensor(rows, device=self.device)
+            support_labels = labels if index is None else labels[index]
+            if inputs.multilabel:
+                sets += [(index, column) for column in support_labels.T]
+            else:
+                sets.append((index, support_labels))
+        return pool, sets
+
+    def _per_support(self, inputs: ProbeInputs, scores: "list[torch.Tensor]") -> list[np.ndarray]:
+        """Scores per support set: (M, K), or (M, L) positive-class scores per label."""
+        if not inputs.multilabel:
+            return [as_numpy(s) for s in scores]
+        n_labels = inputs.train_labels.shape[1]
+        return [
+            np.stack([as_numpy(s[:, 1]) for s in scores[i : i + n_labels]], axis=1)
+            for i in range(0, len(scores), n_labels)
+        ]
 
     def knn(self, inputs: ProbeInputs, *, k: int, vote: str) -> list[np.ndarray]:
-        scores = knn_scores(
-            self._support_sets(inputs), self._tensor(inputs.test), inputs.n_classes, k=k, vote=vote
-        )
-        return [as_numpy(s) for s in scores]
+        """Test scores per support set, as `logreg`; a multi-label store's labels share every
+        pass over the support rows."""
+        pool, sets = self._support_sets(inputs)
+        n_classes = 2 if inputs.multilabel else inputs.n_classes
+        test = self._tensor(inputs.test)
+        return self._per_support(inputs, knn_scores(pool, sets, test, n_classes, k=k, vote=vote))
 
     def prototype(self, inputs: ProbeInputs) -> list[np.ndarray]:
-        scores = prototype_scores(
-            self._support_sets(inputs), self._tensor(inputs.test), inputs.n_classes
-        )
-        return [as_numpy(s) for s in scores]
+        """Test scores per support set, as `knn`."""
+        pool, sets = self._support_sets(inputs)
+        n_classes = 2 if inputs.multilabel else inputs.n_classes
+        test = self._tensor(inputs.test)
+        return self._per_support(inputs, prototype_scores(pool, sets, test, n_classes))
 
 
 class EstimatorBackend:
@@ -232,6 +274,7 @@ class EstimatorBackend:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.fit_reports: list[FitReport] = []
         if name == "cuml" and importlib.util.find_spec("cuml") is None:
             raise ToolkitError(
                 "--backend cuml needs RAPIDS cuML on a CUDA machine: pip install '.[gpu]'"
@@ -247,6 +290,7 @@ class EstimatorBackend:
         return LogisticRegression, KNeighborsClassifier
 
     def _fit_predict(self, x_fit, y_fit, c, x_eval, n_classes, max_iter):
+        """Probabilities (M, K) of x_eval, and the iterations the solver took."""
         from sklearn.preprocessing import StandardScaler
 
         logistic_regression, _ = self._classes()
@@ -256,22 +300,39 @@ class EstimatorBackend:
         probabilities[:, np.asarray(model.classes_, dtype=int)] = model.predict_proba(
             scaler.transform(x_eval)
         )
-        return probabilities
+        return probabilities, int(np.max(getattr(model, "n_iter_", 0)))
+
+    def _per_label(self, inputs: ProbeInputs, probe) -> list[np.ndarray]:
+        """A multi-label store one label at a time: probe(binary inputs, column) per label,
+        its positive-class scores stacked into (M, L) per support set."""
+        columns = [
+            [scores[:, 1] for scores in probe(label_inputs(inputs, column), column)]
+            for column in range(inputs.train_labels.shape[1])
+        ]
+        return [np.stack(per_label, axis=1) for per_label in zip(*columns, strict=True)]
 
     def logreg(self, inputs: ProbeInputs, *, max_iter: int = MAX_ITER) -> list[np.ndarray]:
+        """As `TorchBackend.logreg`; a multi-label store is one fit per label, in turn."""
         warn_if_no_val(inputs)
+        if inputs.multilabel:
+            return self._per_label(
+                inputs, lambda binary, column: self._logreg(binary, column, max_iter)
+            )
+        return self._logreg(inputs, None, max_iter)
+
+    def _logreg(self, inputs: ProbeInputs, label: int | None, max_iter: int) -> list[np.ndarray]:
         x, y, k = inputs.train, inputs.train_labels, inputs.n_classes
         results = []
         for support, seed in zip(inputs.supports, inputs.seeds, strict=True):
-            c_best = DEFAULT_C
+            c_best, selection_unconverged = DEFAULT_C, 0
             if inputs.use_val and inputs.val is not None:
-                losses = [
-                    log_loss(
-                        self._fit_predict(x[support], y[support], c, inputs.val, k, max_iter),
-                        inputs.val_labels,
+                losses = []
+                for c in C_GRID:
+                    probabilities, iterations = self._fit_predict(
+                        x[support], y[support], c, inputs.val, k, max_iter
                     )
-                    for c in C_GRID
-                ]
+                    losses.append(log_loss(probabilities, inputs.val_labels))
+                    selection_unconverged += iterations >= max_iter
                 c_best = best_c(losses)
             elif (folds := cv_folds(y[support], seed)) is not None:
                 means = []
@@ -279,18 +340,33 @@ class EstimatorBackend:
                     fold_scores = []
                     for fit_part, held_out in folds:
                         rows, rows_out = support[fit_part], support[held_out]
-                        probabilities = self._fit_predict(
+                        probabilities, iterations = self._fit_predict(
                             x[rows], y[rows], c, x[rows_out], k, max_iter
                         )
                         fold_scores.append(log_loss(probabilities, y[rows_out]))
+                        selection_unconverged += iterations >= max_iter
                     means.append(np.mean(fold_scores))
                 c_best = best_c(means)
-            results.append(
-                self._fit_predict(x[support], y[support], c_best, inputs.test, k, max_iter)
+            probabilities, iterations = self._fit_predict(
+                x[support], y[support], c_best, inputs.test, k, max_iter
+            )
+            results.append(probabilities)
+            self.fit_reports.append(
+                FitReport(
+                    seed,
+                    label,
+                    c_best,
+                    iterations,
+                    float("nan"),
+                    "max_iter" if iterations >= max_iter else "gradient",
+                    int(selection_unconverged),
+                )
             )
         return results
 
     def knn(self, inputs: ProbeInputs, *, k: int, vote: str) -> list[np.ndarray]:
+        if inputs.multilabel:
+            return self._per_label(inputs, lambda binary, _: self.knn(binary, k=k, vote=vote))
         _, k_neighbours = self._classes()
 
         def dino_weights(distances: np.ndarray) -> np.ndarray:
@@ -312,6 +388,8 @@ class EstimatorBackend:
         return results
 
     def prototype(self, inputs: ProbeInputs) -> list[np.ndarray]:
+        if inputs.multilabel:
+            return self._per_label(inputs, lambda binary, _: self.prototype(binary))
         results = []
         for support in inputs.supports:
             features = inputs.train[support]

@@ -3,21 +3,47 @@
 torch.optim.LBFGS treats a batch as one problem: one line search, one stopping test, so every
 problem takes as many steps as the hardest one and a step length that suits none in particular.
 Here each problem keeps its own curvature history, backtracks its own Armijo line search and
-stops when its own gradient is small; all of them are still evaluated in one batched call.
+stops when its own gradient is small; all of them are still evaluated in one batched call, and
+the objective is told which problems are still moving so it may skip the rest.
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch is imported inside functions: `import medprobe.probe` stays light
     import torch
 
-Objective = Callable[["torch.Tensor"], "tuple[torch.Tensor, torch.Tensor]"]
+# x (B, P), moving (B,) bool -> values (B,), gradients (B, P), gradient sizes (B,). Rows that are
+# not moving may hold anything; the size is what the stopping test compares with the tolerance
+# (the largest gradient entry in the problem's own parametrisation, as scikit-learn's gtol).
+Objective = Callable[
+    ["torch.Tensor", "torch.Tensor"], "tuple[torch.Tensor, torch.Tensor, torch.Tensor]"
+]
 
 ARMIJO = 1e-4  # sufficient-decrease constant, as in most line searches
 MAX_BACKTRACKS = 10  # a step 1/1024 of the L-BFGS step that still fails: nothing left to gain
 # float32 resolves ~1e-7 relative; a problem whose value moves less than this has converged.
 RELATIVE_DECREASE = 1e-6
+STOP_REASONS = ("gradient", "no progress", "line search", "max_iter")
+
+
+@dataclass
+class Minimum:
+    """Where each of the B problems stopped, and why.
+
+    x (B, P); iterations (B,) int64; gradient_size (B,) float32, the stopping measure at x;
+    stop (B,) int64, an index into STOP_REASONS: "max_iter" means the problem was still moving
+    when the iteration budget ran out (it did not converge).
+    """
+
+    x: "torch.Tensor"
+    iterations: "torch.Tensor"
+    gradient_size: "torch.Tensor"
+    stop: "torch.Tensor"
+
+    def reason(self, problem: int) -> str:
+        return STOP_REASONS[int(self.stop[problem])]
 
 
 def minimise(
@@ -27,22 +53,26 @@ def minimise(
     max_iter: int,
     tolerance_grad: float,
     history: int = 10,
-) -> "torch.Tensor":
+    relative_decrease: float = RELATIVE_DECREASE,
+) -> Minimum:
     """Minimise B independent smooth functions at once.
 
-    objective: x (B, P) -> (values (B,), gradients (B, P)). Returns the minimisers (B, P).
-    A problem stops when the largest entry of its gradient is below `tolerance_grad`, when its
-    value no longer decreases by a relative 1e-6 (float32's resolution), when its line search
-    fails, or after `max_iter` iterations (as scikit-learn's lbfgs counts them).
+    objective: see `Objective`. A problem stops when its gradient size is below
+    `tolerance_grad`, when its value no longer decreases by `relative_decrease` (float32's
+    resolution by default), when its line search fails, or after `max_iter` iterations (as
+    scikit-learn's lbfgs counts them).
     """
     import torch
 
     x = start.clone()
-    value, grad = objective(x)
+    active = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    value, grad, size = objective(x, active)
     steps: list[torch.Tensor] = []
     changes: list[torch.Tensor] = []
     inverse_curvature: list[torch.Tensor] = []
-    active = grad.abs().amax(1) > tolerance_grad
+    active = size > tolerance_grad
+    stop = torch.where(active, STOP_REASONS.index("max_iter"), STOP_REASONS.index("gradient"))
+    iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
     for iteration in range(max_iter):
         if not active.any():
             break
@@ -54,17 +84,18 @@ def minimise(
         if iteration == 0:
             length = torch.clamp(1.0 / grad.abs().sum(1), max=1.0)
         else:
-            length = torch.ones_like(value)
+            length = torch.ones_like(slope)
         pending = active.clone()
-        new_x, new_value, new_grad = x.clone(), value.clone(), grad.clone()
+        new_x, new_value, new_grad, new_size = x.clone(), value.clone(), grad.clone(), size.clone()
         for _ in range(MAX_BACKTRACKS):
             trial = x + length[:, None] * direction
-            trial_value, trial_grad = objective(trial)
+            trial_value, trial_grad, trial_size = objective(trial, pending)
             accept = pending & (trial_value <= value + ARMIJO * length * slope)
-            new_x[accept], new_value[accept], new_grad[accept] = (
+            new_x[accept], new_value[accept], new_grad[accept], new_size[accept] = (
                 trial[accept],
                 trial_value[accept],
                 trial_grad[accept],
+                trial_size[accept],
             )
             pending &= ~accept
             if not pending.any():
@@ -82,11 +113,18 @@ def minimise(
         changes.append(change)
         if len(steps) > history:
             steps.pop(0), changes.pop(0), inverse_curvature.pop(0)
-        progress = (value - new_value) > RELATIVE_DECREASE * value.abs().clamp_min(1.0)
-        x, value, grad = new_x, new_value, new_grad
+        progress = (value - new_value) > relative_decrease * value.abs().clamp_min(1.0)
+        iterations += active.long()
+        x, value, grad, size = new_x, new_value, new_grad, new_size
         # A problem stops on a small gradient, on no real progress, or on a failed line search.
-        active &= (grad.abs().amax(1) > tolerance_grad) & progress & ~pending
-    return x
+        for reason, stopped in (
+            ("line search", active & pending),
+            ("no progress", active & ~progress),
+            ("gradient", active & (size <= tolerance_grad)),
+        ):
+            stop[stopped] = STOP_REASONS.index(reason)
+        active &= (size > tolerance_grad) & progress & ~pending
+    return Minimum(x, iterations, size, stop)
 
 
 def _two_loop(grad, steps, changes, inverse_curvature):

@@ -7,8 +7,8 @@ sizes and stops on its own.
 
 Each problem minimises sklearn's objective, divided by C·n so that values are well scaled:
     mean cross-entropy + ||W||² / (2·C·n)      (intercept not penalised)
-on features standardised with the problem's own training rows. Two-class problems use a
-softmax over two logits whose penalty is doubled, which is exactly sklearn's binomial model.
+on features standardised with the problem's own training rows. Two-class problems are sklearn's
+binomial model: one logit (the second class's), a sigmoid, half the work of a 2-way softmax.
 When rows are fewer than features, the problem is solved in the row space (W = Xᵀ·U·Λ^-½·β from
 the Gram matrix's eigendecomposition), which turns an n x D problem into an n x n one.
 """
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medprobe.probe.lbfgs import minimise
+from medprobe.probe.lbfgs import STOP_REASONS, minimise
 
 if TYPE_CHECKING:  # torch is imported inside functions: `import medprobe.probe` stays light
     import torch
@@ -48,11 +48,20 @@ class LinearProblem:
 class LinearFit:
     """B fitted models in the raw feature space: logits = X @ weights[b] + bias[b].
 
-    weights (B, D, K) float32; bias (B, K) float32 (standardisation folded in).
+    weights (B, D, K) float32; bias (B, K) float32 (standardisation folded in); per problem,
+    the solver's iterations (B,) int64, final gradient size (B,) (largest entry) and stop
+    (B,) int64, an index into `lbfgs.STOP_REASONS`.
     """
 
     weights: "torch.Tensor"
     bias: "torch.Tensor"
+    iterations: "torch.Tensor"
+    gradient_size: "torch.Tensor"
+    stop: "torch.Tensor"
+
+    def reached_max_iter(self) -> "torch.Tensor":
+        """(B,) bool: problems still moving when the iteration budget ran out."""
+        return self.stop == STOP_REASONS.index("max_iter")
 
     def logits(self, features: "torch.Tensor") -> "torch.Tensor":
         """features (N, D) shared by all problems -> (B, N, K)."""
@@ -106,7 +115,11 @@ def fit_logistic(
     std = torch.where(std < 1e-8, torch.ones_like(std), std)  # constant features, as sklearn
     standardised.div_(std[:, None])
     inverse_c = torch.tensor([[1.0 / problems[b].C for b in slot] for slot in slots], device=device)
-    penalty = inverse_c / n_rows[:, None] * (2.0 if n_classes == 2 else 1.0)  # (sets, width)
+    penalty = inverse_c / n_rows[:, None]  # (sets, width)
+    binary = n_classes == 2
+    outputs = 1 if binary else n_classes  # logits per problem
+    # The loss's curvature at equal probabilities: p(1 - p) of a sigmoid, about 1/K of a softmax.
+    curvature_at_start = 0.25 if binary else 1.0 / n_classes
     dim = pool.shape[1]
     reduced = n_max < dim
     if reduced:
@@ -121,50 +134,93 @@ def fit_logistic(
         root = torch.where(kept, eigenvalues.clamp_min(0).sqrt(), 0.0)
         inverse_root = torch.where(kept, 1.0 / root.clamp_min(1e-30), 0.0)
         design = (eigenvectors * root[:, None, :]).float()  # (sets, rows, n_max)
+        # Z'Z = Λ, so the curvature near the start is about a·Λ/n + penalty, diagonal (a: the
+        # loss's curvature at equal probabilities): L-BFGS runs on β with
+        # coef = β·(a·Λ/n + penalty)^-½, which turns the spread of Λ into a spread near 1.
+        curvature = eigenvalues.float().clamp_min(0)[:, None, :] / n_rows[:, None, None]
+        precondition = (curvature * curvature_at_start + penalty[:, :, None]).rsqrt()
+        precondition = torch.where(kept[:, None, :], precondition, 0.0)
     else:
         design = standardised  # (sets, rows, dim)
+        precondition = torch.ones(n_sets, width, dim, device=device)
     n_columns = design.shape[2]
     # Class-major layout (sets, width * K, rows): narrow-by-wide batched products run about
     # twice as fast on CPU as wide-by-narrow ones.
-    shape = (n_sets, width, n_classes, -1)
+    shape = (n_sets, width, outputs, -1)
     design_by_column = design.transpose(1, 2).contiguous()
-    one_hot = torch.nn.functional.one_hot(targets, n_classes).transpose(1, 2).float()
-    one_hot = (one_hot * mask[:, None, :])[:, None]  # (sets, 1, K, rows)
+    if binary:  # the target of the one logit: is it the second class
+        one_hot = (targets == 1).float()[:, None, None, :]  # (sets, 1, 1, rows)
+    else:
+        one_hot = torch.nn.functional.one_hot(targets, n_classes).transpose(1, 2).float()
+        one_hot = one_hot[:, None]  # (sets, 1, K, rows)
+    one_hot = one_hot * mask[:, None, None, :]
     row_weight = (mask.float() / n_rows[:, None])[:, None, None, :]  # a mean over its own rows
     scale = penalty[:, :, None, None]
-    n_coef = n_classes * n_columns
+    n_coef = outputs * n_columns
+    # (sets, width * outputs, columns); the intercept's curvature is the loss's.
+    coef_scale = precondition[:, :, None, :].expand(shape).reshape(n_sets, -1, n_columns)
+    intercept_scale = curvature_at_start**-0.5
 
-    def objective(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def objective(flat: torch.Tensor, moving: torch.Tensor):
         """Objective and analytic gradient of every problem: one batched product with the
         design matrix each way, instead of autograd's several.
-        flat (sets * width, K * columns + K) -> values (sets * width,), gradients (same shape)."""
+        flat (sets * width, K * columns + K) -> values (sets * width,), gradients (same shape),
+        and the largest entry of each gradient with respect to the unscaled coefficients."""
         state = flat.view(n_sets, width, -1)
-        coef = state[:, :, :n_coef].reshape(n_sets, width * n_classes, n_columns)
-        intercept = state[:, :, n_coef:]
+        coef = state[:, :, :n_coef].reshape(n_sets, width * outputs, n_columns) * coef_scale
+        intercept = state[:, :, n_coef:] * intercept_scale
         logits = (coef @ design_by_column).view(shape) + intercept[..., None]
         squared_norm = (coef.view(shape) ** 2).sum((2, 3))
-        log_probs = torch.log_softmax(logits, dim=2)
-        data_term = -(log_probs * one_hot).sum((2, 3)) / n_rows[:, None]
-        residual = (log_probs.exp() - one_hot) * row_weight  # d(data term)/d(logits)
+        if binary:
+            losses = torch.nn.functional.softplus(logits) - one_hot * logits
+            probabilities = torch.sigmoid(logits)
+        else:  # by hand: torch's log_softmax over a short axis is slow on CPU
+            largest = logits.amax(2, keepdim=True)
+            probabilities = (logits - largest).exp_()
+            total = probabilities.sum(2, keepdim=True)
+            probabilities /= total
+            losses = (total.log_() + largest - logits) * one_hot
+        data_term = (losses * row_weight).sum((2, 3))
+        residual = (probabilities - one_hot) * row_weight  # d(data term)/d(logits)
         penalty_grad = (scale * coef.view(shape)).view(n_sets, -1, n_columns)
         coef_grad = residual.reshape(n_sets, -1, n_max) @ design + penalty_grad
-        grad = torch.cat([coef_grad.reshape(n_sets, width, n_coef), residual.sum(3)], dim=2)
+        intercept_grad = residual.sum(3)
+        sizes = torch.maximum(
+            coef_grad.reshape(n_sets, width, n_coef).abs().amax(2), intercept_grad.abs().amax(2)
+        )
+        grad = torch.cat(
+            [
+                (coef_grad * coef_scale).reshape(n_sets, width, n_coef),
+                intercept_grad * intercept_scale,
+            ],
+            dim=2,
+        )
         values = data_term + 0.5 * penalty * squared_norm
-        return values.reshape(-1), grad.reshape(n_sets * width, -1)
+        return values.reshape(-1), grad.reshape(n_sets * width, -1), sizes.reshape(-1)
 
-    start = torch.zeros(n_sets * width, n_coef + n_classes, device=device)
-    solution = minimise(objective, start, max_iter=max_iter, tolerance_grad=TOLERANCE_GRAD)
+    start = torch.zeros(n_sets * width, n_coef + outputs, device=device)
+    minimum = minimise(objective, start, max_iter=max_iter, tolerance_grad=TOLERANCE_GRAD)
     with torch.no_grad():
-        state = solution.view(n_sets, width, -1)
-        coef = state[:, :, :n_coef].reshape(n_sets, width * n_classes, n_columns)
-        intercept = state[:, :, n_coef:]
+        state = minimum.x.view(n_sets, width, -1)
+        coef = state[:, :, :n_coef].reshape(n_sets, width * outputs, n_columns) * coef_scale
+        intercept = state[:, :, n_coef:] * intercept_scale
         if reduced:  # W = Xᵀ·U·Λ^-½·β, back in the standardised feature space
             back = (eigenvectors * inverse_root[:, None, :]).transpose(1, 2).float()
-            coef = coef @ (back @ standardised)
-        weights = coef.view(n_sets, width, n_classes, dim)
+            coef = (coef @ back) @ standardised  # this order: (width·K x n x n), not (n x n x D)
+        weights = coef.view(n_sets, width, outputs, dim)
+        if binary:  # as two logits, the first 0: a softmax over them is the sigmoid
+            weights = torch.cat([torch.zeros_like(weights), weights], dim=2)
+            intercept = torch.cat([torch.zeros_like(intercept), intercept], dim=2)
         raw_weights = weights / std[:, None, None, :]
         raw_bias = intercept - torch.einsum("ud,ugkd->ugk", mean / std, weights)
     position = {b: (u, j) for u, group in enumerate(members) for j, b in enumerate(group)}
     sets = torch.tensor([position[b][0] for b in range(len(problems))], device=device)
     columns = torch.tensor([position[b][1] for b in range(len(problems))], device=device)
-    return LinearFit(raw_weights[sets, columns].transpose(1, 2), raw_bias[sets, columns])
+    flat = sets * width + columns  # each problem's row in the solver's batch
+    return LinearFit(
+        raw_weights[sets, columns].transpose(1, 2),
+        raw_bias[sets, columns],
+        minimum.iterations[flat],
+        minimum.gradient_size[flat],
+        minimum.stop[flat],
+    )

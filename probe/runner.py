@@ -187,6 +187,7 @@ def assemble_results(
         calibration=_calibration_table(targets, outcomes),
         run={
             "datasets": tasks,
+            "logistic_regression_fits": _fit_record(outcomes),
             "resampled_by_group": {
                 dataset: config.bootstrap > 0 and store.groups("test") is not None
                 for dataset, store in sorted(first_store.items())
@@ -195,6 +196,17 @@ def assemble_results(
         supports=supports_record(supports),
         predictions=scores if save_predictions else None,
     )
+
+
+def _fit_record(outcomes: Sequence[TargetOutcome]) -> dict[str, Any]:
+    """How the final logistic-regression fits stopped: counts, and in full every fit that used
+    up its iterations (its scores are the last iterate's, so a reader must be able to find it)."""
+    reports = [report for outcome in outcomes for report in outcome.fit_reports]
+    return {
+        "final_fits": len(reports),
+        "not_converged": [report for report in reports if not report["converged"]],
+        "c_selection_fits_not_converged": sum(r["selection_unconverged"] for r in reports),
+    }
 
 
 def _calibration_table(

@@ -7,7 +7,7 @@ store, so each model is scored on exactly the same labelled images.
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -130,7 +130,8 @@ Cell = tuple[str, str, int]
 @dataclass
 class TargetOutcome:
     """What one (store, pooling) gave, per cell: tidy metric rows, each metric on every test
-    resample, reliability bins, and the test scores of full budgets (all cells when asked).
+    resample, reliability bins, and the test scores of full budgets (all cells when asked);
+    and how each logistic-regression fit stopped (`fit_reports`, see `probe_target`).
 
     scores: (n_test, K) float32 class probabilities, or (n_test, L) positive-class
     probabilities for multi-label (NaN for a label no support set could train), rows in
@@ -143,6 +144,7 @@ class TargetOutcome:
     scores: dict[Cell, np.ndarray] = field(default_factory=dict)
     resampled: dict[Cell, dict[str, np.ndarray]] = field(default_factory=dict)
     reliability: dict[Cell, ReliabilityBins] = field(default_factory=dict)
+    fit_reports: list[dict[str, Any]] = field(default_factory=list)
 
 
 def run_sweep(
@@ -152,11 +154,15 @@ def run_sweep(
     *,
     keep_scores: bool = False,
     on_target_done: Callable[[ProbeTarget], None] | None = None,
+    on_fit_reports: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[TargetOutcome]:
     """Probe every target, in `targets` order.
 
     Targets fan out over `config.jobs` joblib workers (inside `joblib.parallel_config(backend=
     "dask")` they run on a Dask cluster); within a target, fits are batched by the backend.
+    Each target's logistic-regression fit reports (see `probe_target`) go to `on_fit_reports`,
+    and every fit that used up its iterations is logged as a warning here, in the calling
+    process.
     """
     tasks = [
         delayed(probe_target)(
@@ -170,9 +176,31 @@ def run_sweep(
     outcomes: list[TargetOutcome] = []
     for outcome in Parallel(n_jobs=config.jobs, return_as="generator")(tasks):
         outcomes.append(outcome)
+        for report in outcome.fit_reports:
+            if not report["converged"]:
+                _warn_unconverged(report)
+        if on_fit_reports is not None:
+            on_fit_reports(outcome.fit_reports)
         if on_target_done is not None:
             on_target_done(outcome.target)
     return outcomes
+
+
+def _warn_unconverged(report: dict[str, Any]) -> None:
+    label = f" / label {report['label']}" if report["label"] is not None else ""
+    logger.warning(
+        "logistic regression did not converge for %s / %s / pooling %s / %s / seed %s%s: it "
+        "used up max_iter=%d iterations with the largest gradient entry still %.1e; its scores "
+        "are those of the last iterate",
+        report["dataset"],
+        report["model"],
+        report["pooling"],
+        report["budget"],
+        report["seed"],
+        label,
+        report["iterations"],
+        report["max_gradient"],
+    )
 
 
 @dataclass(frozen=True)
@@ -195,7 +223,13 @@ Scored = list[tuple[str, int, np.ndarray]]
 def probe_target(
     target: ProbeTarget, supports: SupportSets, config: SweepConfig, *, keep_scores: bool = False
 ) -> TargetOutcome:
-    """All budgets, seeds and methods for one (store, pooling)."""
+    """All budgets, seeds and methods for one (store, pooling).
+
+    Its `fit_reports` hold one dict per final logistic-regression fit: dataset, model, pooling,
+    budget, seed, label (a multi-label store's label name, else None), c, iterations,
+    max_gradient, stop ('gradient' | 'no progress' | 'line search' | 'max_iter': not
+    converged), converged, selection_unconverged (fits made to choose C that used up max_iter).
+    """
     store = open_store(target.path)
     task = task_of(store)
     train = read_split(store, "train", target.pooling)
@@ -215,7 +249,22 @@ def probe_target(
         ]
         step = _Step(train, test, val, support_rows, seeds, budget, task)
         score = _multilabel if task["kind"] == "multilabel" else _single_label
-        for method, seed, scores in score(backend, step, config):
+        scored_cells = score(backend, step, config)
+        for report in backend.fit_reports:
+            label = None if report.label is None else task["label_names"][report.label]
+            outcome.fit_reports.append(
+                {
+                    "dataset": target.dataset,
+                    "model": target.model,
+                    "pooling": target.pooling,
+                    "budget": budget.label,
+                    **asdict(report),
+                    "label": label,
+                    "converged": report.converged,
+                }
+            )
+        backend.fit_reports.clear()
+        for method, seed, scores in scored_cells:
             cell = (method, budget.label, seed)
             if keep_scores or budget.kind == "full":  # full budgets: for DeLong's paired test
                 outcome.scores[cell] = scores.astype(np.float32)
@@ -290,35 +339,40 @@ def _single_label(
 def _multilabel(
     backend: TorchBackend | EstimatorBackend, step: _Step, config: SweepConfig
 ) -> Scored:
-    """One binary probe per label, on the support rows where that label is known."""
+    """One binary probe per label, on the support rows where that label is known, every label
+    of the store in one call per method (the labels share every pass over the rows)."""
     train, test, val, seeds = step.train, step.test, step.val, step.seeds
     n_labels = train.labels.shape[1]
-    positive: dict[str, list[np.ndarray]] = {}
-    for column in range(n_labels):
-        known = [rows[train.labels[rows, column] >= 0] for rows in step.support_rows]
-        if any(len(np.unique(train.labels[rows, column])) < 2 for rows in known):
-            continue  # a support set without both outcomes cannot train this label
-        val_known = None if val is None else val.labels[:, column] >= 0
-        inputs = ProbeInputs(
-            train=train.embeddings,
-            train_labels=np.clip(train.labels[:, column], 0, 1).astype(np.int64),
-            supports=known,
-            seeds=seeds,
-            test=test.embeddings,
-            n_classes=2,
-            val=None if val is None else val.embeddings[val_known],
-            val_labels=None if val is None else val.labels[val_known, column].astype(np.int64),
-            use_val=step.budget.kind == "full",
+    trainable = [
+        column
+        for column in range(n_labels)
+        if all(
+            len(np.unique(train.labels[rows[train.labels[rows, column] >= 0], column])) == 2
+            for rows in step.support_rows
         )
-        for method, per_seed in _method_scores(backend, inputs, config):
+    ]  # a support set without both outcomes of a label cannot train it
+    if not trainable:
+        return []
+    inputs = ProbeInputs(
+        train=train.embeddings,
+        train_labels=train.labels[:, trainable],
+        supports=step.support_rows,
+        seeds=seeds,
+        test=test.embeddings,
+        n_classes=2,
+        val=None if val is None else val.embeddings,
+        val_labels=None if val is None else val.labels[:, trainable],
+        use_val=step.budget.kind == "full",
+    )
+    scored: Scored = []
+    for method, per_seed in _method_scores(backend, inputs, config):
+        if method == "logreg":  # the store's column, not the column of `inputs`
+            backend.fit_reports[:] = [
+                replace(report, label=trainable[report.label]) for report in backend.fit_reports
+            ]
+        for seed, scores in zip(seeds, per_seed, strict=True):
             # NaN marks labels no support set could train; metrics leave them out.
-            stacked = positive.setdefault(
-                method, [np.full((len(test.ids), n_labels), np.nan) for _ in seeds]
-            )
-            for seed_index, scores in enumerate(per_seed):
-                stacked[seed_index][:, column] = scores[:, 1]
-    return [
-        (method, seed, scores)
-        for method, per_seed in positive.items()
-        for seed, scores in zip(seeds, per_seed, strict=True)
-    ]
+            positive = np.full((len(test.ids), n_labels), np.nan)
+            positive[:, trainable] = scores
+            scored.append((method, seed, positive))
+    return scored

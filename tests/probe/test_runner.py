@@ -96,3 +96,22 @@ def test_a_local_dask_cluster_gives_the_rows_of_a_local_run(blob_root):
     local = probe(blob_root, shots=[2], seeds=2, progress=False)
     on_dask = probe(blob_root, shots=[2], seeds=2, cluster="local:2", progress=False)
     pd.testing.assert_frame_equal(local.frame, on_dask.frame)
+
+
+def test_run_json_lists_every_fit_that_ran_out_of_iterations(blob_root, tmp_path, monkeypatch):
+    import json
+    from functools import partialmethod
+
+    from medprobe.probe.backends import TorchBackend
+
+    converged = probe(blob_root, shots=[4], seeds=2, methods="logreg", progress=False)
+    fits = converged.run["logistic_regression_fits"]
+    assert fits["final_fits"] == 2 * 2 and fits["not_converged"] == []  # 2 stores x 2 seeds
+    monkeypatch.setattr(TorchBackend, "logreg", partialmethod(TorchBackend.logreg, max_iter=1))
+    probe(blob_root, shots=[4], seeds=2, methods="logreg", progress=False, out=tmp_path / "run")
+    fits = json.loads((tmp_path / "run" / "run.json").read_text())["logistic_regression_fits"]
+    assert len(fits["not_converged"]) == 4
+    assert {(f["model"], f["seed"], f["stop"]) for f in fits["not_converged"]} == {
+        (model, seed, "max_iter") for model in ("strong", "weak") for seed in (0, 1)
+    }
+    assert all(f["iterations"] == 1 and f["max_gradient"] > 0 for f in fits["not_converged"])
