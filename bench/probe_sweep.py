@@ -20,6 +20,7 @@ Sections (`--sections`, comma-separated; all by default):
 All data is synthetic and as ill-conditioned as real embeddings (`bench.synthetic`).
 
     python -m bench.probe_sweep [--quick] [--sections sweep,full,...] [--naive-seeds N]
+        [--jobs N] [--bootstrap B]
 """
 
 import argparse
@@ -81,10 +82,14 @@ def sweep_section(root: Path, quick: bool, naive_seeds: int) -> None:
         f"\n== sweep: 4 models x {size['n_train']} train x {size['dim']} dims, "
         f"{size['n_test']} test, 10 classes; shots 1,5,10,25 x 10 seeds x 3 probes"
     )
-    fast_seconds, fast, _, _ = timed_sweep(root, SweepConfig(budgets=budgets, backend="torch"))
+    # The fits alone, both ways (bootstrap=0): the test bootstrap scores the same cells the same
+    # way whoever fits them; its cost is timed on its own below.
+    fast_seconds, fast, _, _ = timed_sweep(
+        root, SweepConfig(budgets=budgets, backend="torch", bootstrap=0)
+    )
     print(f"batched sweep (torch):      {fast_seconds:7.1f} s")
     naive_seconds, naive, _, _ = timed_sweep(
-        root, SweepConfig(budgets=budgets, backend="sklearn"), seeds=naive_seeds
+        root, SweepConfig(budgets=budgets, backend="sklearn", bootstrap=0), seeds=naive_seeds
     )
     scaled = naive_seconds * 10 / naive_seeds
     note = (
@@ -94,6 +99,11 @@ def sweep_section(root: Path, quick: bool, naive_seeds: int) -> None:
     )
     print(f"naive loop (scikit-learn): {scaled:7.1f} s{note}")
     print(f"speed-up:                   {scaled / fast_seconds:7.1f}x")
+    default_seconds, _, _, _ = timed_sweep(root, SweepConfig(budgets=budgets, backend="torch"))
+    print(
+        f"batched sweep with the default test bootstrap ({SweepConfig.bootstrap} resamples): "
+        f"{default_seconds:.1f} s"
+    )
     keys = ["model", "method", "budget", "seed", "metric"]
     merged = fast.merge(naive, on=keys, suffixes=("_fast", "_naive"))
     merged = merged[merged["metric"] == "accuracy"]
@@ -327,13 +337,13 @@ def memory_section(root: Path, quick: bool) -> None:
     )
 
 
-def seed_study_section(root: Path, quick: bool, jobs: int) -> None:
+def seed_study_section(root: Path, quick: bool, jobs: int, bootstrap: int) -> None:
     n_models = 3 if quick else 12
     shrink = 10 if quick else 1
     separations = {f"model-{m:02d}": s for m, s in enumerate(np.linspace(0.03, 0.09, n_models))}
     print(
         f"\n== seed-study: {n_models} models x {len(SEED_STUDY)} datasets, 768 dims, "
-        "shots 1,5,10,25 x 10 seeds x 3 probes + full"
+        f"shots 1,5,10,25 x 10 seeds x 3 probes + full; jobs {jobs}, test bootstrap {bootstrap}"
     )
     for shape in SEED_STUDY:
         if quick:
@@ -352,7 +362,10 @@ def seed_study_section(root: Path, quick: bool, jobs: int) -> None:
         )
     # A shrunken dataset has classes with fewer than 25 images.
     config = SweepConfig(
-        budgets=tuple(make_budgets([1, 5, 10, 25], full=True)), jobs=jobs, allow_fewer=quick
+        budgets=tuple(make_budgets([1, 5, 10, 25], full=True)),
+        jobs=jobs,
+        allow_fewer=quick,
+        bootstrap=bootstrap,
     )
     total, unconverged, fits = 0.0, 0, 0
     for shape in SEED_STUDY:
@@ -374,6 +387,12 @@ def main() -> None:
         "--naive-seeds", type=int, default=2, help="seeds the naive sweep runs (time scaled to 10)"
     )
     parser.add_argument("--jobs", type=int, default=1, help="joblib workers for the seed study")
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=SweepConfig.bootstrap,
+        help="test resamples in the seed study (0: none; the default is probe run's)",
+    )
     args = parser.parse_args()
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(sections) - set(SECTIONS))
@@ -397,7 +416,7 @@ def main() -> None:
             elif section == "memory":
                 memory_section(folder, args.quick)
             else:
-                seed_study_section(folder, args.quick, args.jobs)
+                seed_study_section(folder, args.quick, args.jobs, args.bootstrap)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -27,9 +27,10 @@ from medprobe.probe.protocol import (  # re-exported: the backends' shared vocab
     ProbeInputs,
     best_c,
     cv_folds,
-    label_heads,
+    cv_splits,
     label_inputs,
     log_loss,
+    support_heads,
     warn_if_no_val,
 )
 
@@ -167,20 +168,23 @@ class TorchBackend:
         return scores
 
     def _few_shot_logreg(self, inputs: ProbeInputs, max_iter: int) -> list[np.ndarray]:
-        """Every (support, label, fold, C) of a budget in one batched solve, then one final fit
-        per (support, label) at its chosen C."""
+        """Every (support, fold, label, C) of a budget in one batched solve, then one final fit
+        per (support, label) at its chosen C. A multi-label support's labels share its folds
+        and rows (see `probe.protocol`), so each of its folds is one row set for every label."""
         import torch
 
         pool = self._tensor(inputs.train)
         n_classes = 2 if inputs.multilabel else inputs.n_classes
-        heads = [label_heads(inputs, support) for support in inputs.supports]
+        heads = [support_heads(inputs, support) for support in inputs.supports]
         problems, owners = [], []
-        for s, seed in enumerate(inputs.seeds):
-            for h, (rows, labels) in enumerate(heads[s]):
-                for fit_part, held_out in cv_folds(labels, seed) or []:
-                    for c in C_GRID:
-                        problems.append(LinearProblem(rows[fit_part], labels[fit_part], c))
-                        owners.append((s, h, c, rows[held_out], labels[held_out]))
+        for s, (support, seed) in enumerate(zip(inputs.supports, inputs.seeds, strict=True)):
+            for fit_part, held_out, h in cv_splits(inputs, support, seed):
+                labels = heads[s][h][1]
+                held_labels = labels[held_out]
+                known = held_labels >= 0
+                for c in C_GRID:
+                    problems.append(LinearProblem(support[fit_part], labels[fit_part], c))
+                    owners.append((s, h, c, support[held_out][known], held_labels[known]))
         chosen = {(s, h): DEFAULT_C for s in range(len(heads)) for h in range(len(heads[s]))}
         unconverged = dict.fromkeys(chosen, 0)
         if problems:
@@ -290,12 +294,16 @@ class EstimatorBackend:
         return LogisticRegression, KNeighborsClassifier
 
     def _fit_predict(self, x_fit, y_fit, c, x_eval, n_classes, max_iter):
-        """Probabilities (M, K) of x_eval, and the iterations the solver took."""
+        """Probabilities (M, K) of x_eval, and the iterations the solver took; rows of y_fit
+        -1 (a multi-label head's unknowns) are scaled with the rest but left out of the fit."""
         from sklearn.preprocessing import StandardScaler
 
         logistic_regression, _ = self._classes()
         scaler = StandardScaler().fit(x_fit)
-        model = logistic_regression(C=c, max_iter=max_iter).fit(scaler.transform(x_fit), y_fit)
+        known = y_fit >= 0
+        model = logistic_regression(C=c, max_iter=max_iter).fit(
+            scaler.transform(x_fit[known]), y_fit[known]
+        )
         probabilities = np.zeros((len(x_eval), n_classes), dtype=np.float32)
         probabilities[:, np.asarray(model.classes_, dtype=int)] = model.predict_proba(
             scaler.transform(x_eval)
@@ -314,11 +322,55 @@ class EstimatorBackend:
     def logreg(self, inputs: ProbeInputs, *, max_iter: int = MAX_ITER) -> list[np.ndarray]:
         """As `TorchBackend.logreg`; a multi-label store is one fit per label, in turn."""
         warn_if_no_val(inputs)
+        if inputs.multilabel and not inputs.use_val:
+            return self._multilabel_few_shot_logreg(inputs, max_iter)
         if inputs.multilabel:
             return self._per_label(
                 inputs, lambda binary, column: self._logreg(binary, column, max_iter)
             )
         return self._logreg(inputs, None, max_iter)
+
+    def _multilabel_few_shot_logreg(self, inputs: ProbeInputs, max_iter: int) -> list[np.ndarray]:
+        """(M, L) positive-class scores per support set, one label at a time on the support's
+        shared folds (`probe.protocol`): scaled on all of a fold's rows, fitted on its known
+        ones."""
+        x = inputs.train
+        results = []
+        for support, seed in zip(inputs.supports, inputs.seeds, strict=True):
+            splits = cv_splits(inputs, support, seed)
+            columns = []
+            for h, (rows, labels) in enumerate(support_heads(inputs, support)):
+                folds = [(fit, held[labels[held] >= 0]) for fit, held, head in splits if head == h]
+                c_best, selection_unconverged = DEFAULT_C, 0
+                if folds:
+                    means = []
+                    for c in C_GRID:
+                        fold_losses = []
+                        for fit, held in folds:
+                            probabilities, iterations = self._fit_predict(
+                                x[rows[fit]], labels[fit], c, x[rows[held]], 2, max_iter
+                            )
+                            fold_losses.append(log_loss(probabilities, labels[held]))
+                            selection_unconverged += iterations >= max_iter
+                        means.append(np.mean(fold_losses))
+                    c_best = best_c(means)
+                probabilities, iterations = self._fit_predict(
+                    x[rows], labels, c_best, inputs.test, 2, max_iter
+                )
+                columns.append(probabilities[:, 1])
+                self.fit_reports.append(
+                    FitReport(
+                        seed,
+                        h,
+                        c_best,
+                        iterations,
+                        float("nan"),
+                        "max_iter" if iterations >= max_iter else "gradient",
+                        int(selection_unconverged),
+                    )
+                )
+            results.append(np.stack(columns, axis=1))
+        return results
 
     def _logreg(self, inputs: ProbeInputs, label: int | None, max_iter: int) -> list[np.ndarray]:
         x, y, k = inputs.train, inputs.train_labels, inputs.n_classes

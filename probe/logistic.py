@@ -7,7 +7,9 @@ sizes and stops on its own.
 
 Each problem minimises sklearn's objective, divided by C·n so that values are well scaled:
     mean cross-entropy + ||W||² / (2·C·n)      (intercept not penalised)
-on features standardised with the problem's own training rows. Two-class problems are sklearn's
+on features standardised with the problem's rows (a problem may leave some of its rows out of
+its loss: a multi-label head on the rows where its label is unknown; they still count in the
+standardisation, and they share the row space). Two-class problems are sklearn's
 binomial model: one logit (the second class's), a sigmoid, half the work of a 2-way softmax.
 When rows are fewer than features, the problem is solved in the row space (W = Xᵀ·U·Λ^-½·β from
 the Gram matrix's eigendecomposition), which turns an n x D problem into an n x n one.
@@ -37,7 +39,8 @@ CV_FOLDS = 5
 
 @dataclass(frozen=True)
 class LinearProblem:
-    """Fit on rows `rows` of the pool with class indices `labels`, at inverse penalty `C`."""
+    """Fit on rows `rows` of the pool with class indices `labels`, at inverse penalty `C`; a
+    label of -1 leaves its row out of the loss (but not out of the standardisation)."""
 
     rows: np.ndarray
     labels: np.ndarray
@@ -83,29 +86,33 @@ def fit_logistic(
 ) -> LinearFit:
     """Fit every problem (rows drawn from `pool`, (N, D) float32) in one batched solve.
 
-    Problems on the same rows (a C grid over one fold) share one standardisation and one Gram
-    matrix, and are stacked along the class axis so one wide product serves them all.
+    Problems on the same rows (a C grid over one fold, and every label of a multi-label fold)
+    share one standardisation and one Gram matrix, and are stacked along the class axis so one
+    wide product serves them all.
     """
     import torch
 
     device = pool.device
     groups: dict[bytes, list[int]] = {}
     for b, problem in enumerate(problems):
-        key = np.asarray(problem.rows).tobytes() + np.asarray(problem.labels).tobytes()
-        groups.setdefault(key, []).append(b)
+        groups.setdefault(np.asarray(problem.rows).tobytes(), []).append(b)
     members = list(groups.values())
     n_sets, width = len(members), max(len(m) for m in members)
     # Pad every group to `width` with copies of its first problem (their results are dropped).
     slots = [m + [m[0]] * (width - len(m)) for m in members]
     n_max = max(len(problems[m[0]].rows) for m in members)
     index = torch.zeros(n_sets, n_max, dtype=torch.long, device=device)
-    targets = torch.zeros(n_sets, n_max, dtype=torch.long, device=device)
+    targets = torch.full((n_sets, width, n_max), -1, dtype=torch.long, device=device)
     mask = torch.zeros(n_sets, n_max, dtype=torch.bool, device=device)
-    for u, group in enumerate(members):
-        rows = problems[group[0]].rows
+    for u, slot in enumerate(slots):
+        rows = problems[slot[0]].rows
         index[u, : len(rows)] = torch.as_tensor(rows, device=device)
-        targets[u, : len(rows)] = torch.as_tensor(problems[group[0]].labels, device=device)
+        for j, b in enumerate(slot):
+            targets[u, j, : len(rows)] = torch.as_tensor(problems[b].labels, device=device)
         mask[u, : len(rows)] = True
+    known = targets >= 0  # (sets, width, rows): the rows in each problem's loss
+    targets = targets.clamp_min(0)
+    n_known = known.sum(2).clamp_min(1).float()  # (sets, width)
     weight = mask.unsqueeze(-1).float()
     n_rows = mask.sum(1).float()
     standardised = pool[index].mul_(weight)
@@ -115,7 +122,7 @@ def fit_logistic(
     std = torch.where(std < 1e-8, torch.ones_like(std), std)  # constant features, as sklearn
     standardised.div_(std[:, None])
     inverse_c = torch.tensor([[1.0 / problems[b].C for b in slot] for slot in slots], device=device)
-    penalty = inverse_c / n_rows[:, None]  # (sets, width)
+    penalty = inverse_c / n_known  # (sets, width)
     binary = n_classes == 2
     outputs = 1 if binary else n_classes  # logits per problem
     # The loss's curvature at equal probabilities: p(1 - p) of a sigmoid, about 1/K of a softmax.
@@ -137,7 +144,7 @@ def fit_logistic(
         # Z'Z = Λ, so the curvature near the start is about a·Λ/n + penalty, diagonal (a: the
         # loss's curvature at equal probabilities): L-BFGS runs on β with
         # coef = β·(a·Λ/n + penalty)^-½, which turns the spread of Λ into a spread near 1.
-        curvature = eigenvalues.float().clamp_min(0)[:, None, :] / n_rows[:, None, None]
+        curvature = eigenvalues.float().clamp_min(0)[:, None, :] / n_known[:, :, None]
         precondition = (curvature * curvature_at_start + penalty[:, :, None]).rsqrt()
         precondition = torch.where(kept[:, None, :], precondition, 0.0)
     else:
@@ -149,12 +156,11 @@ def fit_logistic(
     shape = (n_sets, width, outputs, -1)
     design_by_column = design.transpose(1, 2).contiguous()
     if binary:  # the target of the one logit: is it the second class
-        one_hot = (targets == 1).float()[:, None, None, :]  # (sets, 1, 1, rows)
+        one_hot = (targets == 1).float()[:, :, None, :]  # (sets, width, 1, rows)
     else:
-        one_hot = torch.nn.functional.one_hot(targets, n_classes).transpose(1, 2).float()
-        one_hot = one_hot[:, None]  # (sets, 1, K, rows)
-    one_hot = one_hot * mask[:, None, None, :]
-    row_weight = (mask.float() / n_rows[:, None])[:, None, None, :]  # a mean over its own rows
+        one_hot = torch.nn.functional.one_hot(targets, n_classes).transpose(2, 3).float()
+    one_hot = one_hot * known[:, :, None, :]  # (sets, width, K, rows)
+    row_weight = (known.float() / n_known[:, :, None])[:, :, None, :]  # a mean over its rows
     scale = penalty[:, :, None, None]
     n_coef = outputs * n_columns
     # (sets, width * outputs, columns); the intercept's curvature is the loss's.

@@ -5,8 +5,15 @@ Logistic regression on a support set S (rows of the train split):
   stratified k-fold split of S (k = min(5, smallest class count), folds shuffled with the seed);
 - a full budget with a val split: C by log-loss on val (a full budget without one: as above);
 - otherwise `DEFAULT_C`. Test rows never enter S or the choice of C.
-A multi-label store is one binary problem per label, each on the rows where its label is known,
-with its own C.
+A multi-label store is one binary problem per label, each fitted on the rows where its label is
+known, with its own C. In a few-shot support set the labels share one k-fold split, stratified on
+every label at once (`multilabel_cv_folds`), and the features are standardised on a fold's (or
+the support's) rows whatever their labels, as one scaler fitted on the support's features would
+be: every label of a fold is then a head on the same rows, and a budget is (seeds x folds) row
+sets instead of (seeds x folds x labels), which on CheXpert's 14 labels is most of its cost. A
+label with fewer than 2 known images of either value keeps `DEFAULT_C`. A full budget standardises
+each label on its own known train rows (`probe.full_logistic`); at full data the two differ by
+the unknown rows' share of the moments.
 
 Why log-loss and not accuracy: a few-shot fold holds 2-50 images, so accuracy ties across most of
 the grid (every C scores 1.0 on an easy task) and a tie rule, not the data, picks C; and at small
@@ -90,6 +97,54 @@ def cv_folds(labels: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray
     return list(splitter.split(np.zeros(len(labels)), labels))
 
 
+def multilabel_cv_folds(
+    labels: np.ndarray, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """One k-fold split of a multi-label support set, stratified on every label at once.
+
+    labels (n, L) int8, 1/0 known, -1 unknown. The strata are (label, value) pairs of the labels
+    with >= 2 known images of each value; k = min(5, the smallest such count); None when no
+    label has them. Iterative stratification (Sechidis, Tsoumakas & Vlahavas 2011): the stratum
+    with the fewest unplaced rows goes next, each of its rows (in a seeded order) to the fold
+    that still wants most of that stratum (ties: most rows wanted overall, then the seeded
+    draw). Rows in no stratum fill the folds that want most rows. Returns (fit rows, held-out
+    rows) per fold, as indices into the support.
+    """
+    labels = np.asarray(labels)
+    strata = np.concatenate([labels == 1, labels == 0], axis=1)  # (n, 2L), unknown in neither
+    counts = strata.sum(0)
+    n_labels = labels.shape[1]
+    usable = np.minimum(counts[:n_labels], counts[n_labels:]) >= 2
+    if not usable.any():
+        return None
+    strata = strata[:, np.concatenate([usable, usable])]
+    counts = strata.sum(0)
+    n_folds = int(min(CV_FOLDS, counts.min()))
+    rng = np.random.default_rng(seed)
+    wanted = np.tile(counts / n_folds, (n_folds, 1))  # (folds, strata) still wanted
+    wanted_rows = np.full(n_folds, len(labels) / n_folds)
+    fold_of = np.full(len(labels), -1)
+
+    def place(row: int, scores: np.ndarray) -> None:
+        best = np.flatnonzero(scores == scores.max())
+        best = best[wanted_rows[best] == wanted_rows[best].max()]
+        fold = best[rng.integers(len(best))] if len(best) > 1 else best[0]
+        fold_of[row] = fold
+        wanted[fold] -= strata[row]
+        wanted_rows[fold] -= 1
+
+    while True:
+        unplaced = (strata & (fold_of < 0)[:, None]).sum(0)
+        if not unplaced.any():
+            break
+        stratum = int(np.flatnonzero(unplaced == unplaced[unplaced > 0].min())[0])
+        for row in rng.permutation(np.flatnonzero(strata[:, stratum] & (fold_of < 0))):
+            place(int(row), wanted[:, stratum])
+    for row in rng.permutation(np.flatnonzero(fold_of < 0)):
+        place(int(row), wanted_rows)
+    return [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(n_folds)]
+
+
 def log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
     """Mean negative log-probability of the true class; probabilities (N, K), labels (N,) int."""
     picked = probabilities[np.arange(len(labels)), labels].astype(np.float64)
@@ -113,16 +168,35 @@ def warn_if_no_val(inputs: ProbeInputs) -> None:
         )
 
 
-def label_heads(inputs: ProbeInputs, support: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(rows, labels) per label of one support set: the rows where that label is known and its
-    0/1 values for a multi-label store; the support and its classes otherwise."""
+def support_heads(inputs: ProbeInputs, support: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(rows, labels) per head of one support set: the support and its classes; for a
+    multi-label store, the support and each label's 0/1 values, -1 where unknown (every label
+    on the same rows, its unknown rows out of its loss)."""
+    labels = inputs.train_labels[support]
     if not inputs.multilabel:
-        return [(support, inputs.train_labels[support])]
-    heads = []
-    for column in range(inputs.train_labels.shape[1]):
-        values = inputs.train_labels[support, column]
-        heads.append((support[values >= 0], values[values >= 0].astype(np.int64)))
-    return heads
+        return [(support, labels)]
+    return [(support, labels[:, h].astype(np.int64)) for h in range(labels.shape[1])]
+
+
+def cv_splits(
+    inputs: ProbeInputs, support: np.ndarray, seed: int
+) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """(fit positions, held-out positions, head) of every cross-validation fit of one support
+    set, positions into `support`: a single-label support's stratified folds (head 0); a
+    multi-label support's shared folds, for each label with >= 2 known images of each value
+    whose fold leaves both values to fit and a known image to score (the rest keep
+    `DEFAULT_C`)."""
+    labels = inputs.train_labels[support]
+    if not inputs.multilabel:
+        return [(fit, held, 0) for fit, held in cv_folds(labels, seed) or []]
+    usable = np.flatnonzero(np.minimum((labels == 1).sum(0), (labels == 0).sum(0)) >= 2)
+    splits = []
+    for fit, held in multilabel_cv_folds(labels, seed) or []:
+        for h in usable:
+            fitted = labels[fit, h]
+            if (labels[held, h] >= 0).any() and (fitted == 1).any() and (fitted == 0).any():
+                splits.append((fit, held, int(h)))
+    return splits
 
 
 def binary_targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
