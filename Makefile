@@ -41,7 +41,7 @@ test: install ## run the test suite (offline, CPU, a few minutes)
 	$(BIN)/pytest
 
 bench: install ## probe-sweep, bootstrap, similarity, extraction and shard-join benchmarks; figures go to bench/RESULTS.md by hand
-	$(BIN)/python -m bench.probe_sweep
+	$(BIN)/python -m bench.probe_sweep --jobs -1 --bootstrap 0
 	$(BIN)/python -m bench.bootstrap
 	$(BIN)/python -m bench.similarity
 	$(BIN)/python -m bench.extraction
