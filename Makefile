@@ -29,7 +29,7 @@ install: $(STAMP) ## create .venv with the toolkit and its test tools
 demo: install ## offline: EfficientNet-Lite0 (bundled weights) over sklearn digits, then few-shot probes
 	$(BIN)/extract run --model efficientnet-lite0 --dataset digits --cache-dir $(CACHE_DIR)
 	$(BIN)/cache ls --cache-dir $(CACHE_DIR)
-	$(BIN)/probe run --shots $(SHOTS) --seeds 5 --cache-dir $(CACHE_DIR) --out results/demo
+	$(BIN)/probe run --shots $(SHOTS) --seeds 5 --cache-dir $(CACHE_DIR) --out results/demo --overwrite
 
 extract: install ## embed DATASET (or every configured dataset) with MODEL: make extract MODEL=aimv2 [DATASET=.. DATA_DIR=..]
 	$(BIN)/extract run --model $(MODEL) $(if $(DATASET),--dataset $(DATASET)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --cache-dir $(CACHE_DIR)

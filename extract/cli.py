@@ -60,7 +60,9 @@ def _datasets_to_run(
     present = []
     for item in configured:
         if DATASETS[item.name].needs_data_dir and not item.path.exists():
-            Console().print(escape(f"skipping {item.name}: {item.path} does not exist"))
+            Console(soft_wrap=True).print(
+                escape(f"skipping {item.name}: {item.path} does not exist")
+            )
             continue
         present.append(ConfiguredDataset(item.name, item.path, {**item.options, **options}))
     if not present:
@@ -160,7 +162,7 @@ def run(
         import torch
 
         device = shard_device(device, assignment.local_rank, torch.cuda.device_count())
-    console = Console()
+    console = Console(soft_wrap=True)  # paths stay whole, to be pasted
     if shard is not None:
         console.print(f"shard: {escape(assignment.source)}, device {escape(device)}")
     for item in _datasets_to_run(dataset, data_dir, config, parse_options(option or [])):

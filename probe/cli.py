@@ -162,7 +162,7 @@ def report(
     results = Results.load(results_dir)
     path = write_report(results, results_dir)
     print_report(results, table_console())
-    Console().print(f"report: {escape(str(path))}", highlight=False)
+    Console(soft_wrap=True).print(f"report: {escape(str(path))}", highlight=False)
 
 
 SIMILARITY_ROWS_SHOWN = 15
