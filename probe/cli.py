@@ -104,7 +104,8 @@ def run(
         int,
         typer.Option(
             help="test-set resamples for intervals over test images and the paired full-budget "
-            "tests (whole patients where the store has groups); 0 turns it off"
+            "tests (whole patients where the store has groups); 0 turns it off, for quick "
+            "exploratory sweeps (1,000 resamples cost ~0.15 s per probe on 5,000 test images)"
         ),
     ] = DEFAULT_RESAMPLES,
     save_predictions: Annotated[
