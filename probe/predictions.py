@@ -5,6 +5,9 @@
 /<dataset>/ids                                   (N,)   utf-8 str   test image ids, sorted
 /<dataset>/labels                                (N,)   int64       class index, or (N, L) int8
                                                                     with -1 where unknown
+/<dataset>/groups                                (N,)   utf-8 str   patient or lesion per image
+                                                                    ('' none), where the store
+                                                                    records them
 /<dataset>/<model>/<pooling>/<method>/<budget>/seed<k>/scores
                                                  (N, K) float32     class probabilities, or (N, L)
                                                                     positive-label probabilities
@@ -44,12 +47,23 @@ class DatasetPredictions:
     """One dataset's test split and every probe's scores on it.
 
     ids (N,) str sorted; labels (N,) int64 or (N, L) int8 with -1 unknown; scores per cell
-    (N, K) float32, rows in `ids` order.
+    (N, K) float32, rows in `ids` order; groups (N,) str, each image's patient or lesion ('' for
+    none), or None when the dataset records none.
     """
 
     ids: np.ndarray
     labels: np.ndarray
     scores: dict[CellKey, np.ndarray] = field(default_factory=dict)
+    groups: np.ndarray | None = None
+
+    def clusters(self) -> np.ndarray | None:
+        """(N,) str cluster per image for clustered tests: its group, or the image itself."""
+        if self.groups is None:
+            return None
+        return np.asarray(
+            [g if g else f"image:{i}" for g, i in zip(self.groups, self.ids, strict=True)],
+            dtype=str,
+        )
 
     def add(self, key: CellKey, store_ids: np.ndarray, scores: np.ndarray) -> None:
         """Record scores whose rows follow `store_ids` (a store's own test order)."""
@@ -86,6 +100,10 @@ class Predictions:
                 group = handle.create_group(escape_name(dataset))
                 group.create_dataset("ids", data=[str(i) for i in part.ids], dtype=STRING_DTYPE)
                 group.create_dataset("labels", data=part.labels)
+                if part.groups is not None:
+                    group.create_dataset(
+                        "groups", data=[str(g) for g in part.groups], dtype=STRING_DTYPE
+                    )
                 for (model, pooling, method, budget, seed), scores in part.scores.items():
                     name = "/".join(
                         escape_name(n) for n in (model, pooling, method, budget, f"seed{seed}")
@@ -100,6 +118,9 @@ class Predictions:
                 part = DatasetPredictions(
                     ids=np.asarray([i.decode() for i in group["ids"][()]], dtype=object),
                     labels=group["labels"][()],
+                    groups=np.asarray([g.decode() for g in group["groups"][()]], dtype=object)
+                    if isinstance(group.get("groups"), h5py.Dataset)
+                    else None,
                 )
 
                 def collect(name: str, item: object, part: DatasetPredictions = part) -> None:

@@ -260,7 +260,10 @@ def _collect_predictions(
             if mask is not None:
                 labels = np.where(mask, labels, -1).astype(np.int8)
             order = np.argsort(test_ids.astype(str), kind="stable")
-            part = DatasetPredictions(test_ids[order], labels[order])
+            groups = store.groups("test")
+            part = DatasetPredictions(
+                test_ids[order], labels[order], groups=None if groups is None else groups[order]
+            )
             predictions.datasets[target.dataset] = part
         for (method, budget, seed), scores in outcome.scores.items():
             part.add((target.model, target.pooling, method, budget, seed), outcome.test_ids, scores)

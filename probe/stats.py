@@ -137,8 +137,8 @@ def paired_differences(
     difference and a two-sided Wilcoxon signed-rank p-value. Full budgets are paired over the
     test resamples (same resampled images): the difference on the whole test set, the
     percentile interval of the resampled differences and the bootstrap p-value; for `roc_auc`
-    also DeLong's paired test from the saved scores (`test_scores`), which treats images as
-    independent."""
+    also DeLong's paired test from the saved scores (`test_scores`), clustered by patient or
+    lesion (Obuchowski 1997) where the dataset records them."""
     table = results[results["metric"] == metric].copy()
     table["entry"] = entry_name(table)
     rows = []
@@ -209,7 +209,8 @@ def _full_budget_difference(
 def _delong(
     test_scores: DatasetPredictions, cell: pd.DataFrame, entry: str, best: str, method: str
 ) -> float:
-    """DeLong's two-sided p-value for AUROC(entry) = AUROC(best), on the full test set."""
+    """DeLong's two-sided p-value for AUROC(entry) = AUROC(best), on the full test set (images
+    of one patient or lesion as one cluster where the dataset records them)."""
     positives = np.asarray(test_scores.labels) == 1
     columns = []
     for name in (entry, best):
@@ -219,4 +220,6 @@ def _delong(
         if scores is None or scores.shape[1] != 2:
             return float("nan")
         columns.append(scores[:, 1])
-    return float(delong_paired(positives, columns[0], columns[1]).p_value)
+    return float(
+        delong_paired(positives, columns[0], columns[1], groups=test_scores.clusters()).p_value
+    )

@@ -130,3 +130,88 @@ def test_standard_error_agrees_with_the_bootstrap():
     bootstrap_error = np.std(aucs[0]["roc_auc"] - aucs[1]["roc_auc"], ddof=1)
     result = delong_paired(labels == 1, scores_a, scores_b)
     assert result.standard_error == pytest.approx(bootstrap_error, rel=0.1)
+
+
+def reference_clustered(positive, scores_a, scores_b, groups):
+    """Obuchowski (1997) as written, one cluster and one pair at a time: V10_i sums, over the
+    positives of cluster i, the fraction of all negatives each outscores (ties half); V01_i sums,
+    over its negatives, the fraction of all positives that outscore each; S10, S01, S11 and the
+    covariance of the paper's equations; returns (standard error of A - B, p-value)."""
+    clusters = list(dict.fromkeys(groups))
+    cases, controls = np.flatnonzero(positive), np.flatnonzero(~positive)
+    big_m, big_n = len(cases), len(controls)
+
+    def psi(x, y):
+        return 1.0 if x > y else 0.5 if x == y else 0.0
+
+    components = []
+    for scores in (scores_a, scores_b):
+        auc = sum(psi(scores[i], scores[j]) for i in cases for j in controls) / (big_m * big_n)
+        v10, v01, m, n = [], [], [], []
+        for cluster in clusters:
+            mine = [k for k in range(len(groups)) if groups[k] == cluster]
+            own_cases = [k for k in mine if positive[k]]
+            own_controls = [k for k in mine if not positive[k]]
+            v10.append(sum(psi(scores[i], scores[j]) for i in own_cases for j in controls) / big_n)
+            v01.append(sum(psi(scores[i], scores[j]) for j in own_controls for i in cases) / big_m)
+            m.append(len(own_cases))
+            n.append(len(own_controls))
+        components.append((auc, np.array(v10), np.array(v01), np.array(m), np.array(n)))
+    m, n = components[0][3], components[0][4]
+    n_clusters, i10, i01 = len(clusters), int((m > 0).sum()), int((n > 0).sum())
+
+    def cov(a, b):
+        auc_a, v10_a, v01_a = components[a][:3]
+        auc_b, v10_b, v01_b = components[b][:3]
+        s10 = i10 / ((i10 - 1) * big_m) * np.sum((v10_a - m * auc_a) * (v10_b - m * auc_b))
+        s01 = i01 / ((i01 - 1) * big_n) * np.sum((v01_a - n * auc_a) * (v01_b - n * auc_b))
+        s11_ab = n_clusters / (n_clusters - 1) * np.sum((v10_a - m * auc_a) * (v01_b - n * auc_b))
+        s11_ba = n_clusters / (n_clusters - 1) * np.sum((v10_b - m * auc_b) * (v01_a - n * auc_a))
+        return s10 / big_m + s01 / big_n + (s11_ab + s11_ba) / (big_m * big_n)
+
+    standard_error = np.sqrt(cov(0, 0) + cov(1, 1) - 2 * cov(0, 1))
+    z = (components[0][0] - components[1][0]) / standard_error
+    return standard_error, 2 * norm.sf(abs(z))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_clustered_test_matches_obuchowskis_equations_written_out(seed):
+    rng = np.random.default_rng(seed)
+    groups = np.repeat([f"patient{i}" for i in range(25)], rng.integers(1, 5, 25))
+    rng.shuffle(groups)
+    # a patient's images share a tendency, and patients hold both outcomes
+    tendency = dict(zip(np.unique(groups), rng.normal(size=25), strict=True))
+    shared = np.array([tendency[g] for g in groups])
+    positive = rng.random(len(groups)) < 0.4
+    scores_a = (positive * 0.8 + shared + rng.random(len(groups))).round(1)  # ties
+    scores_b = (positive * 0.4 + shared + rng.random(len(groups))).round(1)
+    result = delong_paired(positive, scores_a, scores_b, groups=groups)
+    standard_error, p_value = reference_clustered(positive, scores_a, scores_b, groups)
+    assert result.auc_a == pytest.approx(roc_auc_score(positive, scores_a))
+    assert result.standard_error == pytest.approx(standard_error)
+    assert result.p_value == pytest.approx(p_value)
+
+
+def test_one_image_per_cluster_is_delongs_test_and_copies_of_an_image_add_nothing():
+    rng = np.random.default_rng(5)
+    positive = rng.random(80) < 0.3
+    scores_a = positive * 0.7 + rng.random(80)
+    scores_b = positive * 0.5 + rng.random(80)
+    plain = delong_paired(positive, scores_a, scores_b)
+    singletons = delong_paired(positive, scores_a, scores_b, groups=np.arange(80))
+    assert singletons.standard_error == pytest.approx(plain.standard_error, rel=1e-12)
+    # Every image three times, the copies one patient: DeLong thinks it has 3x the evidence,
+    # the clustered test knows it has not.
+    tripled = [np.repeat(values, 3) for values in (positive, scores_a, scores_b)]
+    naive = delong_paired(*tripled)
+    clustered = delong_paired(*tripled, groups=np.repeat(np.arange(80), 3))
+    assert naive.standard_error == pytest.approx(plain.standard_error / np.sqrt(3), rel=0.02)
+    assert clustered.standard_error == pytest.approx(plain.standard_error, rel=1e-12)
+    assert clustered.p_value == pytest.approx(plain.p_value, rel=1e-9)
+
+
+def test_clustered_test_needs_two_clusters_of_each_outcome():
+    positive = np.array([True, True, False, False, False])
+    scores = np.array([0.9, 0.8, 0.1, 0.3, 0.2])
+    result = delong_paired(positive, scores, scores[::-1], groups=np.array([1, 1, 2, 2, 3]))
+    assert result.auc_a == 1.0 and np.isnan(result.standard_error) and np.isnan(result.p_value)

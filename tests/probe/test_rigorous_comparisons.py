@@ -122,3 +122,34 @@ def test_a_binary_roc_auc_dataset_gets_delongs_test(tmp_path):
     paired = pd.read_csv(out / "paired.csv")
     assert set(paired["metric"]) == {"roc_auc"}
     assert paired["p_delong"].notna().all() and (paired["p_delong"] < 0.05).all()
+
+
+def test_delongs_test_is_clustered_by_patient_where_the_store_records_patients(tmp_path):
+    from medprobe.probe.delong import delong_paired
+    from medprobe.probe.predictions import Predictions
+
+    root = tmp_path / "embeddings"
+    for model, separation in (("strong", 1.0), ("weak", 0.6)):
+        write_blob_store(
+            root,
+            model=model,
+            separation=separation,
+            n_classes=2,
+            kind="binary",
+            headline="roc_auc",
+            n_val=40,
+            images_per_patient=4,
+        )
+    out = tmp_path / "run"
+    arguments = ["--full", "--bootstrap", "200", "--save-predictions", "--cache-dir", str(root)]
+    assert CliRunner().invoke(app, ["run", *arguments, "--out", str(out)]).exit_code == 0
+    paired = pd.read_csv(out / "paired.csv")
+    (row,) = paired[paired["method"] == "logreg"].to_dict("records")
+    assert row["best"].startswith("strong")
+    part = Predictions.load(out / "predictions.h5").datasets["blobs"]
+    assert len(set(part.groups)) == 25  # 100 test images, 4 per patient
+    positive = part.labels == 1
+    a, b = (part.scores[(m, "cls", "logreg", "full", 0)][:, 1] for m in ("weak", "strong"))
+    clustered = delong_paired(positive, a, b, groups=part.groups)
+    assert row["p_delong"] == pytest.approx(clustered.p_value, rel=1e-9)
+    assert row["p_delong"] != pytest.approx(delong_paired(positive, a, b).p_value, rel=1e-3)
