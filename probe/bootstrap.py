@@ -31,6 +31,14 @@ CHUNK_ELEMENTS = 2**23
 Reader = Callable[[np.ndarray], np.ndarray]
 
 
+def image_clusters(groups: np.ndarray | None, ids: np.ndarray) -> np.ndarray | None:
+    """(N,) str cluster per image for clustered resampling and tests: its patient or lesion
+    (`groups`), or, for an image without one (''), the image itself; None without groups."""
+    if groups is None:
+        return None
+    return np.asarray([g if g else f"image:{i}" for g, i in zip(groups, ids, strict=True)], str)
+
+
 def resample_counts(
     n_images: int, n_resamples: int, *, seed: int, groups: np.ndarray | None = None
 ) -> np.ndarray:

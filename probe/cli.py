@@ -59,8 +59,9 @@ def _numbers(text: str | None, flag: str, kind: type[int] | type[float]) -> list
     return values
 
 
-def default_out_dir() -> Path:
-    return Path("results") / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+def default_out_dir(prefix: str = "") -> Path:
+    """results/<prefix><UTC timestamp>: a fresh folder per run."""
+    return Path("results") / f"{prefix}{datetime.now(UTC):%Y%m%d-%H%M%S}"
 
 
 @app.command()
@@ -215,7 +216,7 @@ def similarity(
             raise ToolkitError(
                 f"max_rows={max_rows!r}: expected a whole number or 'all'", argument="max_rows"
             ) from None
-    out_dir = out or Path("results") / datetime.now(UTC).strftime("similarity-%Y%m%d-%H%M%S")
+    out_dir = out or default_out_dir("similarity-")
     started = time.perf_counter()
     results = compare_representations(
         cache_dir,

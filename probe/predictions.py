@@ -56,15 +56,6 @@ class DatasetPredictions:
     scores: dict[CellKey, np.ndarray] = field(default_factory=dict)
     groups: np.ndarray | None = None
 
-    def clusters(self) -> np.ndarray | None:
-        """(N,) str cluster per image for clustered tests: its group, or the image itself."""
-        if self.groups is None:
-            return None
-        return np.asarray(
-            [g if g else f"image:{i}" for g, i in zip(self.groups, self.ids, strict=True)],
-            dtype=str,
-        )
-
     def add(self, key: CellKey, store_ids: np.ndarray, scores: np.ndarray) -> None:
         """Record scores whose rows follow `store_ids` (a store's own test order)."""
         order = np.argsort(store_ids.astype(str), kind="stable")

@@ -12,7 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from medprobe.probe.bootstrap import bootstrap_multilabel, bootstrap_single_label, resample_counts
+from medprobe.probe.bootstrap import (
+    bootstrap_multilabel,
+    bootstrap_single_label,
+    image_clusters,
+    resample_counts,
+)
 from medprobe.probe.calibration import (
     ReliabilityBins,
     calibration_metrics,
@@ -36,11 +41,8 @@ def shared_test_resamples(
     Drawn over the ids sorted (so every store of the dataset gets the same resamples whatever
     its row order); an image without a group is a group of its own."""
     order = np.argsort(np.asarray(test_ids, dtype=str), kind="stable")
-    grouped = None
-    if groups is not None:
-        grouped = np.asarray(
-            [g if g else f"image:{i}" for g, i in zip(groups, test_ids, strict=True)], dtype=str
-        )[order]
+    clusters = image_clusters(groups, test_ids)
+    grouped = None if clusters is None else clusters[order]
     counts = resample_counts(len(order), n_resamples, seed=resample_seed(dataset), groups=grouped)
     in_store_order = np.empty_like(counts)
     in_store_order[:, order] = counts

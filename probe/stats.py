@@ -12,6 +12,7 @@ import pandas as pd
 from scipy import stats
 
 from medprobe.probe.bootstrap import (
+    image_clusters,
     paired_difference,
     percentile_interval,
     seeds_and_resamples_interval,
@@ -221,5 +222,10 @@ def _delong(
             return float("nan")
         columns.append(scores[:, 1])
     return float(
-        delong_paired(positives, columns[0], columns[1], groups=test_scores.clusters()).p_value
+        delong_paired(
+            positives,
+            columns[0],
+            columns[1],
+            groups=image_clusters(test_scores.groups, test_scores.ids),
+        ).p_value
     )
