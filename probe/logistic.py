@@ -101,15 +101,19 @@ def fit_logistic(
     # Pad every group to `width` with copies of its first problem (their results are dropped).
     slots = [m + [m[0]] * (width - len(m)) for m in members]
     n_max = max(len(problems[m[0]].rows) for m in members)
-    index = torch.zeros(n_sets, n_max, dtype=torch.long, device=device)
-    targets = torch.full((n_sets, width, n_max), -1, dtype=torch.long, device=device)
-    mask = torch.zeros(n_sets, n_max, dtype=torch.bool, device=device)
+    # Built on the host and moved once: thousands of per-problem copies would each be a
+    # transfer on a GPU.
+    index_host = np.zeros((n_sets, n_max), dtype=np.int64)
+    targets_host = np.full((n_sets, width, n_max), -1, dtype=np.int64)
+    mask_host = np.zeros((n_sets, n_max), dtype=bool)
     for u, slot in enumerate(slots):
         rows = problems[slot[0]].rows
-        index[u, : len(rows)] = torch.as_tensor(rows, device=device)
-        for j, b in enumerate(slot):
-            targets[u, j, : len(rows)] = torch.as_tensor(problems[b].labels, device=device)
-        mask[u, : len(rows)] = True
+        index_host[u, : len(rows)] = rows
+        targets_host[u, :, : len(rows)] = [problems[b].labels for b in slot]
+        mask_host[u, : len(rows)] = True
+    index = torch.as_tensor(index_host, device=device)
+    targets = torch.as_tensor(targets_host, device=device)
+    mask = torch.as_tensor(mask_host, device=device)
     known = targets >= 0  # (sets, width, rows): the rows in each problem's loss
     targets = targets.clamp_min(0)
     n_known = known.sum(2).clamp_min(1).float()  # (sets, width)
