@@ -277,16 +277,14 @@ def test_interrupted_shard_resumes_from_its_journal(
 def test_a_join_held_by_another_process_is_left_to_it(folder_dataset, tmp_path, tiny_vit_weights):
     dataset = build_dataset("folder", folder_dataset)
     options = ExtractionOptions(weights=tiny_vit_weights, **FAST)
-    target = store_path(
-        tmp_path,
-        plan_store(
-            dataset,
-            dataset.rows,
-            tiny_vit_spec(),
-            options,
-            sources=dataset.sources_fingerprint(range(len(dataset.rows))),
-        ),
+    spec = plan_store(
+        dataset,
+        dataset.rows,
+        tiny_vit_spec(),
+        options,
+        sources=dataset.sources_fingerprint(range(len(dataset.rows))),
     )
+    target = store_path(tmp_path, spec)
     extract_dataset(
         dataset, [tiny_vit_spec()], cache_root=tmp_path, options=replace(options, shard=(0, 2))
     )
@@ -299,22 +297,7 @@ def test_a_join_held_by_another_process_is_left_to_it(folder_dataset, tmp_path, 
     rerun = extract_dataset(dataset, [tiny_vit_spec()], cache_root=tmp_path, options=last)
     assert rerun.joined == [target]
     # The other process, done with its shard a moment later, finds the store joined.
-    assert (
-        shards.join_shards(
-            plan_store(
-                dataset,
-                dataset.rows,
-                tiny_vit_spec(),
-                options,
-                sources=dataset.sources_fingerprint(range(len(dataset.rows))),
-            ),
-            dataset.rows,
-            2,
-            tmp_path,
-            {},
-        )
-        is None
-    )
+    assert shards.join_shards(spec, dataset.rows, 2, tmp_path, {}) is None
 
 
 @pytest.mark.slow

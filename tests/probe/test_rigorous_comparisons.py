@@ -104,9 +104,9 @@ def test_paired_full_budget_rows_and_the_report_explain_themselves(run_folder):
     assert (run_folder / "blobs_reliability.png").stat().st_size > 5000
 
 
-def test_a_binary_roc_auc_dataset_gets_delongs_test(tmp_path):
-    root = tmp_path / "embeddings"
-    for model, separation in (("strong", 1.5), ("weak", 0.4)):
+def write_binary_roc_auc_stores(root, separations: dict[str, float], **options) -> None:
+    """One store per model of a two-class dataset whose headline is ROC-AUC."""
+    for model, separation in separations.items():
         write_blob_store(
             root,
             model=model,
@@ -115,7 +115,13 @@ def test_a_binary_roc_auc_dataset_gets_delongs_test(tmp_path):
             kind="binary",
             headline="roc_auc",
             n_val=40,
+            **options,
         )
+
+
+def test_a_binary_roc_auc_dataset_gets_delongs_test(tmp_path):
+    root = tmp_path / "embeddings"
+    write_binary_roc_auc_stores(root, {"strong": 1.5, "weak": 0.4})
     out = tmp_path / "run"
     arguments = ["--full", "--bootstrap", "200", "--cache-dir", str(root), "--out", str(out)]
     assert CliRunner().invoke(app, ["run", *arguments]).exit_code == 0
@@ -129,17 +135,7 @@ def test_delongs_test_is_clustered_by_patient_where_the_store_records_patients(t
     from medprobe.probe.predictions import Predictions
 
     root = tmp_path / "embeddings"
-    for model, separation in (("strong", 1.0), ("weak", 0.6)):
-        write_blob_store(
-            root,
-            model=model,
-            separation=separation,
-            n_classes=2,
-            kind="binary",
-            headline="roc_auc",
-            n_val=40,
-            images_per_patient=4,
-        )
+    write_binary_roc_auc_stores(root, {"strong": 1.0, "weak": 0.6}, images_per_patient=4)
     out = tmp_path / "run"
     arguments = ["--full", "--bootstrap", "200", "--save-predictions", "--cache-dir", str(root)]
     assert CliRunner().invoke(app, ["run", *arguments, "--out", str(out)]).exit_code == 0
