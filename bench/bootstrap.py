@@ -29,7 +29,11 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from medprobe.probe.bootstrap import bootstrap_multilabel, bootstrap_single_label, resample_counts
+from medprobe.probe.stats.bootstrap import (
+    bootstrap_multilabel,
+    bootstrap_single_label,
+    resample_counts,
+)
 
 N_IMAGES = 20_000
 N_CLASSES = 8

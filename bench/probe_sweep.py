@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,16 +39,18 @@ import pandas as pd
 
 from bench.synthetic import SEED_STUDY, DatasetShape, conditioned, mixing_basis, write_dataset
 from medprobe.probe.budgets import make_budgets
-from medprobe.probe.data import select_targets
-from medprobe.probe.sweep import SweepConfig, draw_supports, run_sweep
+from medprobe.probe.run.settings import ProbeSettings
+from medprobe.probe.run.sweep import draw_supports, run_sweep
+from medprobe.probe.targets import select_targets
 
 SECTIONS = ("sweep", "full", "multilabel", "memory", "seed-study")
 MODEL_SEPARATION = {"model-a": 0.9, "model-b": 0.7, "model-c": 0.5, "model-d": 0.35}
 GIB = 1024**3
+SHOTS = (1, 5, 10, 25)
 
 
 def timed_sweep(
-    root: Path, config: SweepConfig, seeds: int | None = None, datasets: list[str] | None = None
+    root: Path, config: ProbeSettings, seeds: int | None = None, datasets: list[str] | None = None
 ) -> tuple[float, pd.DataFrame, list[dict], float]:
     """(seconds of run_sweep, result rows, fit reports, seconds choosing stores and supports)."""
     started = time.perf_counter()
@@ -56,7 +59,7 @@ def timed_sweep(
     setup = time.perf_counter() - started
     if seeds is not None:
         supports = {k: v for k, v in supports.items() if k[2] < seeds}
-        config = SweepConfig(**{**config.__dict__, "seeds": seeds})
+        config = replace(config, seeds=seeds)
     reports: list[dict] = []
     started = time.perf_counter()
     outcomes = run_sweep(targets, supports, config, on_fit_reports=reports.extend)
@@ -77,7 +80,7 @@ def sweep_section(root: Path, quick: bool, naive_seeds: int) -> None:
     scale = np.sqrt(128 / size["dim"])
     separations = {model: s * scale for model, s in MODEL_SEPARATION.items()}
     write_dataset(root, shape, separations, dim=size["dim"])
-    budgets = tuple(make_budgets([1, 5, 10, 25]))
+    budgets = make_budgets(SHOTS)
     print(
         f"\n== sweep: 4 models x {size['n_train']} train x {size['dim']} dims, "
         f"{size['n_test']} test, 10 classes; shots 1,5,10,25 x 10 seeds x 3 probes"
@@ -85,11 +88,11 @@ def sweep_section(root: Path, quick: bool, naive_seeds: int) -> None:
     # The fits alone, both ways (bootstrap=0): the test bootstrap scores the same cells the same
     # way whoever fits them; its cost is timed on its own below.
     fast_seconds, fast, _, _ = timed_sweep(
-        root, SweepConfig(budgets=budgets, backend="torch", bootstrap=0)
+        root, ProbeSettings(shots=SHOTS, backend="torch", bootstrap=0)
     )
     print(f"batched sweep (torch):      {fast_seconds:7.1f} s")
     naive_seconds, naive, _, _ = timed_sweep(
-        root, SweepConfig(budgets=budgets, backend="sklearn", bootstrap=0), seeds=naive_seeds
+        root, ProbeSettings(shots=SHOTS, backend="sklearn", bootstrap=0), seeds=naive_seeds
     )
     scaled = naive_seconds * 10 / naive_seeds
     note = (
@@ -99,9 +102,9 @@ def sweep_section(root: Path, quick: bool, naive_seeds: int) -> None:
     )
     print(f"naive loop (scikit-learn): {scaled:7.1f} s{note}")
     print(f"speed-up:                   {scaled / fast_seconds:7.1f}x")
-    default_seconds, _, _, _ = timed_sweep(root, SweepConfig(budgets=budgets, backend="torch"))
+    default_seconds, _, _, _ = timed_sweep(root, ProbeSettings(shots=SHOTS, backend="torch"))
     print(
-        f"batched sweep with the default test bootstrap ({SweepConfig.bootstrap} resamples): "
+        f"batched sweep with the default test bootstrap ({ProbeSettings.bootstrap} resamples): "
         f"{default_seconds:.1f} s"
     )
     keys = ["model", "method", "budget", "seed", "metric"]
@@ -143,8 +146,8 @@ def full_section(quick: bool) -> None:
     from sklearn.metrics import log_loss
     from sklearn.preprocessing import StandardScaler
 
-    from medprobe.probe.backends import ProbeInputs, TorchBackend
-    from medprobe.probe.logistic import C_GRID
+    from medprobe.probe.fit.backends import ProbeInputs, TorchBackend
+    from medprobe.probe.fit.logistic import C_GRID
 
     n_train, dim, n_classes = (20_000, 256, 10) if quick else (200_000, 1024, 10)
     features, labels = classification_data(n_train, dim, n_classes, 0.06, seed=1)
@@ -208,8 +211,8 @@ def full_section(quick: bool) -> None:
 
 def multilabel_section(quick: bool) -> None:
     """All 14 labels in one solve against one solve per label (both ours), full budget."""
-    from medprobe.probe.backends import ProbeInputs, TorchBackend
-    from medprobe.probe.metrics import auroc_columns
+    from medprobe.probe.fit.backends import ProbeInputs, TorchBackend
+    from medprobe.probe.stats.metrics import auroc_columns
 
     chexpert = SEED_STUDY[-1]
     n_train, dim = (20_000, 256) if quick else (200_000, 768)
@@ -277,7 +280,7 @@ def memory_section(root: Path, quick: bool) -> None:
     """Peak RSS of the CLI in a child process, read from the kernel's rusage for that child."""
     import torch
 
-    from medprobe.probe.neighbors import knn_scores, prototype_scores
+    from medprobe.probe.fit.neighbors import knn_scores, prototype_scores
 
     n_train, n_test, dim = (20_000, 2_000, 256) if quick else (200_000, 20_000, 1024)
     shape = DatasetShape("memory", n_train, 0, n_test, "multiclass", "accuracy", (0.1,) * 10)
@@ -367,8 +370,9 @@ def seed_study_section(root: Path, quick: bool, jobs: int, bootstrap: int) -> No
             f"{shape.n_test:,} test x {n_models} stores in {time.perf_counter() - started:.0f} s"
         )
     # A shrunken dataset has classes with fewer than 25 images.
-    config = SweepConfig(
-        budgets=tuple(make_budgets([1, 5, 10, 25], full=True)),
+    config = ProbeSettings(
+        shots=SHOTS,
+        full=True,
         jobs=jobs,
         allow_fewer=quick,
         bootstrap=bootstrap,
@@ -396,7 +400,7 @@ def main() -> None:
     parser.add_argument(
         "--bootstrap",
         type=int,
-        default=SweepConfig.bootstrap,
+        default=ProbeSettings.bootstrap,
         help="test resamples in the seed study (0: none; the default is probe run's)",
     )
     args = parser.parse_args()

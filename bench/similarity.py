@@ -33,8 +33,8 @@ import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
 from medprobe.cache import RowTable, StoreSpec, StoreWriter, open_store, store_path
-from medprobe.probe.similarity import pairwise_similarities, prepare_entry
-from medprobe.probe.similarity_run import similarity
+from medprobe.probe.similarity.compare import similarity
+from medprobe.probe.similarity.measures import pairwise_similarities, prepare_entry
 
 LATENT_DIM = 64
 N_FAMILIES = 3

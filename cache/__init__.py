@@ -4,14 +4,14 @@ Knows nothing of models or probes. `extract` writes through `StoreWriter`; `prob
 `open_store` / `complete_stores`. The schema is documented in `cache.schema`.
 """
 
-from medprobe.cache.catalog import complete_stores, find_complete_store, list_stores
 from medprobe.cache.errors import ToolkitError
+from medprobe.cache.files.paths import store_path
+from medprobe.cache.files.root import resolve_cache_root
+from medprobe.cache.inventory.catalog import complete_stores, find_complete_store, list_stores
+from medprobe.cache.inventory.verify import verify_store
 from medprobe.cache.key import StoreSpec
-from medprobe.cache.paths import store_path
 from medprobe.cache.reader import Store, open_store
-from medprobe.cache.root import resolve_cache_root
 from medprobe.cache.rows import RowTable
-from medprobe.cache.verify import verify_store
 from medprobe.cache.writer import StoreWriter
 
 __all__ = [

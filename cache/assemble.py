@@ -15,10 +15,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from medprobe.cache.atomic import write_atomically
 from medprobe.cache.container import checksummed_dataset, string_array, write_hdf5
-from medprobe.cache.disk import require_free_space
 from medprobe.cache.errors import ToolkitError
+from medprobe.cache.files.atomic import write_atomically
+from medprobe.cache.files.disk import require_free_space
 from medprobe.cache.journal import read_part_embeddings, read_part_table
 from medprobe.cache.key import CONTENT_VERSION, StoreSpec, canonical_json
 from medprobe.cache.rows import RowTable

@@ -8,18 +8,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from medprobe.cache.catalog import (
+from medprobe.cache.console import EXIT_CHECK_FAILED, run_app, table_console
+from medprobe.cache.errors import ToolkitError
+from medprobe.cache.files.disk import human_size
+from medprobe.cache.files.root import CACHE_DIR_ENV, resolve_cache_root
+from medprobe.cache.inventory.catalog import (
     StoreEntry,
     list_stores,
     removal_target,
     remove_stale_files,
     remove_store,
 )
-from medprobe.cache.console import EXIT_CHECK_FAILED, run_app, table_console
-from medprobe.cache.disk import human_size
-from medprobe.cache.errors import ToolkitError
-from medprobe.cache.root import CACHE_DIR_ENV, resolve_cache_root
-from medprobe.cache.verify import verify_notes, verify_store
+from medprobe.cache.inventory.verify import verify_notes, verify_store
 
 app = typer.Typer(
     help="Inspect, verify and remove embedding stores.", no_args_is_help=True, add_completion=False

@@ -14,7 +14,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from medprobe.cache.atomic import write_atomically
+from medprobe.cache.files.atomic import write_atomically
 
 # Rows read at a time: whole chunks, about this many bytes of the stored dtype.
 READ_BLOCK_BYTES = 32 << 20

@@ -15,9 +15,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from medprobe.cache.atomic import write_atomically
 from medprobe.cache.container import checksummed_dataset, string_array, write_hdf5
 from medprobe.cache.errors import ToolkitError
+from medprobe.cache.files.atomic import write_atomically
 from medprobe.cache.schema import EMBEDDINGS_GROUP
 
 logger = logging.getLogger(__name__)

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
-from medprobe.cache.checks import label_problems, nonfinite_rows
 from medprobe.cache.container import read_block_rows
 from medprobe.cache.errors import ToolkitError
+from medprobe.cache.inventory.checks import label_problems, nonfinite_rows
 from medprobe.cache.key import CONTENT_VERSION
 from medprobe.cache.schema import (
     CONTAINER_FORMAT_ATTR,

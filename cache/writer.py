@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from medprobe.cache.assemble import assemble_store, utc_now
-from medprobe.cache.atomic import remove_stale_temporaries
-from medprobe.cache.disk import os_failure
 from medprobe.cache.errors import ToolkitError
+from medprobe.cache.files.atomic import remove_stale_temporaries
+from medprobe.cache.files.disk import os_failure
+from medprobe.cache.files.paths import journal_dir, lock_path
 from medprobe.cache.journal import (
     contiguous_parts,
     part_name,
@@ -32,7 +33,6 @@ from medprobe.cache.journal import (
 )
 from medprobe.cache.key import StoreSpec
 from medprobe.cache.lock import StoreLock
-from medprobe.cache.paths import journal_dir, lock_path
 from medprobe.cache.rows import RowTable
 
 logger = logging.getLogger(__name__)

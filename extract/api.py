@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medprobe.cache.errors import ToolkitError
-from medprobe.cache.root import resolve_cache_root
+from medprobe.cache.files.root import resolve_cache_root
 
 if TYPE_CHECKING:
     from medprobe.extract.options import ExtractionOptions

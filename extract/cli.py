@@ -11,13 +11,13 @@ from rich.table import Table
 
 from medprobe.cache.console import run_app, table_console
 from medprobe.cache.errors import ToolkitError
-from medprobe.cache.root import CACHE_DIR_ENV
+from medprobe.cache.files.root import CACHE_DIR_ENV
 from medprobe.extract.api import extract
 from medprobe.extract.config import DATA_CONFIG_ENV, ConfiguredDataset, load_data_config
 from medprobe.extract.datasets import DATASETS
-from medprobe.extract.shards import resolve_shard, shard_device
-from medprobe.extract.submit import DEFAULT_TIME, SlurmResources, plan_request
-from medprobe.extract.submit import submit as submit_shards
+from medprobe.extract.scaleout.shards import resolve_shard, shard_device
+from medprobe.extract.scaleout.submit import DEFAULT_TIME, SlurmResources, plan_request
+from medprobe.extract.scaleout.submit import submit as submit_shards
 
 app = typer.Typer(
     help="Run frozen vision models once over every image and cache the embeddings (HDF5).",

@@ -26,8 +26,8 @@ from medprobe.cache import (
     store_path,
 )
 from medprobe.cache.errors import Interrupted
+from medprobe.cache.files.paths import lock_path
 from medprobe.cache.lock import StoreLock
-from medprobe.cache.paths import lock_path
 from medprobe.extract.datasets.base import ImageDataset
 from medprobe.extract.forward import Embedder, MicroBatcher, StoreFeed, pixels_embedder
 from medprobe.extract.gpu_decode import (
@@ -53,7 +53,7 @@ from medprobe.extract.plan import (
     subset_rows,
 )
 from medprobe.extract.progress import extraction_progress
-from medprobe.extract.shards import join_shards, shard_positions, shard_root, shard_spec
+from medprobe.extract.scaleout.shards import join_shards, shard_positions, shard_root, shard_spec
 
 __all__ = ["ExtractionOptions", "ExtractionReport", "extract_dataset"]
 

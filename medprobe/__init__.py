@@ -13,9 +13,10 @@ The Python front door, for notebooks (the CLIs call the same functions)::
     mp.similarity(metrics=["cka"]).frame              # how alike the models' embeddings are
 
 The stages install as `medprobe.extract`, `medprobe.cache` and `medprobe.probe` (their folders
-sit at the top of the checkout). `mp.extract(...)` and `mp.probe(...)` are those packages
-called: each stage package is callable, so the names serve both as the subpackage and as its
-front function (`help(mp.probe.runner.probe)` shows the arguments).
+sit at the top of the checkout). `mp.extract(...)` and `mp.probe(...)` call those packages:
+`import medprobe.probe` binds the name `medprobe.probe` to the package whatever this file
+defines, so each of the two packages is made callable (`FrontDoor`), and `help(mp.probe)` and a
+notebook's `mp.probe?` show the function's signature and documentation first.
 """
 
 import inspect
@@ -26,26 +27,35 @@ from typing import Any
 
 from medprobe import cache, extract, probe
 from medprobe.cache.errors import ToolkitError
-from medprobe.cache.frames import load, stores
+from medprobe.cache.inventory.frames import load, stores
 from medprobe.extract.api import extract as _extract
-from medprobe.probe.results import Results
-from medprobe.probe.runner import probe as _probe
-from medprobe.probe.similarity_run import similarity
+from medprobe.probe.run.results import Results
+from medprobe.probe.run.runner import probe as _probe
+from medprobe.probe.similarity.compare import similarity
 
 
-def _make_callable(package: types.ModuleType, function: Callable[..., Any]) -> None:
-    """Let `package(...)` call `function`: `import medprobe.probe` binds `medprobe.probe` to the
-    package, so a plain function of that name here could never survive that import."""
+class FrontDoor(types.ModuleType):
+    """A stage package that is also its front function: `package(...)` calls `__wrapped__`."""
 
-    class CallablePackage(types.ModuleType):
-        __call__ = staticmethod(function)
-
-    package.__class__ = CallablePackage
-    package.__signature__ = inspect.signature(function)  # what a notebook's `mp.probe?` shows
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__wrapped__(*args, **kwargs)
 
 
-_make_callable(sys.modules["medprobe.extract"], _extract)
-_make_callable(sys.modules["medprobe.probe"], _probe)
+def _front_door(package: types.ModuleType, function: Callable[..., Any]) -> None:
+    """Make `package` call `function`, with the function's signature and documentation leading
+    its own (what `help()`, `inspect.signature` and `?` read)."""
+    signature = inspect.signature(function)
+    package.__class__ = FrontDoor
+    package.__wrapped__ = function
+    package.__signature__ = signature
+    package.__doc__ = (
+        f"{function.__name__}{signature}\n\n{inspect.getdoc(function)}\n\n"
+        f"The package {package.__name__}: {inspect.getdoc(package) or ''}"
+    )
+
+
+_front_door(sys.modules["medprobe.extract"], _extract)
+_front_door(sys.modules["medprobe.probe"], _probe)
 
 __all__ = [
     "Results",

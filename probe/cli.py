@@ -1,8 +1,8 @@
 """`probe run | report | similarity`: probes over cached embeddings across label budgets and
 seeds, and how alike the models' embeddings of the same images are.
 
-Each command parses its flags, calls one library function (`medprobe.probe.runner.probe`,
-`Results.load`, `medprobe.probe.similarity_run.similarity`) and prints; library errors name
+Each command parses its flags, calls one library function (`medprobe.probe.run.runner.probe`,
+`Results.load`, `medprobe.probe.similarity.compare.similarity`) and prints; library errors name
 library arguments, which the CLI edge rewrites into these flags.
 """
 
@@ -17,18 +17,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from medprobe.cache.console import run_app, table_console
-from medprobe.cache.errors import ToolkitError
-from medprobe.cache.root import CACHE_DIR_ENV
-from medprobe.probe.backends import BACKENDS
-from medprobe.probe.bootstrap import DEFAULT_RESAMPLES
-from medprobe.probe.report import print_report, write_report
-from medprobe.probe.results import Results
-from medprobe.probe.runner import probe
-from medprobe.probe.similarity import METRICS
-from medprobe.probe.similarity_report import SimilarityResults
-from medprobe.probe.similarity_run import SPLIT_CHOICES
-from medprobe.probe.similarity_run import similarity as compare_representations
-from medprobe.probe.sweep import KNN_VOTES, METHODS
+from medprobe.cache.files.root import CACHE_DIR_ENV
+from medprobe.probe.fit.backends import BACKENDS
+from medprobe.probe.report.console import print_report
+from medprobe.probe.report.markdown import write_report
+from medprobe.probe.run.results import Results
+from medprobe.probe.run.runner import run_probes
+from medprobe.probe.run.settings import KNN_VOTES, METHODS, ProbeSettings
+from medprobe.probe.similarity.compare import SPLIT_CHOICES
+from medprobe.probe.similarity.compare import similarity as compare_representations
+from medprobe.probe.similarity.measures import METRICS
+from medprobe.probe.similarity.report import SimilarityResults
+from medprobe.probe.stats.bootstrap import DEFAULT_RESAMPLES
 
 app = typer.Typer(
     help="Probe cached embeddings across label budgets and seeds; compare models. "
@@ -36,27 +36,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-
-
-def _names(text: str | None) -> list[str] | None:
-    return [n.strip() for n in text.split(",") if n.strip()] if text else None
-
-
-def _numbers(text: str | None, flag: str, kind: type[int] | type[float]) -> list:
-    """'1,5,10' -> [1, 5, 10]; the library checks the values, this only the text."""
-    values = []
-    for item in (text or "").split(","):
-        if not item.strip():
-            continue
-        try:
-            values.append(kind(item))
-        except ValueError:
-            what = "a whole number" if kind is int else "a number"
-            raise ToolkitError(
-                f"{flag} {text!r}: {item.strip()!r} is not {what}; e.g. {flag} "
-                f"{'1,5,10' if kind is int else '0.01,0.1'}"
-            ) from None
-    return values
 
 
 def default_out_dir(prefix: str = "") -> Path:
@@ -124,34 +103,34 @@ def run(
     """Fit logistic-regression, k-NN and prototype probes for every complete store, print the
     tables and write results.csv, summary.csv, paired.csv, supports.json, run.json, report.md
     and plots."""
-    out_dir = out or default_out_dir()
-    results = probe(
-        cache_dir,
-        shots=_numbers(shots, "--shots", int),
-        fractions=_numbers(fractions, "--fractions", float),
+    settings = ProbeSettings(
+        shots=shots,
+        fractions=fractions,
         full=full,
         seeds=seeds,
-        models=_names(models),
-        datasets=_names(datasets),
-        poolings=_names(poolings),
-        methods=_names(methods) or [],
-        knn_k=_numbers(knn_k, "--knn-k", int),
+        models=models,
+        datasets=datasets,
+        poolings=poolings,
+        include_trials=include_trials,
+        methods=methods,
+        knn_k=knn_k,
         knn_vote=knn_vote,
+        allow_fewer=allow_fewer,
         backend=backend,
         jobs=jobs,
         cluster=cluster,
-        allow_fewer=allow_fewer,
-        include_trials=include_trials,
         bootstrap=bootstrap,
         save_predictions=save_predictions,
-        out=out_dir,
+        cache_dir=cache_dir,
+        out=out or default_out_dir(),
         overwrite=overwrite,
     )
+    results = run_probes(settings)
     console = table_console()
     print_report(results, console)
     console.print(
         f"{len(results.frame)} result rows in {results.run['seconds']:.1f} s -> "
-        f"{escape(str(out_dir))} (report: {escape(str(out_dir / 'report.md'))})",
+        f"{escape(str(settings.out))} (report: {escape(str(settings.out / 'report.md'))})",
         highlight=False,
     )
 
@@ -207,25 +186,16 @@ def similarity(
     """Compare every pair of models (model:pooling) of each dataset on the same images: linear
     CKA, debiased CKA, mutual k-NN alignment; writes similarity.csv, similarity.md and a heatmap
     per dataset and metric. Reads the stores only: no model, no GPU."""
-    if max_rows.strip().lower() == "all":
-        row_cap = None
-    else:
-        try:
-            row_cap = int(max_rows)
-        except ValueError:
-            raise ToolkitError(
-                f"max_rows={max_rows!r}: expected a whole number or 'all'", argument="max_rows"
-            ) from None
     out_dir = out or default_out_dir("similarity-")
     started = time.perf_counter()
     results = compare_representations(
         cache_dir,
-        datasets=_names(datasets),
-        models=_names(models),
-        poolings=_names(poolings),
-        metrics=_names(metrics) or [],
+        datasets=datasets,
+        models=models,
+        poolings=poolings,
+        metrics=metrics,
         split=split,
-        max_rows=row_cap,
+        max_rows=max_rows,
         seed=seed,
         knn_k=knn_k,
         on_mismatch=on_mismatch,

@@ -8,7 +8,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import pytest
 
-from medprobe.cache.root import CACHE_DIR_ENV
+from medprobe.cache.files.root import CACHE_DIR_ENV
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,9 @@ def test_stage_packages_are_callable_and_show_their_functions_signature():
     import medprobe.probe.cli  # noqa: F401
 
     assert callable(mp.probe) and callable(mp.extract)
-    assert inspect.ismodule(mp.probe) and mp.probe.runner.__name__ == "medprobe.probe.runner"
+    assert (
+        inspect.ismodule(mp.probe) and mp.probe.run.runner.__name__ == "medprobe.probe.run.runner"
+    )
     assert list(inspect.signature(mp.probe).parameters)[:3] == ["cache_dir", "shots", "fractions"]
     assert list(inspect.signature(mp.extract).parameters)[:2] == ["dataset", "models"]
 

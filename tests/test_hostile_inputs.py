@@ -14,7 +14,7 @@ import pytest
 from medprobe.cache import StoreWriter, store_path
 from medprobe.cache.cli import app as cache_app
 from medprobe.cache.console import run_app
-from medprobe.cache.paths import journal_dir
+from medprobe.cache.files.paths import journal_dir
 from tests.cache.conftest import (
     embeddings_for,
     flip_bytes,

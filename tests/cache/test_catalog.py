@@ -12,10 +12,10 @@ import pytest
 
 from medprobe.cache import StoreWriter, ToolkitError, complete_stores, resolve_cache_root
 from medprobe.cache import store_path as path_for
-from medprobe.cache.catalog import list_stores, removal_target, remove_store
-from medprobe.cache.paths import journal_dir, lock_path
-from medprobe.cache.root import CACHE_DIR_ENV
-from medprobe.cache.verify import verify_store
+from medprobe.cache.files.paths import journal_dir, lock_path
+from medprobe.cache.files.root import CACHE_DIR_ENV
+from medprobe.cache.inventory.catalog import list_stores, removal_target, remove_store
+from medprobe.cache.inventory.verify import verify_store
 from tests.cache.conftest import embeddings_for, make_rows, make_spec, write_all
 
 

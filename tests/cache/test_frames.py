@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medprobe.cache import ToolkitError, open_store
-from medprobe.cache.frames import load, stores
+from medprobe.cache.inventory.frames import load, stores
 from tests.probe.conftest import write_blob_store
 
 

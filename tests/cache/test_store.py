@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from medprobe.cache import RowTable, StoreWriter, ToolkitError, open_store, store_path
-from medprobe.cache.catalog import find_complete_store, list_stores, remove_store
+from medprobe.cache.files.paths import journal_dir, lock_path
+from medprobe.cache.inventory.catalog import find_complete_store, list_stores, remove_store
+from medprobe.cache.inventory.verify import verify_store
 from medprobe.cache.lock import StoreLock
-from medprobe.cache.paths import journal_dir, lock_path
-from medprobe.cache.verify import verify_store
 from tests.cache.conftest import embeddings_for, make_rows, make_spec, write_all
 
 

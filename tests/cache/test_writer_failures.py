@@ -16,10 +16,10 @@ import pytest
 import medprobe.cache.assemble as assemble_module
 import medprobe.cache.writer as writer_module
 from medprobe.cache import StoreWriter, ToolkitError, open_store, store_path
-from medprobe.cache.catalog import list_stores, remove_stale_files
+from medprobe.cache.files.paths import journal_dir
+from medprobe.cache.inventory.catalog import list_stores, remove_stale_files
+from medprobe.cache.inventory.verify import verify_store
 from medprobe.cache.journal import contiguous_parts
-from medprobe.cache.paths import journal_dir
-from medprobe.cache.verify import verify_store
 from tests.cache.conftest import embeddings_for, make_rows, make_spec, write_all
 
 real_write_bytes = Path.write_bytes

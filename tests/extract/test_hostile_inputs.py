@@ -10,8 +10,8 @@ from PIL import Image
 
 import medprobe.extract.models as models_package
 from medprobe.cache import complete_stores
-from medprobe.cache.catalog import list_stores
 from medprobe.cache.console import EXIT_USER_ERROR, run_app
+from medprobe.cache.inventory.catalog import list_stores
 from medprobe.extract import cli
 from medprobe.extract.models import resolve_model
 from tests.extract.conftest import tiny_vit_spec, write_folder_dataset

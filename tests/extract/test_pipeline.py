@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from medprobe.cache import ToolkitError, open_store, verify_store
-from medprobe.cache.catalog import list_stores
 from medprobe.cache.errors import Interrupted
+from medprobe.cache.inventory.catalog import list_stores
 from medprobe.extract.datasets import build_dataset
 from medprobe.extract.pipeline import ExtractionOptions, extract_dataset
 from tests.extract.conftest import tiny_vit_spec

@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 
 from medprobe.cache import ToolkitError, open_store, verify_store
-from medprobe.cache.catalog import list_stores
+from medprobe.cache.files.paths import journal_dir, lock_path, store_path
+from medprobe.cache.inventory.catalog import list_stores
 from medprobe.cache.lock import StoreLock
-from medprobe.cache.paths import journal_dir, lock_path, store_path
 from medprobe.extract import options as options_module
 from medprobe.extract import pipeline
 from medprobe.extract.datasets import build_dataset

@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 
 from medprobe.cache import ToolkitError, open_store, store_path
-from medprobe.cache.catalog import list_stores
 from medprobe.cache.errors import Interrupted
+from medprobe.cache.files.paths import lock_path
+from medprobe.cache.inventory.catalog import list_stores
 from medprobe.cache.lock import StoreLock
-from medprobe.cache.paths import lock_path
 from medprobe.cache.reader import Store
-from medprobe.extract import shards
 from medprobe.extract.datasets import build_dataset
 from medprobe.extract.models import resolve_model
 from medprobe.extract.pipeline import ExtractionOptions, extract_dataset
 from medprobe.extract.plan import plan_store
-from medprobe.extract.shards import parse_shard, resolve_shard, shard_device
+from medprobe.extract.scaleout import shards
+from medprobe.extract.scaleout.shards import parse_shard, resolve_shard, shard_device
 from tests.extract.conftest import (
     TEST_VIT,
     assert_matches_single_run,

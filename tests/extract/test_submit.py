@@ -12,14 +12,14 @@ import pytest
 from typer.testing import CliRunner
 
 from medprobe.cache import ToolkitError
-from medprobe.cache.catalog import list_stores
 from medprobe.cache.console import cli_message
+from medprobe.cache.inventory.catalog import list_stores
 from medprobe.extract.cli import app
 from medprobe.extract.config import ConfiguredDataset
 from medprobe.extract.datasets import build_dataset
 from medprobe.extract.models import resolve_model
 from medprobe.extract.pipeline import ExtractionOptions, extract_dataset
-from medprobe.extract.submit import (
+from medprobe.extract.scaleout.submit import (
     ShardJob,
     ShardRequest,
     SlurmResources,

@@ -1,0 +1,236 @@
+"""L2 logistic regression for many small problems at once, in torch.
+
+A few-shot sweep is thousands of tiny fits (seeds x folds x C values); their arithmetic is
+trivial and their per-fit overhead is not. Here every problem of a sweep step is padded into one
+batch and solved by one batched L-BFGS (probe.lbfgs) in which each problem keeps its own step
+sizes and stops on its own.
+
+Each problem minimises sklearn's objective, divided by C·n so that values are well scaled:
+    mean cross-entropy + ||W||² / (2·C·n)      (intercept not penalised)
+on features standardised with the problem's rows (a problem may leave some of its rows out of
+its loss: a multi-label head on the rows where its label is unknown; they still count in the
+standardisation, and they share the row space). Two-class problems are sklearn's
+binomial model: one logit (the second class's), a sigmoid, half the work of a 2-way softmax.
+When rows are fewer than features, the problem is solved in the row space (W = Xᵀ·U·Λ^-½·β from
+the Gram matrix's eigendecomposition), which turns an n x D problem into an n x n one.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from medprobe.probe.fit.lbfgs import STOP_REASONS, minimise
+
+if TYPE_CHECKING:  # torch is imported inside functions: `import medprobe.probe` stays light
+    import torch
+
+# Named grids, as DINOv2's linear evaluation names its own.
+C_GRID: tuple[float, ...] = tuple(float(c) for c in 10.0 ** np.arange(-4, 2))
+DEFAULT_C = 1.0  # sklearn's default, used when a class has fewer than 2 support images
+MAX_ITER = 100  # sklearn's lbfgs default
+TOLERANCE_GRAD = 1e-5  # on the largest gradient entry; sklearn stops at 1e-4
+# Gram eigenvalues below this fraction of the largest are rank deficiency (centring removes one
+# direction; padded rows add zeros), not signal: their directions are dropped.
+EIGEN_FLOOR = 1e-7
+CV_FOLDS = 5
+
+
+@dataclass(frozen=True)
+class LinearProblem:
+    """Fit on rows `rows` of the pool with class indices `labels`, at inverse penalty `C`; a
+    label of -1 leaves its row out of the loss (but not out of the standardisation)."""
+
+    rows: np.ndarray
+    labels: np.ndarray
+    C: float
+
+
+@dataclass
+class LinearFit:
+    """B fitted models in the raw feature space: logits = X @ weights[b] + bias[b].
+
+    weights (B, D, K) float32; bias (B, K) float32 (standardisation folded in); per problem,
+    the solver's iterations (B,) int64, final gradient size (B,) (largest entry) and stop
+    (B,) int64, an index into `lbfgs.STOP_REASONS`.
+    """
+
+    weights: "torch.Tensor"
+    bias: "torch.Tensor"
+    iterations: "torch.Tensor"
+    gradient_size: "torch.Tensor"
+    stop: "torch.Tensor"
+
+    def reached_max_iter(self) -> "torch.Tensor":
+        """(B,) bool: problems still moving when the iteration budget ran out."""
+        return self.stop == STOP_REASONS.index("max_iter")
+
+    def logits(self, features: "torch.Tensor") -> "torch.Tensor":
+        """features (N, D) shared by all problems -> (B, N, K)."""
+        import torch
+
+        return torch.einsum("nd,bdk->bnk", features, self.weights) + self.bias[:, None, :]
+
+    def logits_per_problem(self, features: "torch.Tensor") -> "torch.Tensor":
+        """features (B, N, D), one set per problem -> (B, N, K)."""
+        return features @ self.weights + self.bias[:, None, :]
+
+
+def fit_logistic(
+    pool: "torch.Tensor",
+    problems: Sequence[LinearProblem],
+    n_classes: int,
+    *,
+    max_iter: int = MAX_ITER,
+) -> LinearFit:
+    """Fit every problem (rows drawn from `pool`, (N, D) float32) in one batched solve.
+
+    Problems on the same rows (a C grid over one fold, and every label of a multi-label fold)
+    share one standardisation and one Gram matrix, and are stacked along the class axis so one
+    wide product serves them all.
+    """
+    import torch
+
+    device = pool.device
+    groups: dict[bytes, list[int]] = {}
+    for b, problem in enumerate(problems):
+        groups.setdefault(np.asarray(problem.rows).tobytes(), []).append(b)
+    members = list(groups.values())
+    n_sets, width = len(members), max(len(m) for m in members)
+    # Pad every group to `width` with copies of its first problem (their results are dropped).
+    slots = [m + [m[0]] * (width - len(m)) for m in members]
+    n_max = max(len(problems[m[0]].rows) for m in members)
+    # Built on the host and moved once: thousands of per-problem copies would each be a
+    # transfer on a GPU.
+    index_host = np.zeros((n_sets, n_max), dtype=np.int64)
+    targets_host = np.full((n_sets, width, n_max), -1, dtype=np.int64)
+    mask_host = np.zeros((n_sets, n_max), dtype=bool)
+    for u, slot in enumerate(slots):
+        rows = problems[slot[0]].rows
+        index_host[u, : len(rows)] = rows
+        targets_host[u, :, : len(rows)] = [problems[b].labels for b in slot]
+        mask_host[u, : len(rows)] = True
+    index = torch.as_tensor(index_host, device=device)
+    targets = torch.as_tensor(targets_host, device=device)
+    mask = torch.as_tensor(mask_host, device=device)
+    known = targets >= 0  # (sets, width, rows): the rows in each problem's loss
+    targets = targets.clamp_min(0)
+    n_known = known.sum(2).clamp_min(1).float()  # (sets, width)
+    weight = mask.unsqueeze(-1).float()
+    n_rows = mask.sum(1).float()
+    standardised = pool[index].mul_(weight)
+    mean = standardised.sum(1) / n_rows[:, None]
+    standardised.sub_(mean[:, None]).mul_(weight)
+    std = torch.linalg.vector_norm(standardised, dim=1) / n_rows[:, None].sqrt()
+    std = torch.where(std < 1e-8, torch.ones_like(std), std)  # constant features, as sklearn
+    standardised.div_(std[:, None])
+    inverse_c = torch.tensor([[1.0 / problems[b].C for b in slot] for slot in slots], device=device)
+    penalty = inverse_c / n_known  # (sets, width)
+    binary = n_classes == 2
+    outputs = 1 if binary else n_classes  # logits per problem
+    # The loss's curvature at equal probabilities: p(1 - p) of a sigmoid, about 1/K of a softmax.
+    curvature_at_start = 0.25 if binary else 1.0 / n_classes
+    dim = pool.shape[1]
+    reduced = n_max < dim
+    if reduced:
+        # Fewer rows than features: the solution lies in the span of the rows (representer
+        # theorem), so solve the same problem on Z = U·Λ^½ from the eigendecomposition of the
+        # Gram matrix X·Xᵀ = U·Λ·Uᵀ. Z has at most n columns, and unlike a dual in the
+        # coefficients A of W = Xᵀ·A (whose curvature is the Gram matrix squared) it is exactly
+        # as well conditioned as the problem on X, so L-BFGS needs far fewer steps.
+        gram = (standardised @ standardised.transpose(1, 2)).double()
+        eigenvalues, eigenvectors = torch.linalg.eigh(gram)
+        kept = eigenvalues > EIGEN_FLOOR * eigenvalues[:, -1:].clamp_min(1e-30)
+        root = torch.where(kept, eigenvalues.clamp_min(0).sqrt(), 0.0)
+        inverse_root = torch.where(kept, 1.0 / root.clamp_min(1e-30), 0.0)
+        design = (eigenvectors * root[:, None, :]).float()  # (sets, rows, n_max)
+        # Z'Z = Λ, so the curvature near the start is about a·Λ/n + penalty, diagonal (a: the
+        # loss's curvature at equal probabilities): L-BFGS runs on β with
+        # coef = β·(a·Λ/n + penalty)^-½, which turns the spread of Λ into a spread near 1.
+        curvature = eigenvalues.float().clamp_min(0)[:, None, :] / n_known[:, :, None]
+        precondition = (curvature * curvature_at_start + penalty[:, :, None]).rsqrt()
+        precondition = torch.where(kept[:, None, :], precondition, 0.0)
+    else:
+        design = standardised  # (sets, rows, dim)
+        precondition = torch.ones(n_sets, width, dim, device=device)
+    n_columns = design.shape[2]
+    # Class-major layout (sets, width * K, rows): narrow-by-wide batched products run about
+    # twice as fast on CPU as wide-by-narrow ones.
+    shape = (n_sets, width, outputs, -1)
+    design_by_column = design.transpose(1, 2).contiguous()
+    if binary:  # the target of the one logit: is it the second class
+        one_hot = (targets == 1).float()[:, :, None, :]  # (sets, width, 1, rows)
+    else:
+        one_hot = torch.nn.functional.one_hot(targets, n_classes).transpose(2, 3).float()
+    one_hot = one_hot * known[:, :, None, :]  # (sets, width, K, rows)
+    row_weight = (known.float() / n_known[:, :, None])[:, :, None, :]  # a mean over its rows
+    scale = penalty[:, :, None, None]
+    n_coef = outputs * n_columns
+    # (sets, width * outputs, columns); the intercept's curvature is the loss's.
+    coef_scale = precondition[:, :, None, :].expand(shape).reshape(n_sets, -1, n_columns)
+    intercept_scale = curvature_at_start**-0.5
+
+    def objective(flat: torch.Tensor, moving: torch.Tensor):
+        """Objective and analytic gradient of every problem: one batched product with the
+        design matrix each way, instead of autograd's several.
+        flat (sets * width, K * columns + K) -> values (sets * width,), gradients (same shape),
+        and the largest entry of each gradient with respect to the unscaled coefficients."""
+        state = flat.view(n_sets, width, -1)
+        coef = state[:, :, :n_coef].reshape(n_sets, width * outputs, n_columns) * coef_scale
+        intercept = state[:, :, n_coef:] * intercept_scale
+        logits = (coef @ design_by_column).view(shape) + intercept[..., None]
+        squared_norm = (coef.view(shape) ** 2).sum((2, 3))
+        if binary:
+            losses = torch.nn.functional.softplus(logits) - one_hot * logits
+            probabilities = torch.sigmoid(logits)
+        else:  # by hand: torch's log_softmax over a short axis is slow on CPU
+            largest = logits.amax(2, keepdim=True)
+            probabilities = (logits - largest).exp_()
+            total = probabilities.sum(2, keepdim=True)
+            probabilities /= total
+            losses = (total.log_() + largest - logits) * one_hot
+        data_term = (losses * row_weight).sum((2, 3))
+        residual = (probabilities - one_hot) * row_weight  # d(data term)/d(logits)
+        penalty_grad = (scale * coef.view(shape)).view(n_sets, -1, n_columns)
+        coef_grad = residual.reshape(n_sets, -1, n_max) @ design + penalty_grad
+        intercept_grad = residual.sum(3)
+        sizes = torch.maximum(
+            coef_grad.reshape(n_sets, width, n_coef).abs().amax(2), intercept_grad.abs().amax(2)
+        )
+        grad = torch.cat(
+            [
+                (coef_grad * coef_scale).reshape(n_sets, width, n_coef),
+                intercept_grad * intercept_scale,
+            ],
+            dim=2,
+        )
+        values = data_term + 0.5 * penalty * squared_norm
+        return values.reshape(-1), grad.reshape(n_sets * width, -1), sizes.reshape(-1)
+
+    start = torch.zeros(n_sets * width, n_coef + outputs, device=device)
+    minimum = minimise(objective, start, max_iter=max_iter, tolerance_grad=TOLERANCE_GRAD)
+    with torch.no_grad():
+        state = minimum.x.view(n_sets, width, -1)
+        coef = state[:, :, :n_coef].reshape(n_sets, width * outputs, n_columns) * coef_scale
+        intercept = state[:, :, n_coef:] * intercept_scale
+        if reduced:  # W = Xᵀ·U·Λ^-½·β, back in the standardised feature space
+            back = (eigenvectors * inverse_root[:, None, :]).transpose(1, 2).float()
+            coef = (coef @ back) @ standardised  # this order: (width·K x n x n), not (n x n x D)
+        weights = coef.view(n_sets, width, outputs, dim)
+        if binary:  # as two logits, the first 0: a softmax over them is the sigmoid
+            weights = torch.cat([torch.zeros_like(weights), weights], dim=2)
+            intercept = torch.cat([torch.zeros_like(intercept), intercept], dim=2)
+        raw_weights = weights / std[:, None, None, :]
+        raw_bias = intercept - torch.einsum("ud,ugkd->ugk", mean / std, weights)
+    position = {b: (u, j) for u, group in enumerate(members) for j, b in enumerate(group)}
+    sets = torch.tensor([position[b][0] for b in range(len(problems))], device=device)
+    columns = torch.tensor([position[b][1] for b in range(len(problems))], device=device)
+    flat = sets * width + columns  # each problem's row in the solver's batch
+    return LinearFit(
+        raw_weights[sets, columns].transpose(1, 2),
+        raw_bias[sets, columns],
+        minimum.iterations[flat],
+        minimum.gradient_size[flat],
+        minimum.stop[flat],
+    )

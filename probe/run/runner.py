@@ -1,0 +1,259 @@
+"""`mp.probe(...)`: the whole probe run as one library call (`probe run` is a thin layer over it).
+
+Arguments are checked before any store is read; support sets are drawn once per (dataset,
+budget, seed) by image id and shared by every model; the (store, pooling) tasks fan out over
+joblib workers or a Dask cluster; the outcome is a `Results` that `.save(folder)` publishes.
+"""
+
+import difflib
+import inspect
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import fields, replace
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from medprobe.cache import ToolkitError, open_store
+from medprobe.cache.files.atomic import check_folder_target
+from medprobe.cache.files.root import resolve_cache_root
+from medprobe.probe.run.cluster import parallel_backend, parse_cluster
+from medprobe.probe.run.results import Results
+from medprobe.probe.run.settings import ProbeSettings, keyword_signature
+from medprobe.probe.run.sweep import (
+    SupportSets,
+    TargetOutcome,
+    draw_supports,
+    run_sweep,
+)
+from medprobe.probe.stats.paired import Resampled, headline_of, paired_differences, summarise
+from medprobe.probe.stats.predictions import DatasetPredictions, Predictions
+from medprobe.probe.targets import ProbeTarget, select_targets, task_of
+
+logger = logging.getLogger(__name__)
+
+VERSIONED = ("medprobe", "numpy", "scikit-learn", "torch", "pandas", "joblib")
+
+
+def probe(cache_dir: str | os.PathLike[str] | None = None, **options: Any) -> Results:
+    """Probe every complete store under the cache root (or the `models`, `datasets`,
+    `poolings` named) at each label budget and seed, and return the `Results`.
+
+    Every argument is checked before any store is read (`ProbeSettings`, the same checks as
+    `probe run`'s flags); support sets are drawn once per (dataset, budget, seed) and shared by
+    every model, so the comparison between models is paired. The keywords:
+    """
+    unknown = sorted(set(options) - {f.name for f in fields(ProbeSettings)})
+    if unknown:
+        known = [f.name for f in fields(ProbeSettings)]
+        close = {name: difflib.get_close_matches(name, known, n=1) for name in unknown}
+        hints = "; ".join(f"{n}: did you mean {c[0]}?" for n, c in close.items() if c)
+        raise ToolkitError(
+            f"probe() got unknown arguments {unknown}"
+            + (f" ({hints})" if hints else "")
+            + f"; it takes {', '.join(known)}"
+        )
+    return run_probes(ProbeSettings(cache_dir=cache_dir, **options))
+
+
+probe.__signature__ = keyword_signature()  # type: ignore[attr-defined]
+probe.__doc__ = f"{probe.__doc__}\n{inspect.getdoc(ProbeSettings).split(chr(10), 2)[2]}"
+
+
+def run_probes(settings: ProbeSettings) -> Results:
+    """The whole run for checked settings: select the stores, draw the supports, sweep every
+    (store, pooling) over joblib workers or a Dask cluster, assemble and (with `out`) save."""
+    if settings.out is not None:
+        check_folder_target(settings.out, overwrite=settings.overwrite)
+    root = resolve_cache_root(settings.cache_dir)
+    targets = select_targets(
+        root,
+        models=settings.models,
+        datasets=settings.datasets,
+        poolings=settings.poolings,
+        include_trials=settings.include_trials,
+    )
+    supports = draw_supports(targets, settings)
+    cluster_spec = parse_cluster(settings.cluster) if settings.cluster is not None else None
+    started = time.perf_counter()
+    with (
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            disable=not settings.progress,
+        ) as bar,
+        parallel_backend(cluster_spec) as cluster_jobs,
+    ):
+        task = bar.add_task("probing stores x poolings", total=len(targets))
+        outcomes = run_sweep(
+            targets,
+            supports,
+            settings if cluster_jobs is None else replace(settings, jobs=cluster_jobs),
+            on_target_done=lambda _: bar.advance(task),
+        )
+    elapsed = time.perf_counter() - started
+    results = assemble_results(targets, outcomes, supports, settings)
+    results.run.update(_run_record(targets, settings, elapsed))
+    if settings.out is not None:
+        results.save(settings.out, overwrite=settings.overwrite)
+    return results
+
+
+def assemble_results(
+    targets: Sequence[ProbeTarget],
+    outcomes: Sequence[TargetOutcome],
+    supports: SupportSets,
+    settings: ProbeSettings,
+) -> Results:
+    """The run's tables from what every target gave: rows, the summary with its intervals, the
+    paired comparisons on each dataset's headline metric, and the calibration bins."""
+    frame = pd.DataFrame([row for outcome in outcomes for row in outcome.rows])
+    resampled: Resampled = {
+        (t.dataset, t.model, t.pooling, method, budget, seed): values
+        for t, outcome in zip(targets, outcomes, strict=True)
+        for (method, budget, seed), values in outcome.resampled.items()
+    }
+    scores = _collect_predictions(targets, outcomes)
+    summary = summarise(frame, resampled)
+    first_store = {t.dataset: open_store(t.path) for t in reversed(targets)}
+    tasks = {dataset: task_of(store) for dataset, store in sorted(first_store.items())}
+    paired_tables = []
+    for dataset, task in tasks.items():
+        part = frame[frame["dataset"] == dataset]
+        metric = headline_of(task, summary[summary["dataset"] == dataset])
+        paired = paired_differences(part, metric, resampled, scores.datasets.get(dataset))
+        if not paired.empty:
+            paired.insert(0, "dataset", dataset)
+            paired.insert(1, "metric", metric)
+            paired_tables.append(paired)
+    return Results(
+        frame=frame,
+        summary_table=summary,
+        paired_table=pd.concat(paired_tables, ignore_index=True)
+        if paired_tables
+        else pd.DataFrame(),
+        calibration=_calibration_table(targets, outcomes),
+        run={
+            "datasets": tasks,
+            "logistic_regression_fits": _fit_record(outcomes),
+            "resampled_by_group": {
+                dataset: settings.bootstrap > 0 and store.groups("test") is not None
+                for dataset, store in sorted(first_store.items())
+            },
+        },
+        supports=supports_record(supports),
+        predictions=scores if settings.save_predictions else None,
+    )
+
+
+def _fit_record(outcomes: Sequence[TargetOutcome]) -> dict[str, Any]:
+    """How the final logistic-regression fits stopped: counts, and in full every fit that used
+    up its iterations (its scores are the last iterate's, so a reader must be able to find it)."""
+    reports = [report for outcome in outcomes for report in outcome.fit_reports]
+    return {
+        "final_fits": len(reports),
+        "not_converged": [report for report in reports if not report["converged"]],
+        "c_selection_fits_not_converged": sum(r["selection_unconverged"] for r in reports),
+    }
+
+
+def _calibration_table(
+    targets: Sequence[ProbeTarget], outcomes: Sequence[TargetOutcome]
+) -> pd.DataFrame:
+    """Reliability bins per (dataset, model, pooling, method, budget), pooled over seeds: the
+    count of predictions per confidence bin, their mean confidence and accuracy."""
+    pooled: dict[tuple, list] = {}
+    for target, outcome in zip(targets, outcomes, strict=True):
+        for (method, budget, _), bins in outcome.reliability.items():
+            key = (target.dataset, target.model, target.pooling, method, budget)
+            pooled.setdefault(key, []).append(bins)
+    rows = []
+    for (dataset, model, pooling, method, budget), per_seed in pooled.items():
+        count = np.sum([b.count for b in per_seed], axis=0)
+        confidence = np.sum([np.nan_to_num(b.confidence) * b.count for b in per_seed], axis=0)
+        accuracy = np.sum([np.nan_to_num(b.accuracy) * b.count for b in per_seed], axis=0)
+        edges = per_seed[0].edges
+        with np.errstate(invalid="ignore", divide="ignore"):
+            confidence, accuracy = confidence / count, accuracy / count
+        for b in range(len(count)):
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "model": model,
+                    "pooling": pooling,
+                    "method": method,
+                    "budget": budget,
+                    "bin_low": edges[b],
+                    "bin_high": edges[b + 1],
+                    "count": int(count[b]),
+                    "confidence": confidence[b],
+                    "accuracy": accuracy[b],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _collect_predictions(
+    targets: Sequence[ProbeTarget], outcomes: Sequence[TargetOutcome]
+) -> Predictions:
+    """Every outcome's test scores, re-ordered to each dataset's sorted test ids."""
+    predictions = Predictions()
+    for target, outcome in zip(targets, outcomes, strict=True):
+        part = predictions.datasets.get(target.dataset)
+        if part is None:
+            store = open_store(target.path)
+            test_ids = store.ids("test")
+            labels = store.labels("test")
+            mask = store.label_mask("test")
+            if mask is not None:
+                labels = np.where(mask, labels, -1).astype(np.int8)
+            order = np.argsort(test_ids.astype(str), kind="stable")
+            groups = store.groups("test")
+            part = DatasetPredictions(
+                test_ids[order], labels[order], groups=None if groups is None else groups[order]
+            )
+            predictions.datasets[target.dataset] = part
+        for (method, budget, seed), scores in outcome.scores.items():
+            part.add((target.model, target.pooling, method, budget, seed), outcome.test_ids, scores)
+    return predictions
+
+
+def _run_record(
+    targets: Sequence[ProbeTarget], settings: ProbeSettings, seconds: float
+) -> dict[str, Any]:
+    """run.json beside the datasets' tasks: every setting, the stores and their keys, versions."""
+    paths = sorted({t.path for t in targets})
+    stores = [{"path": str(path), "key": open_store(path).key} for path in paths]
+    versions = {}
+    for name in VERSIONED:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    record = {
+        "config": settings.record(),
+        "stores": stores,
+        "seconds": round(seconds, 2),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": versions,
+        "python": platform.python_version(),
+    }
+    return json.loads(json.dumps(record))  # as run.json will hold it: lists, not tuples
+
+
+def supports_record(supports: SupportSets) -> dict[str, list[str]]:
+    """supports.json: the support ids of every (dataset, budget, seed)."""
+    return {
+        f"{dataset}|{budget.label}|seed{seed}": ids.tolist()
+        for (dataset, budget, seed), ids in supports.items()
+    }

@@ -1,0 +1,370 @@
+"""Calibration of probe probabilities: expected calibration error, Brier score, log loss, and the
+bins of a reliability diagram.
+
+Conventions (each written so a report can quote it):
+- ECE: top-label confidence (the largest class probability) in `N_BINS` = 15 equal-width bins,
+  bin b holding confidences in (b/15, (b+1)/15] (Guo et al. 2017, "On calibration of modern neural
+  networks", and their reference code); ECE = sum over bins of (n_b/N)·|accuracy_b - confidence_b|
+  (Naeini et al. 2015). Multi-label: the mean over labels of each label's binary ECE on its known
+  images, a binary ECE being the top-label ECE of the two-class probabilities [1 - p, p].
+- Brier: multi-class, the mean over images of sum_k (p_k - y_k)² (range [0, 2]); two classes,
+  half of that, (p_positive - y)² (range [0, 1]), as `sklearn.metrics.brier_score_loss` does for
+  each. Multi-label: the mean over labels of the binary Brier score on the label's known images.
+- Log loss: -mean log p_true with probabilities clipped to [eps, 1 - eps], eps the float64
+  machine epsilon, as scikit-learn clips today (checked against 1.9; older versions clipped at
+  1e-15). Multi-label: the mean over labels of the binary log loss on known images.
+
+Every statistic is computed once, from multiplicity weights: `*_resampled` functions take
+`counts` (B, N), how many times each test image appears in each bootstrap resample, and return
+(B,) values from one pass of matrix products over them (`WeightedSums`); the plain functions are
+the one resample that holds every image once. The bootstrap and the reported value therefore
+share one definition.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from threadpoolctl import threadpool_limits
+
+N_BINS = 15
+PROBABILITY_FLOOR = float(np.finfo(np.float64).eps)  # log loss clipping, as scikit-learn's
+CALIBRATION_METRICS = ("ece", "brier", "log_loss")
+# A dense matrix product (BLAS) adds ~25x more terms per second than scipy's sparse product
+# (measured on the project's 2-core CPU machine), so a block of slots is summed densely when
+# (slots it uses x images) < DENSE_ADVANTAGE x (entries it has).
+DENSE_ADVANTAGE = 16
+
+
+@dataclass(frozen=True)
+class ReliabilityBins:
+    """One reliability diagram: per bin of top-label confidence, its mean confidence, its accuracy
+    and how many predictions fell in it (NaN confidence and accuracy for an empty bin)."""
+
+    edges: np.ndarray  # (n_bins + 1,) float64, 0 to 1
+    confidence: np.ndarray  # (n_bins,) float64, mean top-label confidence
+    accuracy: np.ndarray  # (n_bins,) float64, fraction of top-label predictions that were right
+    count: np.ndarray  # (n_bins,) int64
+
+    @property
+    def ece(self) -> float:
+        """sum_b (n_b/N)·|accuracy_b - confidence_b| over the non-empty bins."""
+        filled = self.count > 0
+        gaps = np.abs(self.accuracy[filled] - self.confidence[filled])
+        return float((self.count[filled] * gaps).sum() / self.count.sum())
+
+
+def bin_index(confidence: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
+    """(N,) int64 bin of each confidence: b such that edge_b < confidence <= edge_(b+1), edges
+    `np.linspace(0, 1, n_bins + 1)` (a confidence of exactly 0 goes to the first bin)."""
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+
+
+def top_label(labels: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Top-label confidence (N,) float64 and whether the top label is the true one (N,) bool, for
+    labels (N,) int and probabilities (N, K). Ties go to the lowest class, as argmax does."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    predicted = probabilities.argmax(1)
+    return probabilities[np.arange(len(predicted)), predicted], predicted == labels
+
+
+def binary_top_label(
+    positive: np.ndarray, probability: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-label confidence and correctness of the two-class probabilities [1 - p, p]: confidence
+    max(p, 1 - p); the prediction is positive when p > 0.5 (argmax of [1 - p, p])."""
+    probability = np.asarray(probability, dtype=np.float64)
+    return np.maximum(probability, 1 - probability), (probability > 0.5) == positive
+
+
+def brier_terms(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """(N,) float64: sum_k (p_k - y_k)² per image, halved for two classes (see module docstring)."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    one_hot = labels[:, None] == np.arange(probabilities.shape[1])[None, :]
+    terms = ((probabilities - one_hot) ** 2).sum(1)
+    return terms / 2 if probabilities.shape[1] == 2 else terms
+
+
+def log_loss_terms(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """(N,) float64: -log of the true class's probability, clipped to [eps, 1 - eps]."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    true_probability = probabilities[np.arange(len(labels)), labels]
+    return -np.log(np.clip(true_probability, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR))
+
+
+def add_calibration(
+    sums: "WeightedSums", labels: np.ndarray, probabilities: np.ndarray, n_bins: int = N_BINS
+) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """Reserve a single-label probe's calibration sums in `sums`; returns the function that turns
+    the computed sums (n_slots, B) into {"ece", "brier", "log_loss"} -> (B,) float64.
+
+    labels (N,) int; probabilities (N, K), rows summing to 1."""
+    confidence, correct = top_label(labels, probabilities)
+    images = np.arange(len(labels))
+    gaps = sums.add_bins(images, confidence, correct, n_bins)
+    brier = sums.add(images, brier_terms(labels, probabilities))
+    loss = sums.add(images, log_loss_terms(labels, probabilities))
+    total = sums.add(images)
+
+    def finish(table: np.ndarray) -> dict[str, np.ndarray]:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {
+                "ece": gaps(table) / table[total],
+                "brier": table[brier] / table[total],
+                "log_loss": table[loss] / table[total],
+            }
+
+    return finish
+
+
+def add_multilabel_calibration(
+    sums: "WeightedSums", labels: np.ndarray, probabilities: np.ndarray, n_bins: int = N_BINS
+) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """Reserve a multi-label probe's calibration sums; the returned function gives the mean over
+    labels of the binary ECE, Brier score and log loss, (B,) float64 each.
+
+    labels (N, L) int with -1 unknown; probabilities (N, L) positive-class probabilities, a column
+    of NaN for a label no probe was trained for (left out). Each label counts its known images
+    only; a label none of whose known images a resample draws is left out of that resample's
+    mean."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    per_label = []
+    for column in _scored_columns(probabilities):
+        images = np.flatnonzero(labels[:, column] >= 0)
+        positive = labels[images, column] == 1
+        probability = probabilities[images, column]
+        confidence, correct = binary_top_label(positive, probability)
+        clipped = np.clip(probability, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+        per_label.append(
+            (
+                sums.add_bins(images, confidence, correct, n_bins),
+                sums.add(images, (probability - positive) ** 2),
+                sums.add(images, -np.log(np.where(positive, clipped, 1 - clipped))),
+                sums.add(images),
+            )
+        )
+
+    def finish(table: np.ndarray) -> dict[str, np.ndarray]:
+        shape = (len(per_label), table.shape[1])
+        values = {name: np.full(shape, np.nan) for name in CALIBRATION_METRICS}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for position, (gaps, brier, loss, total) in enumerate(per_label):
+                known = table[total]
+                values["ece"][position] = gaps(table) / known
+                values["brier"][position] = table[brier] / known
+                values["log_loss"][position] = table[loss] / known
+        return {name: mean_of_finite(value, axis=0) for name, value in values.items()}
+
+    return finish
+
+
+def calibration_resampled(
+    labels: np.ndarray, probabilities: np.ndarray, counts: np.ndarray, n_bins: int = N_BINS
+) -> dict[str, np.ndarray]:
+    """ECE, Brier score and log loss of a single-label probe on each resample: labels (N,) int,
+    probabilities (N, K), counts (B, N) int multiplicities -> {name: (B,) float64}."""
+    sums = WeightedSums(len(labels))
+    finish = add_calibration(sums, labels, probabilities, n_bins)
+    return finish(sums.compute(counts))
+
+
+def multilabel_calibration_resampled(
+    labels: np.ndarray, probabilities: np.ndarray, counts: np.ndarray, n_bins: int = N_BINS
+) -> dict[str, np.ndarray]:
+    """Mean over labels of the binary ECE, Brier score and log loss on each resample: labels
+    (N, L) with -1 unknown, probabilities (N, L), counts (B, N) -> {name: (B,) float64}."""
+    sums = WeightedSums(len(labels))
+    finish = add_multilabel_calibration(sums, labels, probabilities, n_bins)
+    return finish(sums.compute(counts))
+
+
+def expected_calibration_error(
+    labels: np.ndarray, probabilities: np.ndarray, n_bins: int = N_BINS
+) -> float:
+    """Top-label ECE of a single-label probe: labels (N,) int, probabilities (N, K)."""
+    return float(calibration_resampled(labels, probabilities, _once(labels), n_bins)["ece"][0])
+
+
+def multilabel_expected_calibration_error(
+    labels: np.ndarray, probabilities: np.ndarray, n_bins: int = N_BINS
+) -> float:
+    """Mean over labels of the binary ECE: labels (N, L) with -1 unknown, probabilities (N, L)."""
+    values = multilabel_calibration_resampled(labels, probabilities, _once(labels), n_bins)
+    return float(values["ece"][0])
+
+
+def brier_score(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Multi-class Brier score (two classes: the binary one); labels (N,), probabilities (N, K)."""
+    return float(calibration_resampled(labels, probabilities, _once(labels))["brier"][0])
+
+
+def multilabel_brier_score(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean over labels of the binary Brier score on each label's known images."""
+    return float(multilabel_calibration_resampled(labels, probabilities, _once(labels))["brier"][0])
+
+
+def log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean -log p_true, clipped like scikit-learn's; labels (N,), probabilities (N, K)."""
+    return float(calibration_resampled(labels, probabilities, _once(labels))["log_loss"][0])
+
+
+def multilabel_log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean over labels of the binary log loss on each label's known images."""
+    values = multilabel_calibration_resampled(labels, probabilities, _once(labels))
+    return float(values["log_loss"][0])
+
+
+def calibration_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """{"ece", "brier", "log_loss"} of a single-label probe, as rows of results.csv."""
+    values = calibration_resampled(labels, probabilities, _once(labels))
+    return {name: float(value[0]) for name, value in values.items()}
+
+
+def multilabel_calibration_metrics(
+    labels: np.ndarray, probabilities: np.ndarray
+) -> dict[str, float]:
+    """{"ece", "brier", "log_loss"} of a multi-label probe, each the mean over labels."""
+    values = multilabel_calibration_resampled(labels, probabilities, _once(labels))
+    return {name: float(value[0]) for name, value in values.items()}
+
+
+def reliability_bins(
+    labels: np.ndarray, probabilities: np.ndarray, n_bins: int = N_BINS
+) -> ReliabilityBins:
+    """The reliability diagram's bins. Single-label: labels (N,), probabilities (N, K), top-label
+    confidence. Multi-label: labels (N, L) with -1 unknown, probabilities (N, L); every known
+    (image, label) pair of a scored label is pooled into one diagram of the two-class top label
+    (the multi-label ECE instead averages per-label ECEs, so it is not this diagram's `ece`)."""
+    if labels.ndim == 1:
+        confidence, correct = top_label(labels, probabilities)
+    else:
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+        columns = _scored_columns(probabilities)
+        known = (labels[:, columns] >= 0).ravel(order="F")
+        confidence, correct = binary_top_label(
+            labels[:, columns].ravel(order="F")[known] == 1,
+            probabilities[:, columns].ravel(order="F")[known],
+        )
+    bins = bin_index(confidence, n_bins)
+    count = np.bincount(bins, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_confidence = np.bincount(bins, confidence, minlength=n_bins) / count
+        accuracy = np.bincount(bins, correct.astype(np.float64), minlength=n_bins) / count
+    return ReliabilityBins(np.linspace(0.0, 1.0, n_bins + 1), mean_confidence, accuracy, count)
+
+
+def mean_of_finite(values: np.ndarray, axis: int) -> np.ndarray:
+    """Mean over `axis` of the finite entries; NaN (without a warning) where there are none."""
+    finite = np.isfinite(values)
+    n_finite = finite.sum(axis)
+    total = np.where(finite, values, 0.0).sum(axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_finite > 0, total / n_finite, np.nan)
+
+
+def _scored_columns(probabilities: np.ndarray) -> np.ndarray:
+    """Columns with probabilities for every image (NaN marks a label no probe was trained for)."""
+    return np.flatnonzero(~np.isnan(probabilities).any(0))
+
+
+def _once(labels: np.ndarray) -> np.ndarray:
+    """The multiplicities of the test set itself: one resample holding every image once."""
+    return np.ones((1, len(labels)), dtype=np.int32)
+
+
+class WeightedSums:
+    """Weighted sums of per-image values over groups of images ("slots"), for many resamples at
+    once: slot s of resample b is sum_i counts[b, i]·value_i over the images in s.
+
+    Every resampled statistic here and in `probe.stats.bootstrap` is read off these sums. `add*`
+    reserve slots before `compute`; each returns where its slots start (or how to read them).
+    A block of few slots that most images feed (bins, totals) is summed by a dense matrix
+    product, a block of many sparsely fed slots (AUROC's tie groups) by a sparse one."""
+
+    def __init__(self, n_images: int) -> None:
+        self.n_images = n_images
+        self.n_slots = 0
+        self._blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._plan: tuple[np.ndarray, np.ndarray, sparse.csr_matrix] | None = None
+
+    def add(
+        self,
+        images: np.ndarray,
+        values: np.ndarray | float = 1.0,
+        slots: np.ndarray | None = None,
+        n_slots: int = 1,
+    ) -> int:
+        """Reserve `n_slots` slots; image images[j] adds values[j] to slot slots[j] (all to the
+        first slot when `slots` is None). Returns the first slot's row in `compute`'s table."""
+        start = self.n_slots
+        images = np.asarray(images, dtype=np.int64)
+        local = np.zeros(len(images), dtype=np.int64) if slots is None else np.asarray(slots)
+        values = np.broadcast_to(np.asarray(values, dtype=np.float64), images.shape)
+        self._blocks.append((images, local + start, values))
+        self.n_slots += n_slots
+        self._plan = None
+        return start
+
+    def add_bins(
+        self, images: np.ndarray, confidence: np.ndarray, correct: np.ndarray, n_bins: int
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """Per confidence bin, the weighted sums of confidence and of correctness; returns the
+        function that turns the sums into sum_b |correct_b - confidence_b| (B,), the ECE's
+        numerator (sum_b (n_b/N)·|acc_b - conf_b| = sum_b |correct_b - conf_b| / N)."""
+        bins = bin_index(confidence, n_bins)
+        first = self.add(images, confidence, bins, n_bins)
+        second = self.add(images, correct, bins, n_bins)
+
+        def gaps(table: np.ndarray) -> np.ndarray:
+            confidence_sums = table[first : first + n_bins]
+            correct_sums = table[second : second + n_bins]
+            return np.abs(correct_sums - confidence_sums).sum(0)
+
+        return gaps
+
+    def compute(self, counts: np.ndarray) -> np.ndarray:
+        """(n_slots, B) float64 sums for counts (B, n_images): row s holds slot s for every
+        resample (zero for a slot no image feeds). Sums of integer counts are exact (float64
+        holds integers to 2^53), whatever order the products add them in."""
+        if counts.ndim != 2 or counts.shape[1] != self.n_images:
+            raise ValueError(f"counts has shape {counts.shape}; expected (B, {self.n_images})")
+        if self._plan is None:
+            self._plan = self._split()
+        dense_rows, dense_matrix, sparse_matrix = self._plan
+        # (n_images, B), rows contiguous: both products stream one image's B weights at a time
+        weights = np.ascontiguousarray(counts.T, dtype=np.float64)
+        table = np.asarray(sparse_matrix @ weights)  # every slot's row; dense blocks' rows are 0
+        # One BLAS thread: the sweep spreads work over the cores, and a multi-threaded BLAS on a
+        # busy machine spins (this product ran 100x slower with 2 threads under load).
+        with threadpool_limits(limits=1, user_api="blas"):
+            table[dense_rows] = dense_matrix @ weights
+        return table
+
+    def _split(self) -> tuple[np.ndarray, np.ndarray, sparse.csr_matrix]:
+        """The used slots of dense blocks with their (rows, n_images) matrix, and a sparse
+        (n_slots, n_images) matrix of the other blocks. A block is dense when (slots it uses x
+        images) is below DENSE_ADVANTAGE x its entries."""
+        parts: dict[bool, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {True: [], False: []}
+        for images, slots, values in self._blocks:
+            used = np.unique(slots)
+            dense = len(used) * self.n_images < DENSE_ADVANTAGE * len(images)
+            parts[dense].append((images, slots, values))
+        (dense_images, dense_slots, dense_values), (sparse_images, sparse_slots, sparse_values) = (
+            (
+                np.concatenate([block[0] for block in parts[dense]] or [np.zeros(0, np.int64)]),
+                np.concatenate([block[1] for block in parts[dense]] or [np.zeros(0, np.int64)]),
+                np.concatenate([block[2] for block in parts[dense]] or [np.zeros(0)]),
+            )
+            for dense in (True, False)
+        )
+        dense_rows, dense_row_of_entry = np.unique(dense_slots, return_inverse=True)
+        dense_matrix = sparse.csr_matrix(
+            (dense_values, (dense_row_of_entry, dense_images)),
+            shape=(len(dense_rows), self.n_images),
+        ).toarray()
+        sparse_matrix = sparse.csr_matrix(
+            (sparse_values, (sparse_slots, sparse_images)), shape=(self.n_slots, self.n_images)
+        )
+        return dense_rows, dense_matrix, sparse_matrix

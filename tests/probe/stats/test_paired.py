@@ -1,0 +1,137 @@
+"""Intervals, ranking and paired differences against scipy's own computations."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from medprobe.probe.stats.paired import paired_differences, ranking, summarise, t_interval
+
+
+def results_frame(seeds: int = 8) -> pd.DataFrame:
+    """Entry 'good' beats 'bad' by ~0.1 on every seed; both share each seed's difficulty."""
+    rng = np.random.default_rng(0)
+    difficulty = rng.normal(0, 0.15, seeds)
+    rows = []
+    for model, offset in (("good", 0.8), ("bad", 0.7)):
+        for seed in range(seeds):
+            value = offset + difficulty[seed] + rng.normal(0, 0.01)
+            rows.append(
+                {
+                    "dataset": "d",
+                    "model": model,
+                    "pooling": "cls",
+                    "method": "logreg",
+                    "budget": "5-shot",
+                    "budget_kind": "shots",
+                    "budget_value": 5.0,
+                    "seed": seed,
+                    "metric": "accuracy",
+                    "value": value,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_t_interval_matches_scipy():
+    values = np.array([0.61, 0.64, 0.58, 0.66, 0.62])
+    mean, low, high = t_interval(values)
+    expected = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
+    assert mean == pytest.approx(values.mean())
+    assert (low, high) == pytest.approx(expected)
+    assert np.isnan(t_interval(np.array([0.5]))[1])
+
+
+def test_paired_difference_uses_the_same_seeds_and_wilcoxon():
+    frame = results_frame()
+    paired = paired_differences(frame, "accuracy")
+    assert len(paired) == 1
+    row = paired.iloc[0]
+    assert (row["entry"], row["best"]) == ("bad:cls", "good:cls")
+    by_seed = frame.pivot_table(index="seed", columns="model", values="value")
+    difference = (by_seed["bad"] - by_seed["good"]).to_numpy()
+    assert row["difference"] == pytest.approx(difference.mean())
+    assert row["p_value"] == pytest.approx(stats.wilcoxon(difference).pvalue)
+    assert row["test"] == "Wilcoxon signed-rank over seeds"
+    # Pairing removes the shared per-seed difficulty: the interval is tight and excludes 0,
+    # although the two entries' own intervals overlap.
+    assert row["ci_high"] < 0
+    summary = summarise(frame).set_index("model")
+    assert summary.loc["bad", "ci_high"] > summary.loc["good", "ci_low"]
+
+
+def test_ranking_puts_the_better_entry_first():
+    summary = summarise(results_frame())
+    assert ranking(summary, "accuracy")["entry"].tolist() == ["good:cls", "bad:cls"]
+
+
+def full_budget_frame(values: dict[str, float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "dataset": "d",
+                "model": model,
+                "pooling": "cls",
+                "method": "logreg",
+                "budget": "full",
+                "budget_kind": "full",
+                "budget_value": 0.0,
+                "seed": 0,
+                "metric": "accuracy",
+                "value": value,
+            }
+            for model, value in values.items()
+        ]
+    )
+
+
+def test_full_budget_intervals_and_differences_come_from_the_shared_test_resamples():
+    """Two entries scored on the same 500 resamples: the summary's interval is the percentile
+    interval of each, the paired row the percentile interval of their difference, with the
+    bootstrap p-value written out plainly."""
+    rng = np.random.default_rng(1)
+    shared = rng.normal(0, 0.03, 500)  # the test sample's own luck, common to both entries
+    draws = {"good": 0.82 + shared + rng.normal(0, 0.005, 500)}
+    draws["bad"] = draws["good"] - 0.02 + rng.normal(0, 0.005, 500)
+    resampled = {("d", m, "cls", "logreg", "full", 0): {"accuracy": v} for m, v in draws.items()}
+    frame = full_budget_frame({"good": 0.82, "bad": 0.80})
+    summary = summarise(frame, resampled).set_index("model")
+    assert summary.loc["good", "interval"] == "test bootstrap (percentile)"
+    expected = np.percentile(draws["good"], [2.5, 97.5])
+    assert summary.loc["good", ["ci_low", "ci_high"]].tolist() == pytest.approx(expected)
+    row = paired_differences(frame, "accuracy", resampled).iloc[0]
+    difference = draws["bad"] - draws["good"]
+    assert (row["entry"], row["best"], row["test"]) == (
+        "bad:cls",
+        "good:cls",
+        "paired test bootstrap",
+    )
+    assert row["difference"] == pytest.approx(0.80 - 0.82)
+    assert [row["ci_low"], row["ci_high"]] == pytest.approx(np.percentile(difference, [2.5, 97.5]))
+    plain_p = min(1.0, 2 * min(1 + (difference <= 0).sum(), 1 + (difference >= 0).sum()) / 501)
+    assert row["p_value"] == pytest.approx(plain_p) and row["p_value"] < 0.01
+    # Unpaired, the two entries' intervals overlap: pairing is what tells them apart.
+    assert summary.loc["bad", "ci_high"] > summary.loc["good", "ci_low"]
+
+
+def test_a_few_shot_cell_keeps_its_seed_interval_and_gains_one_over_seeds_and_test():
+    frame = results_frame(seeds=6)
+    rng = np.random.default_rng(2)
+    resampled = {}
+    for model, group in frame.groupby("model"):
+        for seed, value in zip(group["seed"], group["value"], strict=True):
+            key = ("d", model, "cls", "logreg", "5-shot", int(seed))
+            resampled[key] = {"accuracy": value + rng.normal(0, 0.05, 400)}
+    summary = summarise(frame, resampled).set_index("model")
+    row = summary.loc["good"]
+    assert row["interval"] == "seeds (Student t)"
+    values = frame[frame["model"] == "good"]["value"].to_numpy()
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(t_interval(values)[1:])
+    assert row["ci_seeds_and_test_low"] < row["mean"] < row["ci_seeds_and_test_high"]
+    # Test noise (sd 0.05 per resample) widens it beyond the test-free spread of the seeds' mean.
+    seed_means = np.percentile(
+        [values[np.random.default_rng(s).integers(0, 6, 6)].mean() for s in range(2000)],
+        [2.5, 97.5],
+    )
+    both_width = row["ci_seeds_and_test_high"] - row["ci_seeds_and_test_low"]
+    assert both_width > seed_means[1] - seed_means[0]
