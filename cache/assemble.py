@@ -1,5 +1,6 @@
 """Assembling a finished journal into its store file: the row table per split, then each pooling
-streamed from the parts one part in memory at a time, every dataset checksummed.
+(and the tokens, in a store with tokens) streamed from the parts one part in memory at a time,
+every dataset checksummed.
 
 Free space is checked before the first byte. A store of up to `IN_MEMORY_BYTES` is built in memory
 and written with plain file I/O, so even a disk that fills up meanwhile fails cleanly; a larger one
@@ -19,7 +20,7 @@ from medprobe.cache.container import checksummed_dataset, string_array, write_hd
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.files.atomic import write_atomically
 from medprobe.cache.files.disk import require_free_space
-from medprobe.cache.journal import read_part_embeddings, read_part_table
+from medprobe.cache.journal import read_part_embeddings, read_part_table, read_part_tokens
 from medprobe.cache.key import CONTENT_VERSION, StoreSpec, canonical_json
 from medprobe.cache.rows import RowTable
 from medprobe.cache.schema import (
@@ -29,6 +30,7 @@ from medprobe.cache.schema import (
     SKIPPED_GROUP,
     SPLITS,
 )
+from medprobe.cache.tokens import copy_tokens
 
 IN_MEMORY_BYTES = 256 << 20
 # Embedding chunks of at most 4096 rows and 1 MiB: whole-split reads stay fast, and a damaged
@@ -99,6 +101,8 @@ def assemble_store(
                 _write_split_table(store.create_group(split), rows, split_rows)
         for pooling in spec.poolings:
             _copy_pooling(store, pooling, parts, split_of_written)
+        if spec.token_layout is not None:
+            copy_tokens(store, spec.token_layout, parts, split_of_written, read_part_tokens)
         if reasons:
             group = store.create_group(SKIPPED_GROUP)
             checksummed_dataset(group, "ids", string_array([rows.ids[r] for r in skipped]))

@@ -18,7 +18,7 @@ import numpy as np
 from medprobe.cache.container import checksummed_dataset, string_array, write_hdf5
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.files.atomic import write_atomically
-from medprobe.cache.schema import EMBEDDINGS_GROUP
+from medprobe.cache.schema import EMBEDDINGS_GROUP, TOKENS_DATASET
 
 logger = logging.getLogger(__name__)
 
@@ -86,14 +86,18 @@ def write_part(
     embeddings: Mapping[str, np.ndarray],
     skipped_rows: np.ndarray,
     skipped_reasons: Sequence[str],
+    tokens: np.ndarray | None = None,
 ) -> int:
-    """Publish one part: `rows` (n,) int64 store rows with embeddings (pooling -> (n, D)), and the
-    rows skipped in its range with their reasons. Returns the bytes written."""
+    """Publish one part: `rows` (n,) int64 store rows with embeddings (pooling -> (n, D)) and,
+    in a store with tokens, their `tokens` (n, T, D) float16; and the rows skipped in its range
+    with their reasons. Returns the bytes written."""
 
     def fill(part: h5py.File) -> None:
         checksummed_dataset(part, "rows", rows.astype(np.int64))
         for pooling, values in embeddings.items():
             checksummed_dataset(part, f"{EMBEDDINGS_GROUP}/{pooling}", values)
+        if tokens is not None:
+            checksummed_dataset(part, TOKENS_DATASET, tokens)
         checksummed_dataset(part, "skipped_rows", skipped_rows.astype(np.int64))
         checksummed_dataset(part, "skipped_reasons", string_array(skipped_reasons))
 
@@ -119,7 +123,15 @@ def read_part_table(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 def read_part_embeddings(path: Path, pooling: str) -> np.ndarray | None:
     """(n, D) embeddings of `pooling` in one part; None when every image of the part failed."""
-    name = f"{EMBEDDINGS_GROUP}/{pooling}"
+    return _read_part_dataset(path, f"{EMBEDDINGS_GROUP}/{pooling}")
+
+
+def read_part_tokens(path: Path) -> np.ndarray | None:
+    """(n, T, D) float16 tokens of one part; None when every image of the part failed."""
+    return _read_part_dataset(path, TOKENS_DATASET)
+
+
+def _read_part_dataset(path: Path, name: str) -> np.ndarray | None:
     try:
         with h5py.File(path, "r") as part:
             return part[name][()] if name in part else None

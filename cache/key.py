@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from medprobe.cache.errors import ToolkitError
+from medprobe.cache.tokens import TokenLayout
 
 # The version that keys content: bump when the embedding bytes written for the same inputs change
 # (dtype handling, row order, the pixels a preprocessing cuts), which recomputes every store.
@@ -98,6 +99,8 @@ class StoreSpec:
     poolings: tuple[str, ...]
     dtype: str = "float16"
     task: Mapping[str, Any] = field(default_factory=dict)
+    # The token grid layout (`cache.tokens.TokenLayout.from_spec`) when the store holds tokens.
+    tokens: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in STORE_DTYPES:
@@ -108,6 +111,8 @@ class StoreSpec:
             missing = [k for k in required if k not in getattr(self, section)]
             if missing:
                 raise ToolkitError(f"StoreSpec.{section} lacks {missing}")
+        if self.tokens is not None:
+            TokenLayout.from_spec(self.tokens)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -118,7 +123,13 @@ class StoreSpec:
             "poolings": list(self.poolings),  # ordered: the first is the published one
             "dtype": self.dtype,
             "task": dict(self.task),
+            # Only where there are tokens, so the key of every store without them is unchanged.
+            **({"tokens": dict(self.tokens)} if self.tokens is not None else {}),
         }
+
+    @property
+    def token_layout(self) -> TokenLayout | None:
+        return None if self.tokens is None else TokenLayout.from_spec(self.tokens)
 
     def key(self) -> str:
         """sha256 hex of the canonical JSON of `as_dict()`."""

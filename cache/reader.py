@@ -25,8 +25,10 @@ from medprobe.cache.schema import (
     EMBEDDINGS_GROUP,
     SKIPPED_GROUP,
     SPLITS,
+    TOKENS_DATASET,
     UNCHECKSUMMED_CONTAINER_FORMAT,
 )
+from medprobe.cache.tokens import TokenLayout, read_token_rows
 
 if TYPE_CHECKING:  # pandas only where a frame is built
     import pandas as pd
@@ -258,6 +260,55 @@ class Store:
         with h5py.File(self.path, "r") as handle:
             values = handle[f"{split}/{EMBEDDINGS_GROUP}/{pooling}"][unique_rows]
         return values[order]
+
+    @property
+    def has_tokens(self) -> bool:
+        """Whether the store holds each image's token grid (`extract run --tokens N`)."""
+        return self.spec.get("tokens") is not None
+
+    @cached_property
+    def token_layout(self) -> dict[str, Any] | None:
+        """{'grid': (h, w), 'prefix_tokens': p} of the tokens (T = p + h*w), or None."""
+        if not self.has_tokens:
+            return None
+        layout = TokenLayout.from_spec(self.spec["tokens"])
+        return {"grid": layout.grid, "prefix_tokens": layout.prefix_tokens}
+
+    @property
+    def token_shape(self) -> tuple[int, int] | None:
+        """(T, D) of one image's tokens, or None in a store without tokens."""
+        return TokenLayout.from_spec(self.spec["tokens"]).shape if self.has_tokens else None
+
+    def tokens(self, split: str, rows: slice | np.ndarray) -> np.ndarray:
+        """(len(rows), T, D) float32 tokens of `split`'s `rows` (a contiguous slice or row
+        indices, in the order given), reading only those rows' chunks; refused when a row read
+        holds NaN or Inf, or the entry does not cover the split."""
+        self._require_split(split)
+        if not self.has_tokens:
+            raise ToolkitError(
+                f"store {self.path} holds no tokens; extract again with `extract run --tokens 8`"
+            )
+        name = f"{split}/{TOKENS_DATASET}"
+        with self.h5() as handle:
+            if name not in handle:
+                raise damaged(self.path, f"{self.path} lacks {name}")
+            dataset = handle[name]
+            if dataset.shape != (self.n_rows[split], *self.token_shape):
+                raise damaged(
+                    self.path,
+                    f"{self.path} {name} has shape {dataset.shape} for "
+                    f"{self.n_rows[split]} ids of {self.token_shape} tokens (truncated)",
+                )
+            try:
+                values = read_token_rows(dataset, rows)
+            except OSError as error:
+                raise self.read_failure(name, error) from error
+            except IndexError as error:
+                raise ToolkitError(f"rows of {split!r} in {self.path.name}: {error}") from error
+        n_bad = nonfinite_rows(values)
+        if n_bad:
+            raise damaged(self.path, f"{self.path} {name}: {n_bad} rows hold NaN or Inf")
+        return values
 
     def skipped(self) -> list[tuple[str, str]]:
         """(image id, reason) for every image left out under --on-error skip."""

@@ -17,6 +17,13 @@
   /<split>/label_mask         (N, L)  bool        multi-label only: False where a label is unknown
   /<split>/groups             (N,)    utf-8 str   patient / lesion id, when the dataset has one
   /<split>/embeddings/<pool>  (N, D)  float16 (or float32), one dataset per pooling
+  /<split>/tokens             (N, T, D) float16 only in a store extracted with `--tokens`:
+                                      each image's token grid, chunked (1, T, D) (one image a
+                                      chunk); attrs `token_grid` = [h, w] (the pooled grid, h*w
+                                      patch positions, row-major) and `prefix_tokens` = p, the
+                                      class/register tokens stored first (0 for CNNs and SAM),
+                                      so T = p + h*w. The spec's `tokens` holds the same layout
+                                      ({'grid', 'prefix_tokens', 'dim', ...}); absent otherwise.
   /skipped/ids, /skipped/reasons  (M,) utf-8 str  images left out under --on-error skip
 ```
 
@@ -36,6 +43,7 @@ how those bytes are packed and changes no key, so a new container never recomput
 
 SPLITS = ("train", "val", "test")
 EMBEDDINGS_GROUP = "embeddings"
+TOKENS_DATASET = "tokens"
 SKIPPED_GROUP = "skipped"
 STORE_SUFFIX = ".h5"
 JOURNAL_SUFFIX = ".journal"

@@ -34,6 +34,7 @@ from medprobe.cache.journal import (
 from medprobe.cache.key import StoreSpec
 from medprobe.cache.lock import StoreLock
 from medprobe.cache.rows import RowTable
+from medprobe.cache.tokens import check_token_batch
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ class StoreWriter:
         self._buffer_since: float | None = None  # monotonic time of the oldest buffered row
         self._buffer_ok: list[np.ndarray] = []
         self._buffer_embeddings: dict[str, list[np.ndarray]] = {p: [] for p in spec.poolings}
+        self._token_layout = spec.token_layout  # None: a store without tokens
+        self._buffer_tokens: list[np.ndarray] = []
         self._buffer_failures: dict[int, str] = {}
         self._row_bytes = 0  # embedding bytes per row, once the first row is seen
         self._created_at = utc_now()
@@ -169,11 +172,14 @@ class StoreWriter:
         ok: np.ndarray,
         embeddings: Mapping[str, np.ndarray],
         failures: Mapping[int, str] | None = None,
+        tokens: np.ndarray | None = None,
     ) -> None:
         """Record rows [start, start + len(ok)).
 
         ok: (B,) bool, False for an image that was skipped (its reason in `failures`, keyed by row);
-        embeddings: pooling -> (ok.sum(), D) float array for the rows where ok is True.
+        embeddings: pooling -> (ok.sum(), D) float array for the rows where ok is True;
+        tokens: (ok.sum(), T, D) float array of those rows, required exactly when the spec has
+        a token layout (stored as float16).
         """
         ok = np.asarray(ok, dtype=bool)
         if start != self._next_row:
@@ -185,6 +191,7 @@ class StoreWriter:
                 f"poolings {sorted(embeddings)} != store poolings {self.spec.poolings}"
             )
         n_ok = int(ok.sum())
+        tokens = self._checked_tokens(start, ok, tokens)
         for pooling, values in embeddings.items():
             if values.ndim != 2 or values.shape[0] != n_ok:
                 raise ValueError(f"{pooling}: expected ({n_ok}, D) rows, got {values.shape}")
@@ -205,6 +212,9 @@ class StoreWriter:
             self._row_bytes = sum(v.shape[1] * itemsize for v in embeddings.values())
             for pooling, values in embeddings.items():
                 self._buffer_embeddings[pooling].append(values.astype(self.spec.dtype))
+            if tokens is not None:
+                self._row_bytes += tokens[0].nbytes
+                self._buffer_tokens.append(tokens)
         if self._buffer_since is None:
             self._buffer_since = monotonic()
         self._buffer_ok.append(ok)
@@ -214,13 +224,37 @@ class StoreWriter:
         waited = monotonic() - self._buffer_since
         buffered_bytes = sum(
             c.nbytes for chunks in self._buffer_embeddings.values() for c in chunks
-        )
+        ) + sum(c.nbytes for c in self._buffer_tokens)
         if (
             buffered >= self.flush_rows
             or waited >= self.flush_seconds
             or buffered_bytes >= PART_BYTES
         ):
             self.flush(wait=False)
+
+    def _checked_tokens(
+        self, start: int, ok: np.ndarray, tokens: np.ndarray | None
+    ) -> np.ndarray | None:
+        """`tokens` as float16 (n_ok, T, D), checked against the spec's layout and for values
+        float16 cannot hold; None in a store without tokens."""
+        if (tokens is None) != (self._token_layout is None):
+            raise ValueError(
+                f"tokens {'missing' if tokens is None else 'given'}: the store's spec "
+                f"{'has' if self._token_layout else 'has no'} token layout"
+            )
+        if tokens is None or self._token_layout is None:
+            return None
+        cast = check_token_batch(self._token_layout, tokens, int(ok.sum()))
+        finite = np.isfinite(cast).all(axis=(1, 2))
+        if not finite.all():
+            bad_rows = start + np.flatnonzero(ok)[~finite]
+            names = [self.rows.ids[r] for r in bad_rows[:5]]
+            raise ToolkitError(
+                f"tokens of {len(bad_rows)} image(s) are NaN/Inf in float16, e.g. {names}; "
+                "nothing was stored for them. Tokens are stored as float16: extract this model "
+                "without --tokens"
+            )
+        return cast
 
     def flush(self, *, wait: bool = True) -> None:
         """Write the buffered rows as one journal part (atomically), then empty the buffer.
@@ -243,6 +277,7 @@ class StoreWriter:
                 "embeddings": {
                     p: np.concatenate(c) for p, c in self._buffer_embeddings.items() if c
                 },
+                "tokens": np.concatenate(self._buffer_tokens) if self._buffer_tokens else None,
                 "skipped_rows": skipped,
                 "skipped_reasons": [
                     self._buffer_failures.get(int(r), "unknown error") for r in skipped
@@ -265,6 +300,7 @@ class StoreWriter:
             self._buffer_failures.clear()
             for chunks in self._buffer_embeddings.values():
                 chunks.clear()
+            self._buffer_tokens.clear()
         if wait:
             self._wait_for_part_in_flight()
 

@@ -14,6 +14,9 @@ from medprobe.cache.key import StoreSpec
 from medprobe.cache.reader import Store, damaged, open_store
 from medprobe.cache.schema import EMBEDDINGS_GROUP
 
+# Images per block when scanning tokens: 1024 images of 65 x 1024 float32 is 272 MiB at most.
+TOKEN_SCAN_ROWS = 1024
+
 
 def verify_store(path: Path) -> list[str]:
     """Problems found in a published store (an empty list means it is sound): its key and name,
@@ -31,6 +34,8 @@ def verify_store(path: Path) -> list[str]:
         checks += [partial(read, split) for read in (store.labels, store.label_mask, store.groups)]
         checks.append(partial(lambda split: all_ids.extend(store.ids(split)), split))
         checks += [partial(_scan_embeddings, store, split, p) for p in store.poolings]
+        if store.has_tokens:  # every chunk of the token grid, block by block
+            checks.append(partial(_scan_tokens, store, split))
     problems += [message for check in checks if (message := _failure(check))]
     duplicates = [i for i, n in Counter(all_ids).items() if n > 1]
     if duplicates:
@@ -103,3 +108,10 @@ def _scan_embeddings(store: Store, split: str, pooling: str) -> None:
             raise store.read_failure(name, error) from error
     if n_bad:
         raise damaged(store.path, f"{store.path} {name}: {n_bad} rows hold NaN or Inf")
+
+
+def _scan_tokens(store: Store, split: str) -> None:
+    """Read a split's tokens block by block through the reader: every checksum, every value
+    finite, one row per id."""
+    for start in range(0, store.n_rows[split], TOKEN_SCAN_ROWS):
+        store.tokens(split, slice(start, start + TOKEN_SCAN_ROWS))

@@ -29,9 +29,17 @@ def write_blob_store(
     images_per_patient: int = 0,
     preprocessing: dict | None = None,
     complete: bool = True,
+    tokens: int = 0,
+    prefix_tokens: int = 1,
+    token_signal: str = "spread",
 ) -> Path:
     """Class means at distance ~`separation` apart plus unit noise; the same ids and labels for
-    every model of a dataset (they come from `seed`), embeddings differ by model."""
+    every model of a dataset (they come from `seed`), embeddings differ by model.
+
+    tokens=s > 0 also stores (N, prefix_tokens + s*s, dim) tokens on an s x s grid
+    (`synthetic_tokens`): the prefix tokens are the `cls` embedding, and the grid carries the
+    class signal at every position (token_signal='spread') or at one random position per image
+    (token_signal='one', unit noise elsewhere: mean pooling dilutes it s*s times)."""
     rng = np.random.default_rng(seed)
     n_rows = n_train + n_val + n_test
     splits = np.array(["train"] * n_train + ["val"] * n_val + ["test"] * n_test)
@@ -66,22 +74,62 @@ def write_blob_store(
         "label_names": label_names,
         "headline_metric": "mean_auroc" if n_labels else headline,
     }
+    token_values = None
+    layout = None
+    if tokens:
+        layout = {"grid": [tokens, tokens], "prefix_tokens": prefix_tokens, "dim": dim}
+        token_values = synthetic_tokens(
+            embeddings,
+            separation * signal,
+            model_rng,
+            side=tokens,
+            prefix_tokens=prefix_tokens,
+            token_signal=token_signal,
+        )[order]
     spec = StoreSpec(
         dataset={"name": dataset, "fingerprint": rows.fingerprint()},
         model={"name": model},
         preprocessing={"shuffle": shuffle_rows, **(preprocessing or {})},
         poolings=("cls",),
         task=task,
+        tokens=layout,
     )
     path = store_path(root, spec)
     with StoreWriter(path, spec, rows, flush_rows=1) as writer:
         if not complete:  # an extraction that stopped half way: a journal, no published store
             half = n_rows // 2
-            writer.append(0, np.ones(half, bool), {"cls": embeddings[order][:half]})
+            half_tokens = None if token_values is None else token_values[:half]
+            writer.append(
+                0, np.ones(half, bool), {"cls": embeddings[order][:half]}, tokens=half_tokens
+            )
             return path
-        writer.append(0, np.ones(n_rows, bool), {"cls": embeddings[order]})
+        writer.append(0, np.ones(n_rows, bool), {"cls": embeddings[order]}, tokens=token_values)
         writer.finish()
     return path
+
+
+def synthetic_tokens(
+    embeddings: np.ndarray,
+    signal: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    side: int,
+    prefix_tokens: int,
+    token_signal: str,
+) -> np.ndarray:
+    """(N, prefix_tokens + side**2, D) float32: `embeddings` (N, D) as every prefix token, then
+    a side x side grid of unit noise plus `signal` (N, D) at every position ('spread') or at one
+    random position per image ('one')."""
+    n_rows, dim = embeddings.shape
+    grid = rng.normal(size=(n_rows, side * side, dim))
+    if token_signal == "spread":
+        grid += signal[:, None, :]
+    elif token_signal == "one":
+        grid[np.arange(n_rows), rng.integers(0, side * side, n_rows)] += signal
+    else:
+        raise ValueError(f"token_signal={token_signal!r}: 'spread' or 'one'")
+    prefix = np.repeat(embeddings[:, None, :], prefix_tokens, axis=1)
+    return np.concatenate([prefix, grid], axis=1).astype(np.float32)
 
 
 @pytest.fixture
