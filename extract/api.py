@@ -69,7 +69,7 @@ def extract(
     dataset root (default `data/<dataset>`). dataset_options: the adapter's options (e.g.
     {"uncertain": "ones"}). options: how to run, as `ExtractionOptions` names them
     (batch_size, num_workers, on_error, limit, dtype, weights, pretrained, compile,
-    cache_pixels, shard, decode, progress).
+    cache_pixels, shard, decode, progress, tokens).
 
     Everything that can be refused (names, options, device, cache folder, models) is checked
     before the dataset is indexed, which can take minutes for a large one.

@@ -152,6 +152,14 @@ def run(
             "CUDA device (nvJPEG), for large JPEGs where the CPU is the bottleneck"
         ),
     ] = "cpu",
+    tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="also store each image's token grid (patch tokens or feature map), pooled to "
+            "at most N x N positions plus class/register tokens, float16 (keyed apart; the "
+            "plan line states bytes per image)"
+        ),
+    ] = None,
 ) -> None:
     """Embed one dataset (or every configured one) with one or more models.
 
@@ -184,6 +192,7 @@ def run(
             cache_pixels=cache_pixels,
             shard=assignment.shard,
             decode=decode,
+            tokens=tokens,
         )
         console.print(
             f"[bold]{escape(report.dataset)}[/]: {report.n_images} images, {escape(report.split)}"
@@ -241,6 +250,9 @@ def submit(
     ] = None,
     pretrained: Annotated[bool, typer.Option(help="--no-pretrained: random init")] = True,
     decode: Annotated[str, typer.Option(help="'cpu' or 'gpu' (nvJPEG) decoding")] = "cpu",
+    tokens: Annotated[
+        int | None, typer.Option(help="also store token grids pooled to at most N x N")
+    ] = None,
     partition: Annotated[str | None, typer.Option(help="SLURM partition")] = None,
     gpus_per_node: Annotated[
         int | None,
@@ -294,6 +306,7 @@ def submit(
         weights=weights,
         pretrained=pretrained,
         decode=decode,
+        tokens=tokens,
     )
     resources = SlurmResources(
         partition=partition,

@@ -17,6 +17,7 @@ import torch
 from medprobe.cache import StoreWriter
 from medprobe.extract.loader import DecodedBatch
 from medprobe.extract.models import Backbone, ModelSpec
+from medprobe.extract.models.tokens import TOKENS
 from medprobe.extract.transforms import normalise_on_device
 
 logger = logging.getLogger(__name__)
@@ -44,14 +45,19 @@ def to_host(outputs: dict[str, torch.Tensor]) -> HostEmbeddings:
     """Start float32 copies of `outputs` into page-locked host memory (asynchronous from a CUDA
     device, so the caller is not held until the forward pass finishes)."""
     if not any(v.is_cuda for v in outputs.values()):
-        return HostEmbeddings([{p: v.float() for p, v in outputs.items()}])
+        return HostEmbeddings([{p: v.to(_host_dtype(p)) for p, v in outputs.items()}])
     host = {}
     for pooling, value in outputs.items():
-        host[pooling] = torch.empty(value.shape, dtype=torch.float32, pin_memory=True)
+        host[pooling] = torch.empty(value.shape, dtype=_host_dtype(pooling), pin_memory=True)
         host[pooling].copy_(value, non_blocking=True)
     copied = torch.cuda.Event()
     copied.record()
     return HostEmbeddings([host], copied)
+
+
+def _host_dtype(output: str) -> torch.dtype:
+    """Tokens travel as the float16 they are stored in (half the bytes to copy)."""
+    return torch.float16 if output == TOKENS else torch.float32
 
 
 def pixels_embedder(images: torch.Tensor) -> HostEmbeddings:
@@ -143,8 +149,14 @@ class StoreFeed:
         if self._pending is None:
             return
         launched, self._pending = self._pending, None
+        layout = self.writer.spec.token_layout
         if launched.embeddings is None:
             embeddings = {p: np.zeros((0, 0), np.float32) for p in self.writer.spec.poolings}
+            if layout is not None:
+                embeddings[TOKENS] = np.zeros((0, *layout.shape), np.float16)
         else:
             embeddings = launched.embeddings.numpy()
-        self.writer.append(launched.first_row, launched.ok, embeddings, launched.failures)
+        tokens = embeddings.pop(TOKENS, None)
+        self.writer.append(
+            launched.first_row, launched.ok, embeddings, launched.failures, tokens=tokens
+        )

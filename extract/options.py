@@ -18,6 +18,9 @@ ON_ERROR_CHOICES = ("fail", "skip")
 DECODE_CHOICES = ("cpu", "gpu")
 EMBEDDING_DTYPES = ("float16", "float32")
 DEVICE_NAMES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+# The largest token grid side `tokens` takes: SAM's 1024 px grid is 64 x 64, the largest native
+# grid of the registry, so a larger N stores nothing more.
+MAX_TOKEN_SIDE = 64
 
 
 def _whole_number(value: Any) -> bool:
@@ -26,7 +29,8 @@ def _whole_number(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class ExtractionOptions:
-    """How to run, none of which changes a store's content except `dtype` and `pretrained`.
+    """How to run, none of which changes a store's content except `dtype`, `pretrained` and
+    `tokens` (N: also store each image's token grid pooled to at most N x N; None: none).
 
     Every field is checked here, so a bad value is refused before any model is built or any
     store opened; messages name the field (the CLI rewrites it into its flag)."""
@@ -45,6 +49,7 @@ class ExtractionOptions:
     cache_pixels: bool = False
     shard: tuple[int, int] | None = None
     decode: str = "cpu"
+    tokens: int | None = None
 
     def __post_init__(self) -> None:
         def refuse(argument: str, value: Any, fix: str) -> None:
@@ -61,6 +66,15 @@ class ExtractionOptions:
             not _whole_number(self.num_workers) or self.num_workers < 0
         ):
             refuse("num_workers", self.num_workers, "must be 0 (decode in this process) or more")
+        if self.tokens is not None and (
+            not _whole_number(self.tokens) or not 1 <= self.tokens <= MAX_TOKEN_SIDE
+        ):
+            refuse(
+                "tokens",
+                self.tokens,
+                f"the side N of the pooled token grid (at most N x N positions) is a whole number "
+                f"from 1 to {MAX_TOKEN_SIDE}, e.g. 8; leave it out to store no tokens",
+            )
         if self.limit is not None and (not _whole_number(self.limit) or self.limit < 1):
             refuse("limit", self.limit, "must be at least 1 image (leave it out for all)")
         for argument, choices in (

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.console import Console
 from rich.markup import escape
 
 from medprobe.cache import (
@@ -51,6 +52,7 @@ from medprobe.extract.plan import (
     plan_store,
     select_rows,
     subset_rows,
+    token_plan,
 )
 from medprobe.extract.progress import extraction_progress
 from medprobe.extract.scaleout.shards import join_shards, shard_positions, shard_root, shard_spec
@@ -140,6 +142,7 @@ def extract_dataset(
         root = cache_root if options.shard is None else shard_root(cache_root)
         targets.append(_Target(store_spec, store_path(root, store_spec), spec.preprocessing, spec))
     if targets:
+        _announce_tokens(targets, len(rows), options)
         pass_rows = _PassRows(rows, positions, sources)
         _write_targets(dataset, pass_rows, targets, cache_root, options, device, info, report)
     for full_spec in to_join:
@@ -147,6 +150,16 @@ def extract_dataset(
         if joined is not None:
             report.joined.append(joined)
     return report
+
+
+def _announce_tokens(targets: list[_Target], n_images: int, options: ExtractionOptions) -> None:
+    """The plan line of each store with tokens, before anything is built; refused here when the
+    cache cannot hold them."""
+    planned = [(t.model, t.store_spec, t.path) for t in targets if t.model is not None]
+    for line in token_plan(planned, n_images):
+        logger.info("plan: %s", line)
+        if options.progress:
+            Console(stderr=True, soft_wrap=True, highlight=False).print(f"plan: {escape(line)}")
 
 
 @dataclass(frozen=True)
@@ -253,6 +266,7 @@ def _writable_now(target: _Target) -> bool:
 
 def _embedder(spec: ModelSpec, device: torch.device, options: ExtractionOptions) -> Embedder:
     backbone = build_backbone(spec, weights=options.weights, pretrained=options.pretrained)
+    backbone.token_side = options.tokens
     return MicroBatcher(_prepare(backbone, device, options), device, spec)
 
 

@@ -2,16 +2,20 @@
 (so its key and path)."""
 
 import hashlib
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medprobe.cache import RowTable, StoreSpec
+from medprobe.cache.files.disk import human_size, require_free_space
 from medprobe.cache.key import file_sha256
 from medprobe.extract.datasets.base import ImageDataset
 from medprobe.extract.loader import PIXELS_POOLING
 from medprobe.extract.models import ModelSpec, Preprocessing
+from medprobe.extract.models.describe import meta_token_layout
 from medprobe.extract.models.registry import RANDOM_INIT_SEED
 from medprobe.extract.models.sources.bundled_source import bundled_weights_path
 from medprobe.extract.options import ExtractionOptions
@@ -81,6 +85,9 @@ def plan_store(
     )
     if not options.pretrained and options.weights is None:
         model["init_seed"] = RANDOM_INIT_SEED  # the random weights are this seed's
+    tokens = None
+    if options.tokens is not None:  # the layout is keyed and known before the run
+        tokens = {**meta_token_layout(spec, options.tokens), "max_side": options.tokens}
     return StoreSpec(
         dataset=dataset_section(dataset, rows, sources),
         model=model,
@@ -88,7 +95,42 @@ def plan_store(
         poolings=spec.poolings,
         dtype=options.dtype,
         task=dataset.task.as_dict(),
+        tokens=tokens,
     )
+
+
+def token_plan(stores: Sequence[tuple[ModelSpec, StoreSpec, Path]], n_images: int) -> list[str]:
+    """One line per store that will hold tokens: the layout, bytes per image (tokens, and the
+    embeddings, of the token size where the entry states none) and the projected store size.
+    Refused (ToolkitError naming the sizes and the fix) when the free space under the cache
+    cannot hold the journal and the store side by side."""
+    lines, needed = [], 0
+    folder = None
+    for model, spec, path in stores:
+        layout = spec.token_layout
+        if layout is None:
+            continue
+        height, width = layout.grid
+        itemsize = np.dtype(spec.dtype).itemsize
+        sized = model if model.embed_dim else replace(model, embed_dim=layout.dim)  # timm:…
+        vectors = sum((sized.pooling_dim(p) or 0) * itemsize for p in spec.poolings)
+        per_image = layout.bytes_per_image + vectors
+        projected = n_images * per_image
+        needed += 2 * projected  # the journal's parts, then the store beside them
+        folder = folder or path.parent
+        lines.append(
+            f"{model.name}: tokens {layout.prefix_tokens} + {height}x{width} of {layout.dim} "
+            f"float16, {human_size(per_image)} per image with the embeddings; {n_images} images "
+            f"-> a store of about {human_size(projected)}"
+        )
+    if folder is not None:
+        require_free_space(
+            folder,
+            needed,
+            what=f"the token stores ({'; '.join(lines)}; journal and store side by side)",
+            then="or lower --tokens",
+        )
+    return lines
 
 
 def pixel_store_spec(

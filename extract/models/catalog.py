@@ -29,10 +29,11 @@ def _dinov2(name: str, size: str, embed_dim: int) -> ModelSpec:
         source="timm",
         checkpoint=f"vit_{size}_patch14_dinov2.lvd142m",
         preprocessing=IMAGENET_224,
-        poolings=("cls", "mean"),
+        poolings=("cls", "mean", "last4_cls_mean"),
         embed_dim=embed_dim,
         build_kwargs={"img_size": 224},
-        reproduces="DINOv2 linear-eval feature: CLS token after the final LayerNorm",
+        reproduces="DINOv2 linear-eval feature: CLS token after the final LayerNorm (and the "
+        "paper's own: last four CLS tokens with the mean patch token)",
     )
 
 
@@ -224,9 +225,10 @@ SEED_MODELS: tuple[ModelSpec, ...] = (
         preprocessing=Preprocessing(
             518, 518, (0.5307, 0.5307, 0.5307), (0.2583, 0.2583, 0.2583), crop="center"
         ),
-        poolings=("cls", "mean"),
+        poolings=("cls", "mean", "last4_cls_mean"),
         embed_dim=768,
-        reproduces="RAD-DINO (chest X-ray DINOv2 ViT-B/14): CLS token after the final LayerNorm",
+        reproduces="RAD-DINO (chest X-ray DINOv2 ViT-B/14): CLS token after the final LayerNorm "
+        "(and DINOv2's last four CLS tokens with the mean patch token)",
     ),
     ModelSpec(
         name="seem",

@@ -16,7 +16,11 @@ POOLINGS = {
     "cls": "the class token after the final norm",
     "mean": "mean of patch tokens (prefix tokens excluded), or spatial mean of a feature map",
     "pooled": "the model's own pooled output (CLIP/CoCa image embedding, CNN global pool)",
+    "last4_cls_mean": "DINOv2's linear-eval feature: the class tokens of the last four blocks "
+    "(each after the final norm) and the mean patch token, concatenated (5 x D)",
 }
+# How many D-sized pieces a pooling's vector holds (1 unless listed).
+POOLING_WIDTHS = {"last4_cls_mean": 5}
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,12 @@ class ModelSpec:
         unknown = [p for p in self.poolings if p not in POOLINGS]
         if unknown or not self.poolings:
             raise ValueError(f"{self.name}: poolings {self.poolings} must be from {list(POOLINGS)}")
+
+    def pooling_dim(self, pooling: str) -> int | None:
+        """The size of `pooling`'s vector (embed_dim, or 5 x embed_dim for last4_cls_mean)."""
+        if self.embed_dim is None:
+            return None
+        return POOLING_WIDTHS.get(pooling, 1) * self.embed_dim
 
     def identity(self, *, pretrained: bool, weights_sha256: str | None) -> dict[str, Any]:
         """The part of a store key this model contributes: random-init runs never share a key."""

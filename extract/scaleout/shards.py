@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 AUTO = "auto"
 # Rows per step of the join: 4096 rows x 3 poolings x 1024-d float16 is 24 MiB.
 JOIN_CHUNK_ROWS = 4096
+# With tokens, fewer: a step's tokens are gathered as float32 (ViT-L at 8 x 8: 260 KiB a row).
+JOIN_TOKEN_BYTES = 64 << 20
 # The lock's refusal when another process holds the store: that process is joining it.
 LOCK_HELD = "being written by another process"
 
@@ -191,6 +193,9 @@ def join_shards(
     (default JOIN_CHUNK_ROWS).
     """
     chunk_rows = chunk_rows or JOIN_CHUNK_ROWS
+    if full_spec.token_layout is not None:
+        row_bytes = 2 * full_spec.token_layout.bytes_per_image  # read back as float32
+        chunk_rows = max(1, min(chunk_rows, JOIN_TOKEN_BYTES // row_bytes))
     target = store_path(cache_root, full_spec)
     if target.exists():
         logger.info("%s was joined by another process", target)
@@ -257,12 +262,14 @@ def _append_in_unsharded_order(
     contiguous slice per shard table; a chunk's ids are checked against the unsharded rows."""
     tables = _shard_tables(shards, full_rows)
     poolings = writer.spec.poolings
+    layout = writer.spec.token_layout
     for start in range(writer.next_row, len(full_rows), chunk_rows):
         stop = min(start + chunk_rows, len(full_rows))
         ok = tables.table[start:stop] >= 0
         positions = start + np.flatnonzero(ok)
         chunk_tables = tables.table[positions]
         blocks: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {p: [] for p in poolings}
+        token_blocks: list[tuple[np.ndarray, np.ndarray]] = []
         for table in np.unique(chunk_tables):
             in_table = chunk_tables == table
             shard, split = shards[table // len(SPLITS)], SPLITS[table % len(SPLITS)]
@@ -278,6 +285,8 @@ def _append_in_unsharded_order(
             for pooling in poolings:
                 values = shard.embeddings(split, pooling, dtype=None, rows=window)
                 blocks[pooling].append((in_table, values))
+            if layout is not None:
+                token_blocks.append((in_table, shard.tokens(split, window)))
         embeddings = {}
         for pooling, parts in blocks.items():
             dim, dtype = (parts[0][1].shape[1], parts[0][1].dtype) if parts else (0, np.float32)
@@ -288,4 +297,9 @@ def _append_in_unsharded_order(
         failures = {
             int(p): tables.skip_reasons[full_rows.ids[p]] for p in start + np.flatnonzero(~ok)
         }
-        writer.append(start, ok, embeddings, failures)
+        tokens = None
+        if layout is not None:
+            tokens = np.empty((len(positions), *layout.shape), np.float32)
+            for in_table, values in token_blocks:
+                tokens[in_table] = values
+        writer.append(start, ok, embeddings, failures, tokens=tokens)

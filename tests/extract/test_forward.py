@@ -19,9 +19,12 @@ class RecordingWriter:
 
     next_row: int = 0
     appends: list[tuple[int, list[bool], np.ndarray, dict[int, str]]] = field(default_factory=list)
-    spec: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(poolings=("sum",)))
+    spec: SimpleNamespace = field(
+        default_factory=lambda: SimpleNamespace(poolings=("sum",), token_layout=None)
+    )
 
-    def append(self, start, ok, embeddings, failures) -> None:
+    def append(self, start, ok, embeddings, failures, tokens=None) -> None:
+        assert tokens is None
         self.appends.append((start, list(ok), embeddings["sum"], dict(failures)))
         self.next_row = start + len(ok)
 

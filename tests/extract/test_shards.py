@@ -193,17 +193,17 @@ def corrupt(path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("count", "chunk_rows", "limit"),
-    [(3, 5, None), (2, 4, 9), (5, 4096, None)],
-    ids=["3-shards-chunks-of-5", "limit-9-of-12", "5-shards-one-chunk"],
+    ("count", "chunk_rows", "limit", "tokens"),
+    [(3, 5, None, None), (2, 4, 9, None), (5, 4096, None, None), (3, 5, None, 2)],
+    ids=["3-shards-chunks-of-5", "limit-9-of-12", "5-shards-one-chunk", "3-shards-tokens"],
 )
 def test_streamed_join_writes_what_one_process_writes(
-    folder_dataset, tmp_path, tiny_vit_weights, monkeypatch, count, chunk_rows, limit
+    folder_dataset, tmp_path, tiny_vit_weights, monkeypatch, count, chunk_rows, limit, tokens
 ):
     corrupt(folder_dataset / "benign" / "001.png")  # skipped, and recorded, in every case
     monkeypatch.setattr(shards, "JOIN_CHUNK_ROWS", chunk_rows)
     dataset = build_dataset("folder", folder_dataset)
-    options = dict(weights=tiny_vit_weights, on_error="skip", limit=limit, **FAST)
+    options = dict(weights=tiny_vit_weights, on_error="skip", limit=limit, tokens=tokens, **FAST)
     root = tmp_path / "sharded"
     reports = run_shards(dataset, root, count, options)
     assert [len(r.joined) for r in reports] == [0] * (count - 1) + [1], "the last shard joins"

@@ -5,6 +5,7 @@ downloaded; a local directory written by `save_pretrained` works anywhere.
 """
 
 import json
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 
@@ -12,6 +13,15 @@ from medprobe.cache.errors import ToolkitError
 from medprobe.extract.models.backbone import Backbone, pool_feature_map, pool_tokens
 from medprobe.extract.models.sources.strict import reading_weights
 from medprobe.extract.models.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, Preprocessing
+from medprobe.extract.models.tokens import (
+    MULTILAYER,
+    TOKENS,
+    BlockTaps,
+    grid_from_map,
+    grid_from_sequence,
+    last_blocks_taps,
+    multilayer_feature,
+)
 
 # PIL resample codes as transformers stores them in preprocessor_config.json.
 PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
@@ -93,17 +103,45 @@ def hf_spec(repo_or_dir: str) -> ModelSpec:
     )
 
 
-def _pool(encoder, images):
+def _pool(encoder, images, taps: BlockTaps | None = None):
+    """Every pooling and the token grid from the last hidden state; with `taps` on the last four
+    layers, also DINOv2's multi-layer feature (the hooks fire during this same pass)."""
+    if taps is not None:
+        taps.take()  # nothing left over from a pass that failed (a CUDA OOM retried smaller)
     outputs = encoder(pixel_values=images)
     hidden = outputs.last_hidden_state
     if hidden.ndim == 4:  # convolutional encoders: (B, C, H, W)
         pooled = pool_feature_map(hidden)
+        pooled[TOKENS] = grid_from_map(hidden)
     else:
         prefix = 1 + int(getattr(encoder.config, "num_register_tokens", 0) or 0)
         pooled = pool_tokens(hidden, num_prefix_tokens=prefix)
+        pooled[TOKENS] = grid_from_sequence(hidden, num_prefix_tokens=prefix)
+        if taps is not None:
+            pooled[MULTILAYER] = multilayer_feature(
+                taps.take(), _final_norm(encoder), pooled["mean"]
+            )
     if getattr(outputs, "pooler_output", None) is not None:
         pooled["pooled"] = outputs.pooler_output.flatten(1)
     return pooled
+
+
+def _final_norm(encoder):
+    """The norm the last hidden state passed through (DINOv2's `layernorm`, ViT-style
+    `post_layernorm`)."""
+    for name in ("layernorm", "post_layernorm"):
+        if hasattr(encoder, name):
+            return getattr(encoder, name)
+    raise ValueError(f"{type(encoder).__name__} has no final norm to read its blocks through")
+
+
+def _hf_backbone(encoder, spec: ModelSpec) -> Backbone:
+    """`encoder` wrapped with its pooling; hooks on its last layers where a pooling reads them."""
+    taps = None
+    if MULTILAYER in spec.poolings:
+        layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+        taps = last_blocks_taps(layers, spec.name)
+    return Backbone(encoder, partial(_pool, taps=taps), spec.poolings)
 
 
 def _model_from_config(config):
@@ -138,5 +176,4 @@ def build_hf(spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Back
         raise ToolkitError(
             f"could not load {spec.name} from {source!r}: {error}. {_offline_hint(spec.checkpoint)}"
         ) from error
-    encoder = getattr(model, "vision_model", model)
-    return Backbone(encoder, _pool, spec.poolings)
+    return _hf_backbone(getattr(model, "vision_model", model), spec)

@@ -1,5 +1,7 @@
 """Models built by open_clip (OpenCLIP, CoCa, BiomedCLIP): the pooled image embedding."""
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -8,6 +10,13 @@ from medprobe.cache.errors import ToolkitError
 from medprobe.extract.models.backbone import Backbone
 from medprobe.extract.models.sources.strict import reading_weights
 from medprobe.extract.models.spec import CLIP_MEAN, CLIP_STD, ModelSpec, Preprocessing
+from medprobe.extract.models.tokens import (
+    TOKENS,
+    BlockTaps,
+    TokenGrid,
+    grid_from_map,
+    grid_from_sequence,
+)
 
 # open_clip's eval resize modes as ours; "longest" letterboxes, which we do not reproduce.
 RESIZE_MODES = {"shortest": "center", "squash": "squash"}
@@ -56,11 +65,45 @@ def open_clip_spec(name: str) -> ModelSpec:
     )
 
 
-def _pool(visual, images):
+def _pool(visual, images, tokens: tuple[BlockTaps, Callable[[torch.Tensor], TokenGrid]]):
     """What `encode_image(images, normalize=False)` returns: the image tower's pooled output
-    (CoCa's tower returns its token embeddings beside it, which the embedding does not use)."""
+    (CoCa's tower returns its token embeddings beside it, which the embedding does not use);
+    and the token grid, read by a hook from the same pass (`_token_reader`)."""
+    taps, read = tokens
+    taps.take()  # nothing left over from a pass that failed (a CUDA OOM retried smaller)
     out = visual(images)
-    return {"pooled": out[0] if isinstance(out, tuple) else out}
+    (token_output,) = taps.take()
+    # Read only when asked for: the norm over every token is work a run without tokens skips.
+    return {
+        "pooled": out[0] if isinstance(out, tuple) else out,
+        TOKENS: partial(read, token_output),
+    }
+
+
+def _token_reader(visual) -> tuple[BlockTaps, Callable[[torch.Tensor], TokenGrid]]:
+    """A hook on the module of the image tower whose output holds its tokens, and how to read
+    them: a ViT tower's transformer output (class token then patches; through `ln_post` where
+    that norm acts on tokens, i.e. without CoCa's attentional pooler), a timm trunk's final
+    norm, a ModifiedResNet's last stage."""
+    from open_clip.modified_resnet import ModifiedResNet
+    from open_clip.timm_model import TimmModel
+    from open_clip.transformer import VisionTransformer
+
+    if isinstance(visual, VisionTransformer):
+        norm = (
+            visual.ln_post if visual.attn_pool is None and not visual.final_ln_after_pool else None
+        )
+
+        def read(x: torch.Tensor) -> TokenGrid:
+            return grid_from_sequence(x if norm is None else norm(x), num_prefix_tokens=1)
+
+        return BlockTaps([visual.transformer]), read
+    if isinstance(visual, TimmModel) and hasattr(visual.trunk, "num_prefix_tokens"):
+        prefix = visual.trunk.num_prefix_tokens
+        return BlockTaps([visual.trunk.norm]), partial(grid_from_sequence, num_prefix_tokens=prefix)
+    if isinstance(visual, ModifiedResNet):
+        return BlockTaps([visual.layer4]), grid_from_map
+    raise ToolkitError(f"open_clip image tower {type(visual).__name__} has no known token grid")
 
 
 def build_open_clip(spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Backbone:
@@ -90,7 +133,8 @@ def build_open_clip(spec: ModelSpec, *, weights: Path | None, pretrained: bool) 
         ) from error
     # Only the image tower is kept: the text tower (and CoCa's decoder) would hold GPU memory
     # that no image embedding uses.
-    return Backbone(model.visual, _pool, spec.poolings)
+    pool = partial(_pool, tokens=_token_reader(model.visual))
+    return Backbone(model.visual, pool, spec.poolings)
 
 
 def _hub_repo(arch: str, tag: str | None) -> str | None:

@@ -8,6 +8,7 @@ from medprobe.cache.errors import ToolkitError
 from medprobe.extract.models.backbone import Backbone, pool_feature_map
 from medprobe.extract.models.sources.strict import load_strictly, reading_weights
 from medprobe.extract.models.spec import ModelSpec
+from medprobe.extract.models.tokens import TOKENS, grid_from_map
 
 # Where SEEM publishes its checkpoints: the Hugging Face repo and file of each `checkpoint` id.
 SEEM_HUB_REPO = "xdecoder/SEEM"
@@ -29,7 +30,8 @@ def seem_checkpoint_path(checkpoint: str) -> Path:
 
 
 def _pool(encoder, images):
-    return pool_feature_map(encoder(images))
+    features = encoder(images)
+    return {**pool_feature_map(features), TOKENS: grid_from_map(features)}
 
 
 def build_seem(spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Backbone:

@@ -1,12 +1,22 @@
 """Models built by timm: DINOv2, MAE, AIMv2, SAM, SAM2 and the ImageNet baselines."""
 
 import logging
+from functools import partial
 from pathlib import Path
 
 from medprobe.cache.errors import ToolkitError
 from medprobe.extract.models.backbone import Backbone, pool_feature_map, pool_tokens
 from medprobe.extract.models.sources.strict import reading_weights
 from medprobe.extract.models.spec import ModelSpec, Preprocessing, timm_resize_size
+from medprobe.extract.models.tokens import (
+    MULTILAYER,
+    TOKENS,
+    BlockTaps,
+    grid_from_map,
+    grid_from_sequence,
+    last_blocks_taps,
+    multilayer_feature,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,15 +58,32 @@ def timm_preprocessing(checkpoint: str) -> Preprocessing:
     )
 
 
-def _pool(encoder, images):
+def _pool(encoder, images, taps: BlockTaps | None = None):
+    """Every pooling and the token grid from `forward_features`; with `taps` on the last four
+    blocks, also DINOv2's multi-layer feature (the hooks fire during this same pass)."""
+    if taps is not None:
+        taps.take()  # nothing left over from a pass that failed (a CUDA OOM retried smaller)
     features = encoder.forward_features(images)
     if features.ndim == 3:
-        pooled = pool_tokens(features, num_prefix_tokens=getattr(encoder, "num_prefix_tokens", 0))
+        prefix = getattr(encoder, "num_prefix_tokens", 0)
+        pooled = pool_tokens(features, num_prefix_tokens=prefix)
+        pooled[TOKENS] = grid_from_sequence(features, num_prefix_tokens=prefix)
+        if taps is not None:
+            pooled[MULTILAYER] = multilayer_feature(taps.take(), encoder.norm, pooled["mean"])
     else:
         channels_last = getattr(encoder, "output_fmt", "NCHW") == "NHWC"
         pooled = pool_feature_map(features, channels_last=channels_last)
+        pooled[TOKENS] = grid_from_map(features, channels_last=channels_last)
     pooled["pooled"] = encoder.forward_head(features, pre_logits=True)
     return pooled
+
+
+def timm_backbone(model, spec: ModelSpec) -> Backbone:
+    """`model` wrapped with its pooling; hooks on its last blocks where a pooling reads them."""
+    taps = None
+    if MULTILAYER in spec.poolings:
+        taps = last_blocks_taps(getattr(model, "blocks", None), spec.name)
+    return Backbone(model, partial(_pool, taps=taps), spec.poolings)
 
 
 def build_timm(spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Backbone:
@@ -67,7 +94,7 @@ def build_timm(spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Ba
 
     if weights is not None:
         with reading_weights(weights, f"a {spec.checkpoint} checkpoint timm can load"):
-            return Backbone(_create_from_file(spec, weights), _pool, spec.poolings)
+            return timm_backbone(_create_from_file(spec, weights), spec)
     try:
         model = timm.create_model(
             spec.checkpoint, pretrained=pretrained, num_classes=0, **spec.build_kwargs
@@ -79,7 +106,7 @@ def build_timm(spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Ba
             f"hub id {hub_id!r} in the Hugging Face cache (`hf download {hub_id}` on a "
             "machine with internet, then copy ~/.cache/huggingface), or pass --weights FILE."
         ) from error
-    return Backbone(model, _pool, spec.poolings)
+    return timm_backbone(model, spec)
 
 
 def _create_from_file(spec: ModelSpec, weights: Path):

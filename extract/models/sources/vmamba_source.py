@@ -18,6 +18,7 @@ from medprobe.cache.errors import ToolkitError
 from medprobe.extract.models.backbone import Backbone
 from medprobe.extract.models.sources.strict import load_strictly, reading_weights
 from medprobe.extract.models.spec import ModelSpec
+from medprobe.extract.models.tokens import TOKENS, grid_from_map
 from medprobe.extract.offline import is_offline
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,10 @@ def load_vmamba_checkpoint(path: Path) -> object:
 
 
 def _pool(encoder, images):
-    return {"pooled": encoder(images)}
+    """The classifier's pooling (what `VSSM.forward` returns without a head) and the last
+    stage's feature map it averages, from one pass."""
+    features = encoder.forward_features(images)
+    return {"pooled": features.mean(dim=(2, 3)), TOKENS: grid_from_map(features)}
 
 
 def build_vmamba(spec: ModelSpec, *, weights: Path | None, pretrained: bool) -> Backbone:

@@ -11,12 +11,19 @@ from medprobe.extract.models.backbone import pool_tokens
 from medprobe.extract.models.describe import check_model
 
 
-def meta_dims(name: str) -> dict[str, int]:
+def meta_outputs(name: str, token_side: int | None = None) -> dict[str, tuple[int, ...]]:
+    """Output shapes of `name`'s real architecture for one image, with the token grid when
+    `token_side` is set (and its layout, as the plan computes it, under 'layout')."""
     spec = resolve_model(name)
     with torch.device("meta"):
         backbone = build_backbone(spec, pretrained=False)
         side = spec.preprocessing.input_size
-        return {p: v.shape[-1] for p, v in backbone(torch.zeros(1, 3, side, side)).items()}
+        shapes = {}
+        if token_side is not None:
+            backbone.token_side = token_side
+            shapes["layout"] = backbone.token_layout(side, token_side)
+        outputs = backbone(torch.zeros(1, 3, side, side))
+        return {**shapes, **{p: tuple(v.shape) for p, v in outputs.items()}}
 
 
 # The smallest member of each family runs by default; the bigger ones (same code path, a
@@ -50,10 +57,34 @@ def _registry_params():
         yield pytest.param(spec.name, id=spec.name, marks=marks)
 
 
+# The token grid at --tokens 8 of one member per family: (grid, prefix tokens, token size).
+TOKEN_LAYOUTS = {
+    "efficientnet-lite0": ([7, 7], 0, 1280),  # 7 x 7 map, under 8 x 8: kept as it is
+    "dinov2-s": ([8, 8], 1, 384),  # 16 x 16 patches pooled to 8 x 8, CLS first
+    "aimv2": ([8, 8], 0, 1024),  # no class token
+    "sam": ([8, 8], 0, 256),  # the 256-channel neck
+    "sam2-t": ([7, 7], 0, 768),  # Hiera's last stage (channels last)
+    "openclip": ([8, 8], 1, 768),  # the tower's width, before the projection to 512
+    "coca": ([7, 7], 1, 768),  # ViT-B/32: the transformer's tokens, not the pooler's queries
+    "blip": ([8, 8], 1, 768),
+    "rad-dino": ([8, 8], 1, 768),
+    "seem": ([7, 7], 0, 768),
+    "vmamba-s": ([7, 7], 0, 768),
+}
+
+
 @pytest.mark.parametrize("name", list(_registry_params()))
-def test_real_configurations_give_the_stated_embedding_size(name):
+def test_real_configurations_give_the_stated_embedding_size_and_a_token_grid(name):
     spec = resolve_model(name)
-    assert meta_dims(name) == dict.fromkeys(spec.poolings, spec.embed_dim)
+    shapes = meta_outputs(name, token_side=8)
+    layout = shapes.pop("layout")
+    tokens = shapes.pop("tokens")
+    assert {p: s[-1] for p, s in shapes.items()} == {p: spec.pooling_dim(p) for p in spec.poolings}
+    height, width = layout["grid"]
+    assert height <= 8 and width <= 8
+    assert tokens == (1, layout["prefix_tokens"] + height * width, layout["dim"])
+    if name in TOKEN_LAYOUTS:
+        assert (layout["grid"], layout["prefix_tokens"], layout["dim"]) == TOKEN_LAYOUTS[name]
 
 
 @pytest.mark.parametrize(
