@@ -4,13 +4,15 @@
 2. N models in one pass / N models in separate passes (decode once, feed many)
 3. reduced-size JPEG decode (libjpeg DCT scaling) / full decode, 3000x2000 JPEGs
 4. HDF5 write time as a share of the run
+5. the cost of `--tokens 8`: end-to-end images/s and store bytes per image with and without
+   tokens, passes alternated (machine load hits both arms alike), and the pure forward pass
 
 It writes its own images (realistic sizes: 390x320 grey JPEG as CheXpert-small, 1024^2 JPEG,
 2416x1736 PNG as APTOS fundus photos) into a temporary folder, so it runs anywhere. On a CPU it
 uses tiny models (random weights; speed does not depend on them); on CUDA the real architectures.
 
     python -m bench.extraction [--quick] [--device cuda] [--models vit-b14,vit-l14,sam-b]
-                               [--sections 1,2,3,4] [--decode cpu,gpu]
+                               [--sections 1,2,3,4,5] [--decode cpu,gpu]
 """
 
 import argparse
@@ -43,6 +45,8 @@ from medprobe.extract.pipeline import (
 from medprobe.extract.transforms import normalise_on_device
 
 P224 = Preprocessing(224, 256, IMAGENET_MEAN, IMAGENET_STD)
+# The token grid section 5 prices: `extract run --tokens 8`.
+TOKEN_SIDE = 8
 P224_SQUASH = Preprocessing(224, 224, IMAGENET_MEAN, IMAGENET_STD, crop="squash")
 
 # Real architectures for a GPU run (random weights: throughput does not depend on them).
@@ -158,10 +162,16 @@ def timed_store_writes() -> Iterator[list[float]]:
 
 
 def pure_forward_rate(
-    spec: ModelSpec, device: torch.device, batch_size: int, n_batches: int
+    spec: ModelSpec,
+    device: torch.device,
+    batch_size: int,
+    n_batches: int,
+    token_side: int | None = None,
 ) -> float:
-    """images/s of normalise + forward on uint8 tensors already in memory."""
+    """images/s of normalise + forward on uint8 tensors already in memory (with the token grid
+    pooled to `token_side` and copied to the host too, when set)."""
     backbone = build_backbone(spec, pretrained=False).to(device, memory_format=torch.channels_last)
+    backbone.token_side = token_side
     side = spec.preprocessing.input_size
     batch = torch.randint(0, 255, (batch_size, 3, side, side), dtype=torch.uint8)
     if device.type == "cuda":
@@ -221,6 +231,23 @@ def run_pass(
     return elapsed, report.images_per_second or 0.0, sum(spent)
 
 
+def tokens_cost(
+    images: Path, spec: ModelSpec, root: Path, options: ExtractionOptions, repeats: int
+) -> dict[int | None, tuple[float, float]]:
+    """{token side (None: no tokens): (median end-to-end images/s, store bytes per image)} over
+    `repeats` passes per arm, the arms alternated so that load from elsewhere hits both."""
+    rates: dict[int | None, list[float]] = {None: [], TOKEN_SIDE: []}
+    sizes: dict[int | None, float] = {}
+    n_images = len(list(images.rglob("*.jpg")))
+    for repeat in range(repeats):
+        for side in rates:
+            folder = root / f"{spec.name}-{side}-{repeat}"
+            _, rate, _ = run_pass(images, [spec], folder, replace(options, tokens=side))
+            rates[side].append(rate)
+            sizes[side] = sum(p.stat().st_size for p in folder.rglob("*.h5")) / n_images
+    return {side: (float(np.median(rates[side])), sizes[side]) for side in rates}
+
+
 def decode_ratio(images: list[Path], min_side: int) -> tuple[float, float]:
     """(full decode s/image, reduced decode s/image)."""
     timings = []
@@ -261,7 +288,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--sections",
-        default="1,2,3,4",
+        default="1,2,3,4,5",
         help="which ratios to measure (4 needs 1), e.g. to fit a time limit per command",
     )
     parser.add_argument(
@@ -271,8 +298,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     sections = {int(s) for s in args.sections.split(",")}
-    if not sections <= {1, 2, 3, 4} or (4 in sections and 1 not in sections):
-        parser.error(f"--sections {args.sections}: choose from 1,2,3,4; 4 needs 1")
+    if not sections <= {1, 2, 3, 4, 5} or (4 in sections and 1 not in sections):
+        parser.error(f"--sections {args.sections}: choose from 1,2,3,4,5; 4 needs 1")
     device = resolve_device(args.device)
     on_gpu = device.type == "cuda"
     table = GPU_MODELS if on_gpu else CPU_MODELS
@@ -386,6 +413,30 @@ def main() -> None:
                 f"   {write_seconds:6.2f} s of {run_seconds:6.1f} s = "
                 f"{100 * write_seconds / run_seconds:4.1f} %"
             )
+
+        if 5 in sections:
+            n_tokens = (32 if on_gpu else 16) * scale
+            xray = write_images(
+                tmp_path / "xray5", n_images=n_tokens, size=(390, 320), suffix=".jpg", grey=True
+            )
+            print(
+                f"\n5. --tokens {TOKEN_SIDE} / no tokens ({n_tokens} 390x320 grey JPEGs, median "
+                "of 3 alternated passes each; pure forward on ready tensors)"
+            )
+            run_pass(xray, specs[:1], tmp_path / "c5-warm-up", replace(options, limit=2))
+            for spec in specs:
+                costs = tokens_cost(xray, spec, tmp_path / "c5", options, repeats=3)
+                (plain, plain_bytes), (tokens, token_bytes) = costs[None], costs[TOKEN_SIDE]
+                forward = [
+                    pure_forward_rate(spec, device, batch_size, 2 * scale, token_side=side)
+                    for side in (None, TOKEN_SIDE, None, TOKEN_SIDE)
+                ]
+                print(
+                    f"   {spec.name:12s} end-to-end {plain:7.1f} -> {tokens:7.1f} img/s "
+                    f"(ratio {tokens / plain:4.2f}); store {plain_bytes / 1024:6.1f} -> "
+                    f"{token_bytes / 1024:6.1f} KiB/img; forward "
+                    f"{max(forward[0::2]):7.1f} -> {max(forward[1::2]):7.1f} img/s"
+                )
 
 
 if __name__ == "__main__":
