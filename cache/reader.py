@@ -6,7 +6,7 @@ name, what is wrong and the fix, instead of reaching a probe as wrong numbers.
 """
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -30,6 +30,17 @@ from medprobe.cache.schema import (
 
 if TYPE_CHECKING:  # pandas only where a frame is built
     import pandas as pd
+
+
+RANDOM_INIT_MARK = " (random init)"
+
+
+def display_model_name(model: Mapping[str, Any]) -> str:
+    """A store spec's `model` section as a name to show: a random initialisation (the spec's
+    `pretrained` false, no weights file) is never shown under the pretrained model's name."""
+    name = str(model["name"])
+    random_init = model.get("pretrained") is False and "weights_sha256" not in model
+    return name + RANDOM_INIT_MARK if random_init else name
 
 
 def damaged(path: Path, what: str) -> ToolkitError:
@@ -95,6 +106,13 @@ class Store:
 
     @property
     def model_name(self) -> str:
+        """The model as every listing, table, CSV and legend names it: the registry name, marked
+        `(random init)` for an architecture run without its weights (`--no-pretrained`)."""
+        return display_model_name(self.spec["model"])
+
+    @property
+    def model_id(self) -> str:
+        """The model's name as its spec holds it (what the file name is made from)."""
         return str(self.spec["model"]["name"])
 
     @property

@@ -28,6 +28,7 @@ from medprobe.cache import (
 from medprobe.cache.errors import Interrupted
 from medprobe.cache.files.paths import lock_path
 from medprobe.cache.lock import StoreLock
+from medprobe.cache.reader import display_model_name
 from medprobe.extract.datasets.base import ImageDataset
 from medprobe.extract.forward import Embedder, MicroBatcher, StoreFeed, pixels_embedder
 from medprobe.extract.gpu_decode import (
@@ -292,7 +293,7 @@ def _run_pass(
     )
     started = time.perf_counter()
     n_images = 0
-    names = ", ".join(w.spec.model["name"] for w in writers)
+    names = ", ".join(display_model_name(w.spec.model) for w in writers)
     with extraction_progress(
         escape(f"{dataset.name} x {names}"),
         total=len(images),

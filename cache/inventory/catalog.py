@@ -26,7 +26,7 @@ from medprobe.cache.files.paths import (
 from medprobe.cache.journal import contiguous_parts, read_header
 from medprobe.cache.key import StoreSpec
 from medprobe.cache.lock import StoreLock
-from medprobe.cache.reader import NotAStore, Store, open_store, read_attrs
+from medprobe.cache.reader import NotAStore, Store, display_model_name, open_store, read_attrs
 from medprobe.cache.schema import JOURNAL_SUFFIX, STORE_SUFFIX
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def _entry_for_store(path: Path) -> StoreEntry:
         rows, dim, dtype = store.n_rows, store.dim, str(store.spec["dtype"])
     except (ToolkitError, OSError, KeyError, IndexError, ValueError) as error:
         return _not_a_store(path, f"damaged: {error}")
-    expected = expected_location(path, store.dataset_name, store.model_name, store.key)
+    expected = expected_location(path, store.dataset_name, store.model_id, store.key)
     return StoreEntry(
         path=path,
         dataset=store.dataset_name,
@@ -106,7 +106,7 @@ def _entry_for_journal(journal: Path) -> StoreEntry | None:
         return StoreEntry(
             path=path,
             dataset=str(spec["dataset"]["name"]),
-            model=str(spec["model"]["name"]),
+            model=display_model_name(spec["model"]),
             key=str(header["key"]),
             poolings=tuple(spec["poolings"]),
             dtype=str(spec["dtype"]),

@@ -66,7 +66,7 @@ def _metadata_problems(store: Store) -> list[str]:
                 problems.append("the 'key' attribute does not match the hash of its 'spec'")
         except (TypeError, ToolkitError) as error:
             problems.append(f"the 'spec' attribute is malformed: {error}")
-    expected = expected_location(store.path, store.dataset_name, store.model_name, store.key)
+    expected = expected_location(store.path, store.dataset_name, store.model_id, store.key)
     if expected != store.path:
         problems.append(
             f"its name does not match its key: it should be {expected} (renamed or copied by "
