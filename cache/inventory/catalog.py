@@ -161,6 +161,48 @@ def refuse_copies(entries: list[StoreEntry]) -> None:
             )
 
 
+def dataset_difference(a: Store, b: Store) -> str:
+    """What differs between the datasets two stores of one dataset name were extracted from,
+    and the fix: another folder under the same name, a trial beside a full run, other adapter
+    options, or (none of these) data that changed between the two extractions."""
+    spec_a, spec_b = _flat(a.spec["dataset"]), _flat(b.spec["dataset"])
+    for fact in ("data_root", "limit"):
+        spec_a[fact], spec_b[fact] = a.info.get(fact), b.info.get(fact)
+    facts = [
+        (key, spec_a.get(key), spec_b.get(key))
+        for key in sorted(set(spec_a) | set(spec_b))
+        if key not in ("fingerprint", "sources") and spec_a.get(key) != spec_b.get(key)
+    ]
+    if not facts:
+        return (
+            "both were extracted from the same folder with the same options, so the images or "
+            "labels changed in between; `cache rm` the stale one and extract it again"
+        )
+    differs = "; ".join(f"{key} {left!r} vs {right!r}" for key, left, right in facts)
+    keys = {key for key, _, _ in facts}
+    if "data_root" in keys:
+        fix = (
+            "two datasets share one name: extract each under its own (`extract run --option "
+            "name=NAME`, e.g. name=skin-a), then `cache rm` the stores under the shared name"
+        )
+    elif "limit" in keys:
+        fix = "a trial run (--limit) sits beside another run: `cache rm` the one you do not want"
+    else:
+        fix = "extracted with different dataset options: `cache rm` the one you do not want"
+    return f"they differ in {differs}; {fix}"
+
+
+def _flat(section: dict) -> dict:
+    """`{"options": {"seed": 7}}` as `{"options.seed": 7}`: one fact per differing value."""
+    flat = {}
+    for key, value in section.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{inner}": v for inner, v in _flat(value).items()})
+        else:
+            flat[key] = value
+    return flat
+
+
 def complete_stores(cache_root: Path) -> list[Store]:
     """Every complete store under `cache_root`, opened for reading, one per key."""
     entries = [e for e in list_stores(cache_root) if e.usable]
