@@ -25,6 +25,7 @@ from medprobe.cache.schema import (
     EMBEDDINGS_GROUP,
     SKIPPED_GROUP,
     SPLITS,
+    STORE_SUFFIX,
     UNCHECKSUMMED_CONTAINER_FORMAT,
 )
 
@@ -319,15 +320,36 @@ class NotAStore(ToolkitError):
     does not parse. `reason` says which, without the path."""
 
     def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(
-            f"{path} is not a store: {reason}. If it is a damaged store, `cache rm {path}` and "
-            "extract again; if it is a file of yours, move it out of the cache root"
-        )
+        if Path(path).suffix == STORE_SUFFIX:
+            fix = (
+                f"If it is a damaged store, `cache rm {path}` and extract again; if it is a file "
+                "of yours, move it out of the cache root"
+            )
+        else:  # never advise removing a file that does not even look like a store
+            fix = "Stores are the .h5 files under a cache root (`cache ls` lists them)"
+        super().__init__(f"{path} is not a store: {reason}. {fix}")
         self.reason = reason
+
+
+class UnreadableFile(ToolkitError):
+    """A file this process may not read (permissions, a broken link): not "not a store", which
+    would advise removing what may be a sound store. `reason` says why, without the path."""
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        self.reason = f"cannot be read ({error.strerror or error})"
+        super().__init__(
+            f"{path} {self.reason}; give this user read access (e.g. `chmod u+r`) or run as the "
+            "file's owner"
+        )
 
 
 def read_attrs(path: Path) -> dict[str, Any]:
     """The root attributes of an HDF5 file, decoded to Python values."""
+    try:  # h5py reports a permission problem as "unable to open file": ask the OS first
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise UnreadableFile(path, error) from error
     try:
         with h5py.File(path, "r") as handle:
             return {

@@ -20,13 +20,21 @@ from medprobe.cache.files.paths import (
     expected_location,
     journal_dir,
     lock_path,
+    slug,
     store_of,
     store_path,
 )
 from medprobe.cache.journal import contiguous_parts, read_header
 from medprobe.cache.key import StoreSpec
 from medprobe.cache.lock import StoreLock
-from medprobe.cache.reader import NotAStore, Store, display_model_name, open_store, read_attrs
+from medprobe.cache.reader import (
+    NotAStore,
+    Store,
+    UnreadableFile,
+    display_model_name,
+    open_store,
+    read_attrs,
+)
 from medprobe.cache.schema import JOURNAL_SUFFIX, STORE_SUFFIX
 
 logger = logging.getLogger(__name__)
@@ -73,6 +81,8 @@ def _entry_for_store(path: Path) -> StoreEntry:
         store = open_store(path, require_complete=False)
     except NotAStore as error:
         return _not_a_store(path, f"not a store: {error.reason}")
+    except UnreadableFile as error:
+        return _not_a_store(path, f"{error.reason}: give this user read access (`chmod u+r`)")
     try:
         rows, dim, dtype = store.n_rows, store.dim, str(store.spec["dtype"])
     except (ToolkitError, OSError, KeyError, IndexError, ValueError) as error:
@@ -131,18 +141,76 @@ def _with_copies_marked(entries: list[StoreEntry]) -> list[StoreEntry]:
     ]
 
 
+def _children(folder: Path) -> list[os.DirEntry[str]]:
+    with os.scandir(folder) as entries:
+        return sorted(entries, key=lambda e: e.name)
+
+
+def _unreadable(path: Path, what: str, error: OSError) -> StoreEntry:
+    """An entry for what could not be read: listed (and failing `cache verify`), never skipped."""
+    return StoreEntry(
+        path, path.name, "", "", problem=f"cannot read {what} ({error.strerror or error}): {FIX}"
+    )
+
+
+FIX = "any store in it is not listed; give this user read access (`chmod u+rx`) or move it out"
+
+
+def _entry_for_file(path: Path) -> StoreEntry | None:
+    """The entry for `<folder>/<name>.h5` or `.journal`, or None for what is not one of them."""
+    if path.name.endswith(JOURNAL_SUFFIX) and path.is_dir():
+        return _entry_for_journal(path)
+    if not path.name.endswith(STORE_SUFFIX):
+        return None
+    if path.is_file():
+        return _entry_for_store(path)
+    what = "a folder" if path.is_dir() else "not a regular file (a broken link?)"
+    return _not_a_store(path, f"not a store: {what} where a store file is expected")
+
+
+def _in_the_root(root: Path, entry: StoreEntry | None) -> StoreEntry | None:
+    """A store placed directly in the cache root: listed, with where it belongs, and not
+    probed there (every store lives in its dataset's folder, which is what keys a location)."""
+    if entry is None or entry.problem or not entry.path.is_file():
+        return entry
+    belongs = root / slug(entry.dataset) / entry.path.name
+    return replace(
+        entry,
+        misnamed=None,
+        problem=f"placed directly in the cache root, so not probed: move it to {belongs}",
+    )
+
+
 def list_stores(cache_root: Path) -> list[StoreEntry]:
     """Every store, unfinished journal and foreign `.h5` file under `cache_root`, sorted by
-    dataset then model."""
+    dataset then model. Stores live in `<root>/<dataset>/`; one placed directly in the root is
+    listed too (its expected place is named, as for any misnamed store). A folder that cannot be
+    read is an entry with a problem, not a silent gap."""
     root = Path(cache_root)
     if not root.is_dir():
         return []
-    entries = [_entry_for_store(p) for p in root.glob(f"*/*{STORE_SUFFIX}") if p.is_file()]
-    entries += [
-        e for j in root.glob(f"*/*{JOURNAL_SUFFIX}") if j.is_dir() and (e := _entry_for_journal(j))
-    ]
+    try:
+        top = _children(root)
+    except OSError as error:
+        raise ToolkitError(
+            f"cannot read the cache root {root} ({error.strerror or error}); give this user "
+            "read access or pass --cache-dir to name another root"
+        ) from error
+    entries = []
+    for child in top:
+        path = Path(child.path)
+        if not child.is_dir() or child.name.endswith(JOURNAL_SUFFIX):
+            entries.append(_in_the_root(root, _entry_for_file(path)))
+            continue
+        try:
+            inside = _children(path)
+        except OSError as error:
+            entries.append(_unreadable(path, "this folder", error))
+            continue
+        entries += [_entry_for_file(Path(e.path)) for e in inside]
     return sorted(
-        _with_copies_marked(entries), key=lambda e: (e.dataset, e.model, e.key, str(e.path))
+        _with_copies_marked([e for e in entries if e is not None]),
+        key=lambda e: (e.dataset, e.model, e.key, str(e.path)),
     )
 
 
