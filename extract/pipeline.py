@@ -30,6 +30,7 @@ from medprobe.cache.files.paths import lock_path
 from medprobe.cache.lock import StoreLock
 from medprobe.cache.reader import display_model_name
 from medprobe.extract.datasets.base import ImageDataset
+from medprobe.extract.datasets.splits import split_warnings
 from medprobe.extract.forward import Embedder, MicroBatcher, StoreFeed, pixels_embedder
 from medprobe.extract.gpu_decode import (
     DeviceJpegDecoder,
@@ -116,6 +117,8 @@ def extract_dataset(
         check_device_decoding([s.preprocessing for s in specs], device)
     positions = select_rows(len(dataset.rows), options.limit)
     full_rows = subset_rows(dataset.rows, positions)
+    for warning in split_warnings(full_rows.splits, full_rows.labels, dataset.task.label_names):
+        logger.warning("%s: %s", dataset.name, warning)
     sources = dataset.sources_fingerprint(positions)
     if options.shard is not None:
         positions = shard_positions(positions, *options.shard)
