@@ -117,6 +117,8 @@ def extract_dataset(
         check_device_decoding([s.preprocessing for s in specs], device)
     positions = select_rows(len(dataset.rows), options.limit)
     full_rows = subset_rows(dataset.rows, positions)
+    counts = {s: list(full_rows.splits).count(s) for s in ("train", "val", "test")}
+    logger.info("%s: %d images %s to extract", dataset.name, len(full_rows), counts)
     for warning in split_warnings(full_rows.splits, full_rows.labels, dataset.task.label_names):
         logger.warning("%s: %s", dataset.name, warning)
     sources = dataset.sources_fingerprint(positions)
@@ -221,6 +223,13 @@ def _write_targets(
                     logger.warning("pixel cache not written this time: %s", error)
                     continue
                 writers.append(writer)
+                logger.info(
+                    "%s: rows %d to %d of %d to write (a resumed store starts where it stopped)",
+                    target.path,
+                    writer.next_row,
+                    len(rows.table),
+                    len(rows.table),
+                )
                 feeds.append(
                     StoreFeed(writer, embed, view_keys.index(target.preprocessing.view_key))
                 )
@@ -256,6 +265,7 @@ def _writable_now(target: _Target) -> bool:
 
 
 def _embedder(spec: ModelSpec, device: torch.device, options: ExtractionOptions) -> Embedder:
+    logger.info("building %s (%s %s) for %s", spec.name, spec.source, spec.checkpoint, device)
     backbone = build_backbone(spec, weights=options.weights, pretrained=options.pretrained)
     return MicroBatcher(_prepare(backbone, device, options), device, spec)
 

@@ -1,6 +1,7 @@
 """`cache verify`: read every byte of a store and check it as the reader would, collecting every
 problem instead of stopping at the first (checksums, NaN/Inf, labels, ids, key, name)."""
 
+import logging
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
@@ -22,6 +23,7 @@ from medprobe.cache.schema import (
     UNCHECKSUMMED_CONTAINER_FORMAT,
 )
 
+logger = logging.getLogger(__name__)
 KNOWN_CONTAINER_FORMATS = (UNCHECKSUMMED_CONTAINER_FORMAT, CONTAINER_FORMAT)
 
 
@@ -34,6 +36,7 @@ def verify_store(path: Path) -> list[str]:
         store = open_store(path, require_complete=False)
     except ToolkitError as error:
         return [str(error)]
+    logger.info("verifying %s: splits %s, poolings %s", path, store.splits, store.poolings)
     problems = _metadata_problems(store)
     all_ids: list[str] = []
     checks: list[Callable[[], object]] = [store.skipped]
