@@ -24,7 +24,7 @@ PREFIXES = ("timm:", "hf:", "open_clip:")
 # and the caller's global random state is left as it was.
 RANDOM_INIT_SEED = 0
 # Sources whose pretrained weights come from the Hugging Face hub (and its cache).
-HUB_SOURCES = ("timm", "hf", "open_clip")
+HUB_SOURCES = ("timm", "hf", "open_clip", "seem")
 
 
 class ModelRegistry:
