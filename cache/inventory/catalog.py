@@ -146,14 +146,14 @@ def _children(folder: Path) -> list[os.DirEntry[str]]:
         return sorted(entries, key=lambda e: e.name)
 
 
-def _unreadable(path: Path, what: str, error: OSError) -> StoreEntry:
-    """An entry for what could not be read: listed (and failing `cache verify`), never skipped."""
-    return StoreEntry(
-        path, path.name, "", "", problem=f"cannot read {what} ({error.strerror or error}): {FIX}"
+def _unreadable_folder(path: Path, error: OSError) -> StoreEntry:
+    """An entry for a folder that could not be read: listed (and failing `cache verify`), never
+    skipped as if it held nothing."""
+    problem = (
+        f"cannot read this folder ({error.strerror or error}): any store in it is not listed; "
+        "give this user read access (`chmod u+rx`) or move it out of the cache root"
     )
-
-
-FIX = "any store in it is not listed; give this user read access (`chmod u+rx`) or move it out"
+    return StoreEntry(path, path.name, "", "", problem=problem)
 
 
 def _entry_for_file(path: Path) -> StoreEntry | None:
@@ -205,7 +205,7 @@ def list_stores(cache_root: Path) -> list[StoreEntry]:
         try:
             inside = _children(path)
         except OSError as error:
-            entries.append(_unreadable(path, "this folder", error))
+            entries.append(_unreadable_folder(path, error))
             continue
         entries += [_entry_for_file(Path(e.path)) for e in inside]
     return sorted(
