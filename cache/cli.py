@@ -97,9 +97,14 @@ def _verify_all(paths: list[Path] | None, cache_dir: Path | None) -> dict[Path, 
     (files that are not stores fail, and so do two files that hold one key)."""
     if paths:
         return {p: verify_store(p) for p in paths}
-    entries = [e for e in list_stores(resolve_cache_root(cache_dir)) if e.usable or e.problem]
+    root = resolve_cache_root(cache_dir)
+    listed = list_stores(root)
+    # Every published file: one whose 'complete' flag is not set fails (a journal still being
+    # written is no published file, and `cache ls` shows its progress).
+    entries = [e for e in listed if e.usable or e.problem or e.path.is_file()]
     if not entries:
-        raise ToolkitError("no complete stores to verify")
+        unfinished = f" ({len(listed)} unfinished: see `cache ls`)" if listed else ""
+        raise ToolkitError(f"no stores to verify under {root}{unfinished}")
     results = {}
     for entry in entries:
         problems = [entry.problem] if entry.problem else verify_store(entry.path)

@@ -6,7 +6,7 @@ name, what is wrong and the fix, instead of reaching a probe as wrong numbers.
 """
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -25,6 +25,7 @@ from medprobe.cache.schema import (
     EMBEDDINGS_GROUP,
     SKIPPED_GROUP,
     SPLITS,
+    STORE_SUFFIX,
     TOKENS_DATASET,
     UNCHECKSUMMED_CONTAINER_FORMAT,
 )
@@ -32,6 +33,17 @@ from medprobe.cache.tokens import TokenLayout, read_token_rows
 
 if TYPE_CHECKING:  # pandas only where a frame is built
     import pandas as pd
+
+
+RANDOM_INIT_MARK = " (random init)"
+
+
+def display_model_name(model: Mapping[str, Any]) -> str:
+    """A store spec's `model` section as a name to show: a random initialisation (the spec's
+    `pretrained` false, no weights file) is never shown under the pretrained model's name."""
+    name = str(model["name"])
+    random_init = model.get("pretrained") is False and "weights_sha256" not in model
+    return name + RANDOM_INIT_MARK if random_init else name
 
 
 def damaged(path: Path, what: str) -> ToolkitError:
@@ -97,6 +109,13 @@ class Store:
 
     @property
     def model_name(self) -> str:
+        """The model as every listing, table, CSV and legend names it: the registry name, marked
+        `(random init)` for an architecture run without its weights (`--no-pretrained`)."""
+        return display_model_name(self.spec["model"])
+
+    @property
+    def model_id(self) -> str:
+        """The model's name as its spec holds it (what the file name is made from)."""
         return str(self.spec["model"]["name"])
 
     @property
@@ -352,15 +371,36 @@ class NotAStore(ToolkitError):
     does not parse. `reason` says which, without the path."""
 
     def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(
-            f"{path} is not a store: {reason}. If it is a damaged store, `cache rm {path}` and "
-            "extract again; if it is a file of yours, move it out of the cache root"
-        )
+        if Path(path).suffix == STORE_SUFFIX:
+            fix = (
+                f"If it is a damaged store, `cache rm {path}` and extract again; if it is a file "
+                "of yours, move it out of the cache root"
+            )
+        else:  # never advise removing a file that does not even look like a store
+            fix = "Stores are the .h5 files under a cache root (`cache ls` lists them)"
+        super().__init__(f"{path} is not a store: {reason}. {fix}")
         self.reason = reason
+
+
+class UnreadableFile(ToolkitError):
+    """A file this process may not read (permissions, a broken link): not "not a store", which
+    would advise removing what may be a sound store. `reason` says why, without the path."""
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        self.reason = f"cannot be read ({error.strerror or error})"
+        super().__init__(
+            f"{path} {self.reason}; give this user read access (e.g. `chmod u+r`) or run as the "
+            "file's owner"
+        )
 
 
 def read_attrs(path: Path) -> dict[str, Any]:
     """The root attributes of an HDF5 file, decoded to Python values."""
+    try:  # h5py reports a permission problem as "unable to open file": ask the OS first
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise UnreadableFile(path, error) from error
     try:
         with h5py.File(path, "r") as handle:
             return {

@@ -51,3 +51,6 @@ LOCK_SUFFIX = ".lock"
 CONTAINER_FORMAT = 3
 CONTAINER_FORMAT_ATTR = "container_format"
 UNCHECKSUMMED_CONTAINER_FORMAT = 2  # what a store without the attribute was written in
+# What a store's `spec['task']` may say: what `cache verify` accepts and adapters declare.
+TASK_KINDS = ("multiclass", "binary", "ordinal", "multilabel")
+HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "quadratic_kappa", "mean_auroc")

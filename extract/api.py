@@ -6,6 +6,7 @@ probe side, which never needs torch. The pipeline is imported when extraction is
 
 import dataclasses
 import difflib
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.files.root import resolve_cache_root
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from medprobe.extract.options import ExtractionOptions
@@ -85,6 +88,7 @@ def extract(
     root = resolve_cache_root(cache_dir)
     specs = [resolve_model(name) for name in names]
     check_models(specs, run_options)
+    logger.info("indexing dataset %s at %s", dataset, data_dir or f"data/{dataset}")
     loaded = build_dataset(
         dataset, Path(data_dir) if data_dir is not None else None, **(dataset_options or {})
     )

@@ -1,6 +1,5 @@
 """`extract run | submit | models | datasets`: embed datasets with frozen models into the cache."""
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,7 +43,13 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
                     break
                 except ValueError:
                     continue
-        options[key.replace("-", "_")] = value
+        name = key.replace("-", "_")
+        if name in options:
+            raise ToolkitError(
+                f"--option {key} is given twice ({name}={options[name]!r} and {pair!r}); "
+                "give each option once"
+            )
+        options[name] = value
     return options
 
 
@@ -385,12 +390,7 @@ def datasets() -> None:
     for column in ("name", "layout", "options"):
         table.add_column(column)
     for name, entry in sorted(DATASETS.items()):
-        fields = [
-            f.name
-            for f in dataclasses.fields(entry.factory)
-            if f.init and f.name not in ("name", "root")
-        ]
-        table.add_row(name, entry.layout, ", ".join(fields) or "-")
+        table.add_row(name, entry.layout, ", ".join(entry.option_names) or "-")
     table_console().print(table)
 
 

@@ -33,10 +33,16 @@ class ConfiguredDataset:
 
 def load_data_config(config_path: Path | None, known: list[str]) -> list[ConfiguredDataset]:
     """The datasets named in the config file, or `data/<name>` for each of `known` without one."""
-    path = Path(config_path or os.environ.get(DATA_CONFIG_ENV) or DEFAULT_DATA_CONFIG)
+    from_env = os.environ.get(DATA_CONFIG_ENV)
+    path = Path(config_path or from_env or DEFAULT_DATA_CONFIG)
     if not path.is_file():
         if config_path is not None:
             raise ToolkitError(f"--config {config_path}: no such file")
+        if from_env:  # named on purpose: falling back to data/<name> would hide the typo
+            raise ToolkitError(
+                f"${DATA_CONFIG_ENV}={from_env!r}: no such file; fix the path, or unset "
+                f"{DATA_CONFIG_ENV} to look for ./{DEFAULT_DATA_CONFIG} and data/<name>"
+            )
         return [ConfiguredDataset(name, Path("data") / name) for name in known]
     try:
         table = tomllib.loads(path.read_text())

@@ -29,7 +29,9 @@ from medprobe.cache import (
 from medprobe.cache.errors import Interrupted
 from medprobe.cache.files.paths import lock_path
 from medprobe.cache.lock import StoreLock
+from medprobe.cache.reader import display_model_name
 from medprobe.extract.datasets.base import ImageDataset
+from medprobe.extract.datasets.splits import split_warnings
 from medprobe.extract.forward import Embedder, MicroBatcher, StoreFeed, pixels_embedder
 from medprobe.extract.gpu_decode import (
     DeviceJpegDecoder,
@@ -117,6 +119,10 @@ def extract_dataset(
         check_device_decoding([s.preprocessing for s in specs], device)
     positions = select_rows(len(dataset.rows), options.limit)
     full_rows = subset_rows(dataset.rows, positions)
+    counts = {s: list(full_rows.splits).count(s) for s in ("train", "val", "test")}
+    logger.info("%s: %d images %s to extract", dataset.name, len(full_rows), counts)
+    for warning in split_warnings(full_rows.splits, full_rows.labels, dataset.task.label_names):
+        logger.warning("%s: %s", dataset.name, warning)
     sources = dataset.sources_fingerprint(positions)
     if options.shard is not None:
         positions = shard_positions(positions, *options.shard)
@@ -230,6 +236,13 @@ def _write_targets(
                     logger.warning("pixel cache not written this time: %s", error)
                     continue
                 writers.append(writer)
+                logger.info(
+                    "%s: rows %d to %d of %d to write (a resumed store starts where it stopped)",
+                    target.path,
+                    writer.next_row,
+                    len(rows.table),
+                    len(rows.table),
+                )
                 feeds.append(
                     StoreFeed(writer, embed, view_keys.index(target.preprocessing.view_key))
                 )
@@ -265,6 +278,7 @@ def _writable_now(target: _Target) -> bool:
 
 
 def _embedder(spec: ModelSpec, device: torch.device, options: ExtractionOptions) -> Embedder:
+    logger.info("building %s (%s %s) for %s", spec.name, spec.source, spec.checkpoint, device)
     backbone = build_backbone(spec, weights=options.weights, pretrained=options.pretrained)
     backbone.token_side = options.tokens
     return MicroBatcher(_prepare(backbone, device, options), device, spec)
@@ -306,7 +320,7 @@ def _run_pass(
     )
     started = time.perf_counter()
     n_images = 0
-    names = ", ".join(w.spec.model["name"] for w in writers)
+    names = ", ".join(display_model_name(w.spec.model) for w in writers)
     with extraction_progress(
         escape(f"{dataset.name} x {names}"),
         total=len(images),

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from medprobe.cache import Store, ToolkitError, list_stores, open_store
-from medprobe.cache.inventory.catalog import StoreEntry, refuse_copies
+from medprobe.cache.inventory.catalog import StoreEntry, dataset_difference, refuse_copies
 
 logger = logging.getLogger(__name__)
 
@@ -220,9 +220,8 @@ def _check_comparable(dataset: str, stores: list[Store]) -> None:
                 differing = len(set(rows.items()) ^ set(expected.items()))
                 raise ToolkitError(
                     f"stores of {dataset} disagree on the {split} split ({differing} ids or "
-                    f"labels differ): {reference.path.name} vs {other.path.name}. Were they "
-                    "extracted with different --limit or dataset options? Pick one with "
-                    "models=[...], or `cache rm` the stale one."
+                    f"labels differ): {reference.path} vs {other.path}: "
+                    f"{dataset_difference(reference, other)}"
                 )
 
 

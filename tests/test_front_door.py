@@ -48,7 +48,7 @@ def test_the_python_page_runs_as_written(tmp_path, monkeypatch):
     assert (tmp_path / "results" / "notebook" / "report.md").is_file()
     assert (tmp_path / "digits_accuracy.png").stat().st_size > 5000
     assert (tmp_path / "digits_cka.png").stat().st_size > 5000
-    entries = {"efficientnet-lite0:pooled", "timm:resnet10t:pooled"}
+    entries = {"efficientnet-lite0:pooled", "timm:resnet10t (random init):pooled"}
     paired = namespace["paired"]
     assert set(paired["entry"]) | set(paired["best"]) == entries
     assert set(namespace["summary"]["budget"]) == {"1-shot", "5-shot", "10-shot", "full"}

@@ -20,13 +20,21 @@ from medprobe.cache.files.paths import (
     expected_location,
     journal_dir,
     lock_path,
+    slug,
     store_of,
     store_path,
 )
 from medprobe.cache.journal import contiguous_parts, read_header
 from medprobe.cache.key import StoreSpec
 from medprobe.cache.lock import StoreLock
-from medprobe.cache.reader import NotAStore, Store, open_store, read_attrs
+from medprobe.cache.reader import (
+    NotAStore,
+    Store,
+    UnreadableFile,
+    display_model_name,
+    open_store,
+    read_attrs,
+)
 from medprobe.cache.schema import JOURNAL_SUFFIX, STORE_SUFFIX
 
 logger = logging.getLogger(__name__)
@@ -73,11 +81,13 @@ def _entry_for_store(path: Path) -> StoreEntry:
         store = open_store(path, require_complete=False)
     except NotAStore as error:
         return _not_a_store(path, f"not a store: {error.reason}")
+    except UnreadableFile as error:
+        return _not_a_store(path, f"{error.reason}: give this user read access (`chmod u+r`)")
     try:
         rows, dim, dtype = store.n_rows, store.dim, str(store.spec["dtype"])
     except (ToolkitError, OSError, KeyError, IndexError, ValueError) as error:
         return _not_a_store(path, f"damaged: {error}")
-    expected = expected_location(path, store.dataset_name, store.model_name, store.key)
+    expected = expected_location(path, store.dataset_name, store.model_id, store.key)
     return StoreEntry(
         path=path,
         dataset=store.dataset_name,
@@ -106,7 +116,7 @@ def _entry_for_journal(journal: Path) -> StoreEntry | None:
         return StoreEntry(
             path=path,
             dataset=str(spec["dataset"]["name"]),
-            model=str(spec["model"]["name"]),
+            model=display_model_name(spec["model"]),
             key=str(header["key"]),
             poolings=tuple(spec["poolings"]),
             dtype=str(spec["dtype"]),
@@ -131,18 +141,76 @@ def _with_copies_marked(entries: list[StoreEntry]) -> list[StoreEntry]:
     ]
 
 
+def _children(folder: Path) -> list[os.DirEntry[str]]:
+    with os.scandir(folder) as entries:
+        return sorted(entries, key=lambda e: e.name)
+
+
+def _unreadable_folder(path: Path, error: OSError) -> StoreEntry:
+    """An entry for a folder that could not be read: listed (and failing `cache verify`), never
+    skipped as if it held nothing."""
+    problem = (
+        f"cannot read this folder ({error.strerror or error}): any store in it is not listed; "
+        "give this user read access (`chmod u+rx`) or move it out of the cache root"
+    )
+    return StoreEntry(path, path.name, "", "", problem=problem)
+
+
+def _entry_for_file(path: Path) -> StoreEntry | None:
+    """The entry for `<folder>/<name>.h5` or `.journal`, or None for what is not one of them."""
+    if path.name.endswith(JOURNAL_SUFFIX) and path.is_dir():
+        return _entry_for_journal(path)
+    if not path.name.endswith(STORE_SUFFIX):
+        return None
+    if path.is_file():
+        return _entry_for_store(path)
+    what = "a folder" if path.is_dir() else "not a regular file (a broken link?)"
+    return _not_a_store(path, f"not a store: {what} where a store file is expected")
+
+
+def _in_the_root(root: Path, entry: StoreEntry | None) -> StoreEntry | None:
+    """A store placed directly in the cache root: listed, with where it belongs, and not
+    probed there (every store lives in its dataset's folder, which is what keys a location)."""
+    if entry is None or entry.problem or not entry.path.is_file():
+        return entry
+    belongs = root / slug(entry.dataset) / entry.path.name
+    return replace(
+        entry,
+        misnamed=None,
+        problem=f"placed directly in the cache root, so not probed: move it to {belongs}",
+    )
+
+
 def list_stores(cache_root: Path) -> list[StoreEntry]:
     """Every store, unfinished journal and foreign `.h5` file under `cache_root`, sorted by
-    dataset then model."""
+    dataset then model. Stores live in `<root>/<dataset>/`; one placed directly in the root is
+    listed too (its expected place is named, as for any misnamed store). A folder that cannot be
+    read is an entry with a problem, not a silent gap."""
     root = Path(cache_root)
     if not root.is_dir():
         return []
-    entries = [_entry_for_store(p) for p in root.glob(f"*/*{STORE_SUFFIX}") if p.is_file()]
-    entries += [
-        e for j in root.glob(f"*/*{JOURNAL_SUFFIX}") if j.is_dir() and (e := _entry_for_journal(j))
-    ]
+    try:
+        top = _children(root)
+    except OSError as error:
+        raise ToolkitError(
+            f"cannot read the cache root {root} ({error.strerror or error}); give this user "
+            "read access or pass --cache-dir to name another root"
+        ) from error
+    entries = []
+    for child in top:
+        path = Path(child.path)
+        if not child.is_dir() or child.name.endswith(JOURNAL_SUFFIX):
+            entries.append(_in_the_root(root, _entry_for_file(path)))
+            continue
+        try:
+            inside = _children(path)
+        except OSError as error:
+            entries.append(_unreadable_folder(path, error))
+            continue
+        entries += [_entry_for_file(Path(e.path)) for e in inside]
     return sorted(
-        _with_copies_marked(entries), key=lambda e: (e.dataset, e.model, e.key, str(e.path))
+        _with_copies_marked([e for e in entries if e is not None]),
+        key=lambda e: (e.dataset, e.model, e.key, str(e.path)),
     )
 
 
@@ -159,6 +227,48 @@ def refuse_copies(entries: list[StoreEntry]) -> None:
                 f"{', '.join(map(str, files))}; one key is one store, so keep one: "
                 f"`cache rm {' '.join(map(str, copies))}`"
             )
+
+
+def dataset_difference(a: Store, b: Store) -> str:
+    """What differs between the datasets two stores of one dataset name were extracted from,
+    and the fix: another folder under the same name, a trial beside a full run, other adapter
+    options, or (none of these) data that changed between the two extractions."""
+    spec_a, spec_b = _flat(a.spec["dataset"]), _flat(b.spec["dataset"])
+    for fact in ("data_root", "limit"):
+        spec_a[fact], spec_b[fact] = a.info.get(fact), b.info.get(fact)
+    facts = [
+        (key, spec_a.get(key), spec_b.get(key))
+        for key in sorted(set(spec_a) | set(spec_b))
+        if key not in ("fingerprint", "sources") and spec_a.get(key) != spec_b.get(key)
+    ]
+    if not facts:
+        return (
+            "both were extracted from the same folder with the same options, so the images or "
+            "labels changed in between; `cache rm` the stale one and extract it again"
+        )
+    differs = "; ".join(f"{key} {left!r} vs {right!r}" for key, left, right in facts)
+    keys = {key for key, _, _ in facts}
+    if "data_root" in keys:
+        fix = (
+            "two datasets share one name: extract each under its own (`extract run --option "
+            "name=NAME`, e.g. name=skin-a), then `cache rm` the stores under the shared name"
+        )
+    elif "limit" in keys:
+        fix = "a trial run (--limit) sits beside another run: `cache rm` the one you do not want"
+    else:
+        fix = "extracted with different dataset options: `cache rm` the one you do not want"
+    return f"they differ in {differs}; {fix}"
+
+
+def _flat(section: dict) -> dict:
+    """`{"options": {"seed": 7}}` as `{"options.seed": 7}`: one fact per differing value."""
+    flat = {}
+    for key, value in section.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{inner}": v for inner, v in _flat(value).items()})
+        else:
+            flat[key] = value
+    return flat
 
 
 def complete_stores(cache_root: Path) -> list[Store]:

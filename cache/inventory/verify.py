@@ -1,18 +1,30 @@
 """`cache verify`: read every byte of a store and check it as the reader would, collecting every
 problem instead of stopping at the first (checksums, NaN/Inf, labels, ids, key, name)."""
 
+import logging
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+import numpy as np
+
 from medprobe.cache.container import read_block_rows
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.files.paths import expected_location
 from medprobe.cache.inventory.checks import nonfinite_rows
-from medprobe.cache.key import StoreSpec
+from medprobe.cache.key import STORE_DTYPES, StoreSpec
 from medprobe.cache.reader import Store, damaged, open_store
-from medprobe.cache.schema import EMBEDDINGS_GROUP
+from medprobe.cache.schema import (
+    CONTAINER_FORMAT,
+    EMBEDDINGS_GROUP,
+    HEADLINE_METRICS,
+    TASK_KINDS,
+    UNCHECKSUMMED_CONTAINER_FORMAT,
+)
+
+logger = logging.getLogger(__name__)
+KNOWN_CONTAINER_FORMATS = (UNCHECKSUMMED_CONTAINER_FORMAT, CONTAINER_FORMAT)
 
 # Images per block when scanning tokens: 1024 images of 65 x 1024 float32 is 272 MiB at most.
 TOKEN_SCAN_ROWS = 1024
@@ -27,6 +39,7 @@ def verify_store(path: Path) -> list[str]:
         store = open_store(path, require_complete=False)
     except ToolkitError as error:
         return [str(error)]
+    logger.info("verifying %s: splits %s, poolings %s", path, store.splits, store.poolings)
     problems = _metadata_problems(store)
     all_ids: list[str] = []
     checks: list[Callable[[], object]] = [store.skipped]
@@ -58,8 +71,45 @@ def verify_notes(path: Path) -> list[str]:
     ]
 
 
-def _metadata_problems(store: Store) -> list[str]:
+def _format_problems(store: Store) -> list[str]:
+    """The two version numbers (`cache.schema`): the root attribute must repeat the spec's
+    content version, and the container format must be one this toolkit reads."""
     problems = []
+    attribute = store.attrs.get("format_version")
+    if attribute is not None and attribute != store.spec.get("format_version", 1):
+        problems.append(
+            f"its 'format_version' attribute ({attribute!r}) is not its spec's "
+            f"({store.spec.get('format_version', 1)!r}): the file was edited by hand"
+        )
+    if store.container_format not in KNOWN_CONTAINER_FORMATS:
+        problems.append(
+            f"container format {store.container_format!r} is none this toolkit reads "
+            f"({list(KNOWN_CONTAINER_FORMATS)}); a newer toolkit wrote it, or it was edited"
+        )
+    return problems
+
+
+def _task_problems(store: Store) -> list[str]:
+    """The spec's task against what probes can score (`cache.schema.TASK_KINDS`)."""
+    task, problems = store.task, []
+    if "kind" in task and task["kind"] not in TASK_KINDS:
+        problems.append(
+            f"its task kind {task['kind']!r} is none a probe scores; one of {list(TASK_KINDS)}"
+        )
+    if "headline_metric" in task and task["headline_metric"] not in HEADLINE_METRICS:
+        problems.append(
+            f"its headline metric {task['headline_metric']!r} is none of {list(HEADLINE_METRICS)}"
+        )
+    names = task.get("label_names", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        problems.append(f"its label names {names!r} are not a list of strings")
+    return problems
+
+
+def _metadata_problems(store: Store) -> list[str]:
+    problems = [*_format_problems(store), *_task_problems(store)]
+    if store.spec.get("dtype") not in STORE_DTYPES:
+        problems.append(f"its spec's dtype {store.spec.get('dtype')!r} is none of {STORE_DTYPES}")
     if not store.complete:
         problems.append("the 'complete' flag is not set")
     if store.outdated:
@@ -71,7 +121,7 @@ def _metadata_problems(store: Store) -> list[str]:
                 problems.append("the 'key' attribute does not match the hash of its 'spec'")
         except (TypeError, ToolkitError) as error:
             problems.append(f"the 'spec' attribute is malformed: {error}")
-    expected = expected_location(store.path, store.dataset_name, store.model_name, store.key)
+    expected = expected_location(store.path, store.dataset_name, store.model_id, store.key)
     if expected != store.path:
         problems.append(
             f"its name does not match its key: it should be {expected} (renamed or copied by "
@@ -97,7 +147,13 @@ def _scan_embeddings(store: Store, split: str, pooling: str) -> None:
         if name not in handle:
             raise damaged(store.path, f"{store.path} lacks {name}")
         dataset = handle[name]
-        if dataset.shape[0] != store.n_rows[split]:
+        if dataset.dtype != np.dtype(store.spec["dtype"]):
+            raise damaged(
+                store.path,
+                f"{store.path} {name} is stored as {dataset.dtype} but its spec says "
+                f"{store.spec['dtype']}",
+            )
+        if dataset.ndim != 2 or dataset.shape[0] != store.n_rows[split]:
             raise damaged(
                 store.path,
                 f"{store.path} {name} has {dataset.shape[0]} rows for {store.n_rows[split]} ids",

@@ -17,10 +17,9 @@ from PIL import Image
 
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.rows import RowTable
+from medprobe.cache.schema import HEADLINE_METRICS, TASK_KINDS
 from medprobe.extract.datasets.images import open_image
 
-TASK_KINDS = ("multiclass", "binary", "ordinal", "multilabel")
-HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "quadratic_kappa", "mean_auroc")
 SPLIT_BY = ("image", "patient")
 DEFAULT_SEED = 42
 

@@ -18,7 +18,9 @@ from medprobe.extract.datasets.splits import SPLIT_NAMES, stratified_split
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm"})
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm"}
+)
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
 
 
@@ -26,15 +28,21 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def list_images(directory: Path) -> list[Path]:
-    """Image files anywhere below `directory`, sorted; hidden files and folders are left out."""
-    return sorted(
-        p
-        for p in directory.rglob("*")
-        if is_image_file(p)
-        and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(directory).parts)
-    )
+def list_images(directory: Path, others: list[Path] | None = None) -> list[Path]:
+    """Image files anywhere below `directory`, sorted; hidden files and folders are left out.
+    Visible files of other kinds are appended to `others`, so the caller can say they were left
+    out instead of dropping them silently."""
+    images = []
+    for path in directory.rglob("*"):
+        if any(part.startswith(".") for part in path.relative_to(directory).parts):
+            continue
+        if not path.is_file():
+            continue
+        if is_image_file(path):
+            images.append(path)
+        elif others is not None:
+            others.append(path)
+    return sorted(images)
 
 
 def visible_subfolders(folder: Path) -> list[Path]:
@@ -64,6 +72,7 @@ class FolderDataset(ImageFilesDataset):
                 f"{others[0]!r} into a split folder)"
             )
         ids: list[str] = []
+        not_images: list[Path] = []
         class_of: list[str] = []
         given: list[str] = []
         for split_dir in split_dirs or [None]:
@@ -75,10 +84,18 @@ class FolderDataset(ImageFilesDataset):
                     "may not be named train, val or test"
                 )
             for class_dir in visible_subfolders(base):
-                for path in list_images(class_dir):
+                for path in list_images(class_dir, not_images):
                     ids.append(path.relative_to(self.root).as_posix())
                     class_of.append(class_dir.name)
                     given.append(split_dir.name if split_dir else "")
+        if not_images:
+            logger.warning(
+                "folder: %d file(s) in class folders are not images (suffixes %s) and are left "
+                "out, e.g. %s",
+                len(not_images),
+                sorted({p.suffix.lower() or "(none)" for p in not_images})[:8],
+                [p.relative_to(self.root).as_posix() for p in sorted(not_images)[:3]],
+            )
         left_out = loose_images(self.root)
         if left_out:
             logger.warning(

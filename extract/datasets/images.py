@@ -1,10 +1,13 @@
 """Decoding image files, once, as cheaply as the target size allows."""
 
+import logging
 from pathlib import Path
 
 from PIL import Image, ImageFile
 
 from medprobe.cache.errors import ToolkitError
+
+logger = logging.getLogger(__name__)
 
 # A truncated file must fail loudly, not decode as a half-grey image.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -63,6 +66,15 @@ def open_image(
                     image.draft(
                         image.mode, (image.size[0] // int(scale), image.size[1] // int(scale))
                     )
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1:  # an animated GIF, a multi-page TIFF: one image per file
+                logger.warning(
+                    "%s holds %d frames; the first is embedded (save the frame you mean as "
+                    "its own file to choose another)",
+                    path,
+                    frames,
+                )
+                image.seek(0)
             image.load()
             if image.mode in ("L", "RGB"):
                 return image.copy()

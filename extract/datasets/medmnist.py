@@ -6,6 +6,7 @@ come from the subset's name, as MedMNIST's INFO lists them; reading needs no `me
 naming one; with `download=true` a missing file is fetched into that folder first
 (`medmnist_download`)."""
 
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,17 +86,7 @@ class MedMnistDataset(ImageDataset):
                 f"{path.name}: unknown MedMNIST subset {flag!r}; known: {sorted(MEDMNIST_TASKS)}"
             )
         kind, n_outputs = MEDMNIST_TASKS[flag]
-        with np.load(path) as archive:
-            missing = [
-                f"{s}_{k}"
-                for s in ("train", "val", "test")
-                for k in ("images", "labels")
-                if f"{s}_{k}" not in archive
-            ]
-            if missing:
-                raise ToolkitError(f"{path}: missing arrays {missing}")
-            self._images = {s: archive[f"{s}_images"] for s in ("train", "val", "test")}
-            labels = {s: archive[f"{s}_labels"] for s in ("train", "val", "test")}
+        self._images, labels = _read_arrays(path, flag)
         ids, splits, label_rows, self._where = [], [], [], []
         for split in ("train", "val", "test"):
             for index in range(len(self._images[split])):
@@ -174,3 +165,29 @@ class MedMnistDataset(ImageDataset):
     def read_image(self, row: int, *, min_side: int | None = None) -> Image.Image:
         split, index = self._where[row]
         return Image.fromarray(self._images[split][index])
+
+
+def _read_arrays(path: Path, flag: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(images, labels) per split from the npz file; a truncated or damaged download (numpy
+    raises BadZipFile, EOFError, ValueError or OSError for its many ways to break) is one error
+    naming the file and how to get it whole again."""
+    splits = ("train", "val", "test")
+    try:
+        with np.load(path) as archive:
+            missing = [
+                f"{s}_{k}"
+                for s in splits
+                for k in ("images", "labels")
+                if f"{s}_{k}" not in archive
+            ]
+            if missing:
+                raise ToolkitError(f"{path}: missing arrays {missing}")
+            images = {s: archive[f"{s}_images"] for s in splits}
+            labels = {s: archive[f"{s}_labels"] for s in splits}
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as error:
+        raise ToolkitError(
+            f"{path}: cannot read this npz file ({type(error).__name__}: {error}); it is "
+            f"truncated or damaged: delete it and download it again (download=true with "
+            f"flag={flag}, or from https://zenodo.org/records/10519652)"
+        ) from error
+    return images, labels

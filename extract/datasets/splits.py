@@ -59,3 +59,50 @@ def stratified_split(
     if groups is None:
         return unit_split.astype(str)
     return unit_split[inverse].astype(str)
+
+
+def _named(names: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def split_warnings(
+    splits: Sequence[str], labels: np.ndarray, label_names: Sequence[str]
+) -> list[str]:
+    """What a probe of this split could not measure, in words naming the classes: an empty
+    train or test split (every image in train, as 70/15/15 leaves classes of 2 images), and
+    classes with no train image (no support set) or no test image (no recall). Multi-label rows
+    ((N, L) labels) get the empty-split check only."""
+    splits = np.asarray(splits, dtype=str)
+    counts = {name: int((splits == name).sum()) for name in SPLIT_NAMES}
+    warnings = []
+    if labels.ndim == 1:
+        names = list(label_names) or [str(c) for c in range(int(labels.max(initial=-1)) + 1)]
+        sizes = np.bincount(labels, minlength=len(names))
+        tiny = [names[c] for c in np.flatnonzero((sizes > 0) & (sizes < 3))]
+        cause = (
+            f"; {len(tiny)} of {len(names)} classes have fewer than 3 images, too few to reach "
+            f"val and test when a split is drawn ({_named(tiny)})"
+            if tiny
+            else ""
+        )
+        for split, role in (("test", "test"), ("train", "train")):
+            present = set(labels[splits == split].tolist())
+            absent = [names[c] for c in np.flatnonzero(sizes) if c not in present]
+            if absent and counts[split]:
+                warnings.append(
+                    f"{len(absent)} of {len(names)} classes have no {role} image, so a probe "
+                    f"cannot {'score' if split == 'test' else 'learn'} them: {_named(absent)}"
+                )
+    else:
+        cause = ""
+    empty = [name for name in ("train", "test") if counts[name] == 0]
+    if empty:  # (an empty val is common and harmless: regularisation is then chosen by CV)
+        given = ", ".join(f"{counts[name]} {name}" for name in SPLIT_NAMES)
+        warnings.insert(
+            0,
+            f"the split has no {' and no '.join(empty)} images ({given}){cause}; a probe needs "
+            "train and test images: assign some to each (split folders or the split column) or "
+            "give more images per class",
+        )
+    return warnings

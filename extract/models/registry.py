@@ -6,6 +6,7 @@ Short names come from `catalog.SEED_MODELS`; any other model is reachable by pre
 
 import difflib
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from functools import cache
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 from medprobe.cache.errors import ToolkitError
 from medprobe.extract.models.backbone import Backbone
 from medprobe.extract.models.spec import ModelSpec
+from medprobe.extract.offline import hub_access
 
 Builder = Callable[..., Backbone]
 PREFIXES = ("timm:", "hf:", "open_clip:")
@@ -21,6 +23,8 @@ PREFIXES = ("timm:", "hf:", "open_clip:")
 # (pretrained=False) are the same on every run, so one store key always holds the same bytes,
 # and the caller's global random state is left as it was.
 RANDOM_INIT_SEED = 0
+# Sources whose pretrained weights come from the Hugging Face hub (and its cache).
+HUB_SOURCES = ("timm", "hf", "open_clip", "seem")
 
 
 class ModelRegistry:
@@ -107,8 +111,14 @@ def build_backbone(
     builders = _builders()
     if spec.source not in builders:
         raise ToolkitError(f"model {spec.name}: no loader for source {spec.source!r}")
-    with torch.random.fork_rng(devices=[]):
+    downloads = pretrained and weights is None and spec.source in HUB_SOURCES
+    with hub_access() if downloads else nullcontext() as offline, torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)
-        return builders[spec.source](
-            spec, weights=Path(weights) if weights else None, pretrained=pretrained
-        )
+        try:
+            return builders[spec.source](
+                spec, weights=Path(weights) if weights else None, pretrained=pretrained
+            )
+        except ToolkitError as error:
+            if offline is None:
+                raise
+            raise ToolkitError(f"{spec.name}: {offline}, and {error}") from error

@@ -27,7 +27,7 @@ def invoke(*args: str):
         ),
         (
             ["run", "--model", "resnet50", "--dataset", "folder", "--data-dir", "/nonexistent"],
-            "/nonexistent does not exist",
+            "data_dir='/nonexistent' does not exist; check the path",  # run_app: --data-dir
         ),
         (
             ["run", "--model", "resnet50", "--dataset", "digits", "--option", "oops"],
@@ -77,7 +77,8 @@ def test_run_over_a_folder_then_skip_on_rerun(tmp_path):
     second = invoke(*args)
     assert second.exit_code == 0 and "already complete, skipped" in second.output
     (store,) = complete_stores(tmp_path / "c")
-    assert store.model_name == "timm:resnet10t.c3_in1k" and store.poolings == ("pooled", "mean")
+    assert store.model_id == "timm:resnet10t.c3_in1k" and store.poolings == ("pooled", "mean")
+    assert store.model_name == "timm:resnet10t.c3_in1k (random init)"
 
 
 def test_without_dataset_every_configured_folder_runs_and_missing_ones_are_named(

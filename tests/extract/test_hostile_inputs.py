@@ -5,6 +5,7 @@ nothing reported as done that is not."""
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -46,6 +47,12 @@ def inputs(tmp_path, monkeypatch):
     found["twice_csv"] = _list_csv(twice, {5: [str(twice / "img" / "a1.png"), "a"]})
     found["latin1_name"] = write_folder_dataset(tmp_path / "names", n_per_class=2)
     Image.new("RGB", (8, 8)).save(bytes(found["latin1_name"] / "benign") + b"/caf\xe9.png", "PNG")
+    found["truncated_npz"] = tmp_path / "pathmnist.npz"
+    arrays = {f"{s}_{k}": np.zeros((4, 28, 28) if k == "images" else (4, 1), np.uint8)
+              for s in ("train", "val", "test") for k in ("images", "labels")}  # fmt: skip
+    np.savez_compressed(found["truncated_npz"], **arrays)
+    whole = found["truncated_npz"].read_bytes()
+    found["truncated_npz"].write_bytes(whole[: len(whole) // 2])  # an interrupted download
     return {key: str(value) for key, value in found.items()}
 
 
@@ -109,6 +116,25 @@ HOSTILE = [
     ([*CSV_RUN, "{latin1_csv}"], "{latin1_csv}, line 3: byte 0xe9 at column"),
     ([*CSV_RUN, "{twice_csv}"], "listed twice: {twice_csv}, line 3 and {twice_csv}, line 5"),
     ([*TINY, *FOLDER, "{latin1_name}"], "1 file name(s) under"),
+    ([*TINY, *FOLDER, "{images}/absent"], "--data-dir '{images}/absent' does not exist; check"),
+    ([*FOLDER_RUN, "--option", "seed=abc"], "seed='abc' is not a whole number; pass e.g. seed=42"),
+    ([*FOLDER_RUN, "--option", "seed=-1"], "seed=-1 is negative; a split seed is a whole number"),
+    ([*FOLDER_RUN, "--option", "seed=1.5"], "seed=1.5 is not a whole number"),
+    (
+        [*FOLDER_RUN, "--option", "seed=1", "--option", "seed=2"],
+        "--option seed is given twice (seed=1 and 'seed=2'); give each option once",
+    ),
+    ([*FOLDER_RUN, "--option", "name=isic2019"], "name='isic2019' is the isic2019 adapter's name"),
+    ([*FOLDER_RUN, "--option", "name=../up"], "name='../up' is not a plain name"),
+    (
+        [*TINY, "--dataset", "medmnist", "--data-dir", "{truncated_npz}"],
+        "{truncated_npz}: cannot read this npz file (BadZipFile: ",
+    ),
+    (
+        [*TINY, "--dataset", "medmnist", "--data-dir", "{truncated_npz}"],
+        "it is truncated or damaged: delete it and download it again (download=true with "
+        "flag=pathmnist",
+    ),
 ]
 
 
@@ -142,3 +168,34 @@ def test_file_names_with_brackets_keep_them_in_every_message(tmp_path, capsys, m
     assert "    [benign]/[1].png: " in out and f"{broken}: cannot decode image" in out
     (entry,) = list_stores(cache)
     assert f"wrote {entry.path}" in out and entry.complete
+
+
+def test_a_data_config_named_by_the_environment_must_exist(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MEDPROBE_DATA_CONFIG", "datsets.toml")  # a typo for datasets.toml
+    code, _, err = run("run", *TINY, "--cache-dir", "c", capsys=capsys)
+    assert code == EXIT_USER_ERROR
+    assert "error: $MEDPROBE_DATA_CONFIG='datsets.toml': no such file; fix the path" in err
+
+
+def test_an_animated_gif_is_read_by_its_first_frame_and_said_so(
+    tmp_path, capsys, caplog, monkeypatch
+):
+    """Neither dropped nor silently flattened: the first frame is embedded, with a warning, and
+    a file that is no image is named as left out."""
+    monkeypatch.setenv("COLUMNS", "1000")
+    monkeypatch.setattr(models_package, "resolve_model", lambda name: tiny_vit_spec())
+    images = write_folder_dataset(tmp_path / "images", n_per_class=3)
+    frames = [Image.new("RGB", (16, 16), (60 * i, 0, 0)) for i in range(3)]
+    frames[0].save(images / "benign" / "moving.gif", save_all=True, append_images=frames[1:])
+    (images / "benign" / "notes.txt").write_text("not an image")
+    cache = tmp_path / "c"
+    args = [*TINY, *FOLDER, str(images), "--workers", "0", "--no-pretrained"]
+    code, _, err = run("run", *args, "--cache-dir", str(cache), capsys=capsys)
+    assert code == 0, err
+    assert "moving.gif holds 3 frames; the first is embedded" in caplog.text
+    assert "1 file(s) in class folders are not images (suffixes ['.txt'])" in caplog.text
+    (store,) = complete_stores(cache)
+    ids = {i for split in store.splits for i in store.ids(split)}
+    assert "benign/moving.gif" in ids and len(ids) == 7

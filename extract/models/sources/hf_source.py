@@ -22,6 +22,7 @@ from medprobe.extract.models.tokens import (
     last_blocks_taps,
     multilayer_feature,
 )
+from medprobe.extract.offline import hub_access
 
 # PIL resample codes as transformers stores them in preprocessor_config.json.
 PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
@@ -56,13 +57,15 @@ def read_preprocessor_config(repo_or_dir: str) -> dict:
     else:
         from huggingface_hub import hf_hub_download
 
-        try:
-            path = Path(hf_hub_download(repo_or_dir, "preprocessor_config.json"))
-        except Exception as error:  # the hub raises several types for "not reachable/not found"
-            raise ToolkitError(
-                f"no preprocessor config for {repo_or_dir!r} ({error}). "
-                f"{_offline_hint(repo_or_dir)}"
-            ) from error
+        with hub_access() as offline:
+            try:
+                path = Path(hf_hub_download(repo_or_dir, "preprocessor_config.json"))
+            except Exception as error:  # the hub raises several types for "not reachable/not found"
+                why = f"{offline}; " if offline else ""
+                raise ToolkitError(
+                    f"no preprocessor config for {repo_or_dir!r} ({why}{error}). "
+                    f"{_offline_hint(repo_or_dir)}"
+                ) from error
     if not path.is_file():
         raise ToolkitError(
             f"{path} is missing: an hf model directory needs the preprocessor "

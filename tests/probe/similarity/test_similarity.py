@@ -511,12 +511,13 @@ def test_on_real_stores_cka_equals_an_independent_n_by_n_hsic_and_the_diagonal_i
     assert len(cka) == 6  # lite0:pooled, resnet:pooled, resnet:mean: 3 pairs + 3 diagonal
     np.testing.assert_allclose(cka[cka["a"] == cka["b"]]["value"], 1.0, atol=1e-9)
     stores = {p.name.split("--")[0]: p for p in (cache / "digits").glob("*.h5")}
+    random_init = "timm:resnet10t.c3_in1k (random init)"  # as every table names it
     rows = {
-        f"{model}:{pooling}": hdf5_rows(stores[model.replace(":", "_")], pooling)
-        for model, pooling in (
-            ("efficientnet-lite0", "pooled"),
-            ("timm:resnet10t.c3_in1k", "pooled"),
-            ("timm:resnet10t.c3_in1k", "mean"),
+        f"{label}:{pooling}": hdf5_rows(stores[model.replace(":", "_")], pooling)
+        for model, label, pooling in (
+            ("efficientnet-lite0", "efficientnet-lite0", "pooled"),
+            ("timm:resnet10t.c3_in1k", random_init, "pooled"),
+            ("timm:resnet10t.c3_in1k", random_init, "mean"),
         )
     }
     for a, b, value in zip(cka["a"], cka["b"], cka["value"], strict=True):
