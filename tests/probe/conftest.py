@@ -1,6 +1,7 @@
 """Stores of Gaussian-blob embeddings with known separability, written through the real writer."""
 
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +30,12 @@ def write_blob_store(
     images_per_patient: int = 0,
     preprocessing: dict | None = None,
     complete: bool = True,
+    edit_labels: Callable[[np.ndarray, np.ndarray], None] | None = None,
 ) -> Path:
     """Class means at distance ~`separation` apart plus unit noise; the same ids and labels for
-    every model of a dataset (they come from `seed`), embeddings differ by model."""
+    every model of a dataset (they come from `seed`), embeddings differ by model.
+    `edit_labels(labels, splits)` may change the drawn labels in place before anything uses
+    them (e.g. a label with no positive in train)."""
     rng = np.random.default_rng(seed)
     n_rows = n_train + n_val + n_test
     splits = np.array(["train"] * n_train + ["val"] * n_val + ["test"] * n_test)
@@ -39,6 +43,8 @@ def write_blob_store(
     if n_labels:
         labels = rng.integers(0, 2, (n_rows, n_labels)).astype(np.int8)
         mask = rng.random((n_rows, n_labels)) > 0.1
+        if edit_labels is not None:
+            edit_labels(labels, splits)
         signal = labels.astype(float) @ rng.normal(size=(n_labels, dim))
         label_names = [f"finding{j}" for j in range(n_labels)]
     else:
