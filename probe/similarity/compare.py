@@ -177,7 +177,9 @@ def similarity(
         frame=pd.DataFrame(rows, columns=columns), settings=asdict(settings), datasets=infos
     )
     if out is not None:
-        results.save(out, overwrite=overwrite, protected=[root, *(t.path for t in targets)])
+        results.save(
+            out, overwrite=overwrite, protected=[root, *(t.path for t in targets)], argument="out"
+        )
     return results
 
 

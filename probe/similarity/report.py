@@ -181,7 +181,12 @@ class SimilarityResults:
         return "\n".join(lines)
 
     def save(
-        self, out_dir: str | Path, *, overwrite: bool = False, protected: Sequence[Path] = ()
+        self,
+        out_dir: str | Path,
+        *,
+        overwrite: bool = False,
+        protected: Sequence[Path] = (),
+        argument: str = "out_dir",
     ) -> Path:
         """Publish similarity.csv, similarity.md, similarity.json and one heatmap PNG per
         (dataset, metric) as one folder, complete or not at all; returns the folder. It may
@@ -207,7 +212,7 @@ class SimilarityResults:
             Path(out_dir),
             write_into,
             overwrite=overwrite,
-            argument="out_dir",
+            argument=argument,
             protected=protected,
             marker=SETTINGS_FILE,
         )

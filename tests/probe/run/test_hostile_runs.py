@@ -410,3 +410,38 @@ def test_a_fraction_that_rounds_to_no_image_warns_and_records_what_was_drawn(blo
     assert any(m.startswith("probing 2 stores x poolings: blobs/strong:cls") for m in logged)
     assert any(m.startswith("drew 2 support sets") for m in logged)
     assert any(m.startswith("probed blobs/weak:cls (2 of 2) at ") for m in logged), logged
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs (as root, where mounts are allowed; skipped elsewhere)."""
+    mount_point = tmp_path / "full"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
+        capture_output=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_while_hdf5_writes_predictions_is_one_line_and_a_clean_exit(
+    blob_root, full_disk
+):
+    """HDF5 writing to a full disk itself left a file it could not close: errors at every
+    clean-up and a segmentation fault at exit (seen). Its own process, so a crash would show."""
+    command = [sys.executable, "-c", "from medprobe.probe.cli import main; main()"]
+    command += ["run", *QUICK, "--seeds", "20", "--save-predictions"]
+    command += ["--cache-dir", str(blob_root), "--out", str(full_disk / "out")]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 1, completed.stderr
+    assert completed.stderr.strip().splitlines() == [
+        f"error: writing --out '{full_disk / 'out'}' failed (no space left on the device); "
+        "nothing was published; free space or choose another folder, then rerun"
+    ]
+    assert list(full_disk.iterdir()) == []
