@@ -8,8 +8,11 @@ It reads store metadata only (split sizes, label counts); `run/` and `similarity
 import os
 from collections.abc import Sequence
 
+import numpy as np
+
 from medprobe.cache import ToolkitError, open_store
 from medprobe.cache.files.disk import human_size
+from medprobe.probe.budgets import Budget, support_images
 from medprobe.probe.targets import ProbeTarget
 
 # Bytes per test image and resample while one worker draws a dataset's resamples: the
@@ -79,25 +82,64 @@ def check_bootstrap_memory(
     refuse_past_memory(
         needed,
         argument="bootstrap",
-        n_resamples=n_resamples,
-        what=f"{n_resamples:,} resamples of up to {largest:,} test images, for {len(targets)} "
-        "stores x poolings",
-        fix="probe fewer stores at once",
+        value=n_resamples,
+        what=f"the bootstrap ({n_resamples:,} resamples of up to {largest:,} test images, for "
+        f"{len(targets)} stores x poolings)",
+        fix="probe fewer stores at once, or pass bootstrap=0",
     )
 
 
-def refuse_past_memory(
-    needed: int, *, argument: str, n_resamples: int, what: str, fix: str
+# Bytes of one tidy result row while the run holds it (a dict of ten fields).
+ROW_BYTES = 1_000
+
+
+def check_seeds_memory(
+    targets: Sequence[ProbeTarget],
+    *,
+    seeds: int,
+    draws: Sequence[tuple[Budget, int]],
+    n_cells_per_target: int,
 ) -> None:
+    """Refuse a number of seeds whose support sets (ids kept for every (dataset, budget, seed))
+    and result rows would not fit in the memory available. `draws`: each budget and how many
+    support sets are drawn for it."""
+    if not targets:
+        return
+    needed, largest = 0, 0
+    for dataset in dict.fromkeys(t.dataset for t in targets):
+        store = open_store(next(t.path for t in targets if t.dataset == dataset))
+        id_bytes = np.asarray(store.ids("train", slice(0, 1000))).astype(str).itemsize or 4
+        n_train = store.n_rows.get("train", 0)
+        names = store.task.get("label_names") or []
+        n_strata = max(1, len(names) * (2 if store.task.get("kind") == "multilabel" else 1))
+        for budget, n_draws in draws:
+            images = support_images(budget, n_train, n_strata)
+            needed += images * n_draws * id_bytes
+            largest = max(largest, images)
+    for target in targets:
+        task = open_store(target.path).task
+        labels = len(task.get("label_names") or []) if task.get("kind") == "multilabel" else 0
+        needed += ROW_BYTES * n_cells_per_target * (SINGLE_LABEL_METRICS + labels)
+    refuse_past_memory(
+        needed,
+        argument="seeds",
+        value=seeds,
+        what=f"the support sets and result rows ({seeds:,} seeds per budget, up to "
+        f"{largest:,} labelled images each, for {len(targets)} stores x poolings)",
+        fix="or probe fewer budgets or stores at once",
+    )
+
+
+def refuse_past_memory(needed: int, *, argument: str, value: int, what: str, fix: str) -> None:
     """A ToolkitError naming the estimate, the memory available and the fix when `needed`
     bytes exceed what the machine has available; nothing where it cannot tell."""
     available = available_memory()
     if available is None or needed <= available:
         return
-    affordable = n_resamples * available // needed
+    affordable = value * available // needed
     raise ToolkitError(
-        f"{argument}={n_resamples}: the bootstrap needs about {human_size(needed)} ({what}) "
-        f"and this machine has {human_size(available)} of memory available; lower {argument} "
-        f"to about {affordable:,} or fewer, {fix}, or pass {argument}=0",
+        f"{argument}={value}: {what} would take about {human_size(needed)}; this machine has "
+        f"{human_size(available)} of memory available; lower {argument} to about "
+        f"{affordable:,} or fewer, {fix}",
         argument=argument,
     )

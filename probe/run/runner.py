@@ -26,7 +26,7 @@ from medprobe.cache import ToolkitError, open_store
 from medprobe.cache.files.atomic import check_folder_target
 from medprobe.cache.files.root import resolve_cache_root
 from medprobe.probe.budgets import Budget
-from medprobe.probe.guards import check_bootstrap_memory
+from medprobe.probe.guards import check_bootstrap_memory, check_seeds_memory
 from medprobe.probe.run.cluster import parallel_backend, parse_cluster
 from medprobe.probe.run.results import RUN_FILE, Results
 from medprobe.probe.run.settings import ProbeSettings, keyword_signature
@@ -99,6 +99,12 @@ def run_probes(settings: ProbeSettings) -> Results:
         settings.bootstrap,
         n_cells_per_target=_cells_per_target(settings),
         workers=workers,
+    )
+    check_seeds_memory(
+        targets,
+        seeds=settings.seeds,
+        draws=[(b, len(settings.seeds_for(b))) for b in settings.budgets],
+        n_cells_per_target=_cells_per_target(settings),
     )
     supports = draw_supports(targets, settings)
     logger.info(

@@ -213,10 +213,10 @@ def compare_dataset(
         refuse_past_memory(
             settings.bootstrap * (12 * n_rows + 24 * len(entries) ** 2 * len(settings.metrics)),
             argument="bootstrap",
-            n_resamples=settings.bootstrap,
-            what=f"{settings.bootstrap:,} replicates of {n_rows:,} images of {dataset}, "
-            f"{len(entries)} entries",
-            fix="lower max_rows",
+            value=settings.bootstrap,
+            what=f"the bootstrap ({settings.bootstrap:,} replicates of {n_rows:,} images of "
+            f"{dataset}, {len(entries)} entries)",
+            fix="lower max_rows, or pass bootstrap=0",
         )
     positions = {path: _positions(ids[path], chosen) for path in stores}
     logger.info("%s: %d entries on %d images", dataset, len(entries), n_rows)

@@ -254,18 +254,36 @@ def test_a_bootstrap_past_the_memory_is_refused_before_any_probe_naming_both_siz
     with pytest.raises(ToolkitError) as refused:
         mp_probe(blob_root, shots=2, seeds=2, bootstrap=100_000)
     message = str(refused.value)
-    assert "bootstrap=100000: the bootstrap needs about" in message
-    assert "100,000 resamples of up to 100 test images" in message
-    assert "50.0 MiB of memory available; lower bootstrap to about" in message
-    assert message.endswith("or pass bootstrap=0")
+    assert message.startswith(
+        "bootstrap=100000: the bootstrap (100,000 resamples of up to 100 test images, for 2 "
+        "stores x poolings) would take about "
+    )
+    assert "MiB; this machine has 50.0 MiB of memory available; lower bootstrap to" in message
+    assert message.endswith("or fewer, probe fewer stores at once, or pass bootstrap=0")
 
 
 def test_a_similarity_bootstrap_past_the_memory_is_refused_before_embeddings_are_read(
     blob_root, monkeypatch
 ):
     monkeypatch.setattr(guards, "available_memory", lambda: 2**20)
-    with pytest.raises(ToolkitError, match=r"bootstrap=5000: the bootstrap needs about .* MiB"):
+    with pytest.raises(ToolkitError, match=r"bootstrap=5000: the bootstrap \(5,000 replicates of"):
         similarity(blob_root, bootstrap=5000, metrics="cka")
+
+
+def test_seeds_past_the_memory_are_refused_before_any_support_is_drawn(blob_root, monkeypatch):
+    monkeypatch.setattr(guards, "available_memory", lambda: 2**20)
+    monkeypatch.setattr(
+        "medprobe.probe.run.runner.draw_supports",
+        lambda *a: pytest.fail("supports drawn before the memory check"),
+    )
+    with pytest.raises(ToolkitError) as refused:
+        mp_probe(blob_root, shots=[1, 5], seeds=10_000, bootstrap=0)
+    message = str(refused.value)
+    assert message.startswith(
+        "seeds=10000: the support sets and result rows (10,000 seeds per budget, up to 15 "
+        "labelled images each, for 2 stores x poolings) would take about "
+    )
+    assert "1.0 MiB of memory available; lower seeds to about " in message
 
 
 def test_the_memory_estimate_grows_with_the_largest_test_split_and_the_resamples(blob_root):
