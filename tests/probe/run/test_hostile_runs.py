@@ -2,7 +2,6 @@
 case ends with the right result or one line (exit 2 for a mistake, 1 for a failure); nothing the
 user had is lost, nothing half-written is published, nothing fails silently."""
 
-import errno
 import json
 import logging
 import multiprocessing
@@ -10,57 +9,19 @@ import os
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from medprobe.cache import ToolkitError
-from medprobe.cache.console import run_app
 from medprobe.cache.files import atomic
 from medprobe.cache.files.atomic import PublishConflict, publish_folder
 from medprobe.probe import guards
-from medprobe.probe.cli import app
 from medprobe.probe.run.runner import probe as mp_probe
 from medprobe.probe.similarity.compare import similarity
-from medprobe.probe.stats.predictions import Predictions
 from tests.probe.conftest import write_blob_store
-
-QUICK = ("--shots", "2", "--seeds", "2", "--bootstrap", "0", "--methods", "prototype")
-
-
-@dataclass
-class Outcome:
-    exit_code: int
-    output: str
-    error: str
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """Run `probe ARGS…` as the installed command does (`run_app`): exit code, stdout, stderr."""
-    monkeypatch.setenv("COLUMNS", "60")  # a message that wrapped would span lines
-
-    def run(*args: object) -> Outcome:
-        with pytest.raises(SystemExit) as exited:
-            run_app(app, [str(a) for a in args])
-        out, err = capsys.readouterr()
-        return Outcome(exited.value.code or 0, out, err)
-
-    return run
-
-
-def one_line(result: Outcome) -> str:
-    """The one line a refused command writes to stderr."""
-    lines = result.error.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.error
-    return lines[0]
-
-
-def files_under(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-
+from tests.probe.run.conftest import QUICK, files_under, one_line
 
 # --- 1. an output folder never is, nor holds, what the run reads -----------------------------
 
@@ -297,117 +258,6 @@ def test_the_memory_estimate_grows_with_the_largest_test_split_and_the_resamples
     assert small == 12 * 1000 * 100 + 2 * 8 * 1000 * 4 * guards.SINGLE_LABEL_METRICS
 
 
-# --- 6. no tracebacks: damaged folders, unwritable places, a full disk ------------------------
-
-
-@pytest.fixture(scope="module")
-def results_folder(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("results")
-    root = base / "embeddings"
-    write_blob_store(root, model="a", separation=2.0, n_train=60, n_test=30)
-    write_blob_store(root, model="b", separation=0.5, n_train=60, n_test=30)
-    out = base / "out"
-    mp_probe(root, shots=2, seeds=2, bootstrap=0, methods="prototype", out=out, progress=False)
-    return out
-
-
-def _damage(folder: Path, damage: str) -> None:
-    if damage == "run.json damaged":
-        (folder / "run.json").write_text('{"datasets": {"blobs"')
-    elif damage == "results.csv cut short":
-        text = (folder / "results.csv").read_text()
-        (folder / "results.csv").write_text(text[: len(text) // 2])
-    elif damage == "results.csv header only":
-        header = (folder / "results.csv").read_text().splitlines()[0]
-        (folder / "results.csv").write_text(header + "\n")
-    elif damage == "results.csv empty":
-        (folder / "results.csv").write_text("")
-
-
-@pytest.mark.parametrize(
-    ("damage", "expected"),
-    [
-        ("run.json damaged", "run.json cannot be read (Expecting"),
-        ("results.csv cut short", "results.csv ends in the middle of a row"),
-        ("results.csv header only", "results.csv holds a header and no rows"),
-        ("results.csv empty", "results.csv cannot be read"),
-    ],
-)
-def test_report_on_a_damaged_folder_is_one_line_exit_2(
-    cli, results_folder, tmp_path, damage, expected
-):
-    folder = tmp_path / "copy"
-    folder.mkdir()
-    for item in results_folder.iterdir():
-        (folder / item.name).write_bytes(item.read_bytes())
-    _damage(folder, damage)
-    result = cli("report", folder)
-    assert result.exit_code == 2
-    assert expected in one_line(result) and "rerun `probe run`" in one_line(result)
-
-
-def test_report_where_report_md_is_a_folder_is_one_line(cli, results_folder, tmp_path):
-    folder = tmp_path / "copy"
-    folder.mkdir()
-    for item in results_folder.iterdir():
-        (folder / item.name).write_bytes(item.read_bytes())
-    (folder / "report.md").unlink()
-    (folder / "report.md").mkdir()
-    result = cli("report", folder)
-    assert result.exit_code == 2 and "report.md is not a file; move it away" in one_line(result)
-
-
-def test_report_in_a_folder_it_cannot_write_is_one_line_exit_1_and_the_old_report_stays(
-    cli, results_folder, tmp_path, monkeypatch
-):
-    folder = tmp_path / "copy"
-    folder.mkdir()
-    for item in results_folder.iterdir():
-        (folder / item.name).write_bytes(item.read_bytes())
-    before = files_under(folder)
-
-    def read_only(path, *args, **kwargs):  # what mkdir meets in a read-only folder
-        raise PermissionError(errno.EACCES, "Permission denied", str(path))
-
-    monkeypatch.setattr(Path, "mkdir", read_only)
-    result = cli("report", folder)
-    assert result.exit_code == 1
-    assert "cannot write the report into" in one_line(result)
-    assert "Permission denied" in one_line(result)
-    assert files_under(folder) == before
-
-
-def _disk_full(*args, **kwargs):
-    raise OSError(errno.ENOSPC, "No space left on device")
-
-
-@pytest.mark.parametrize("where", ["predictions", "report"])
-def test_a_full_disk_during_run_is_one_line_exit_1_and_publishes_nothing(
-    cli, blob_root, tmp_path, monkeypatch, where
-):
-    if where == "predictions":
-        monkeypatch.setattr(Predictions, "save", _disk_full)
-    else:
-        monkeypatch.setattr("medprobe.probe.run.results.write_report", _disk_full)
-    out = tmp_path / "results" / "out"
-    result = cli("run", *QUICK, "--save-predictions", "--cache-dir", blob_root, "--out", out)
-    assert result.exit_code == 1, result.output
-    assert "no space left on the device" in one_line(result)
-    assert "nothing was published" in one_line(result)
-    assert list((tmp_path / "results").iterdir()) == []
-
-
-def test_a_full_disk_during_similarity_is_one_line_exit_1_and_publishes_nothing(
-    cli, blob_root, tmp_path, monkeypatch
-):
-    monkeypatch.setattr(pd.DataFrame, "to_csv", _disk_full)
-    out = tmp_path / "results" / "similar"
-    result = cli("similarity", "--metrics", "cka", "--cache-dir", blob_root, "--out", out)
-    assert result.exit_code == 1, result.output
-    assert "no space left on the device" in one_line(result)
-    assert list((tmp_path / "results").iterdir()) == []
-
-
 # --- 7. what a budget gave, and progress with -v ----------------------------------------------
 
 
@@ -428,38 +278,3 @@ def test_a_fraction_that_rounds_to_no_image_warns_and_records_what_was_drawn(blo
     assert any(m.startswith("probing 2 stores x poolings: blobs/strong:cls") for m in logged)
     assert any(m.startswith("drew 2 support sets") for m in logged)
     assert any(m.startswith("probed blobs/weak:cls (2 of 2) at ") for m in logged), logged
-
-
-@pytest.fixture
-def full_disk(tmp_path):
-    """A 64 KiB tmpfs (as root, where mounts are allowed; skipped elsewhere)."""
-    mount_point = tmp_path / "full"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
-        capture_output=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True)
-
-
-@pytest.mark.slow
-def test_a_real_full_disk_while_hdf5_writes_predictions_is_one_line_and_a_clean_exit(
-    blob_root, full_disk
-):
-    """HDF5 writing to a full disk itself left a file it could not close: errors at every
-    clean-up and a segmentation fault at exit (seen). Its own process, so a crash would show."""
-    command = [sys.executable, "-c", "from medprobe.probe.cli import main; main()"]
-    command += ["run", *QUICK, "--seeds", "20", "--save-predictions"]
-    command += ["--cache-dir", str(blob_root), "--out", str(full_disk / "out")]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 1, completed.stderr
-    assert completed.stderr.strip().splitlines() == [
-        f"error: writing --out '{full_disk / 'out'}' failed (no space left on the device); "
-        "nothing was published; free space or choose another folder, then rerun"
-    ]
-    assert list(full_disk.iterdir()) == []
