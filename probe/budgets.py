@@ -64,6 +64,19 @@ def make_budgets(
     return sorted(set(budgets), key=lambda b: (KIND_ORDER[b.kind], b.value))
 
 
+def support_images(budget: Budget, n_train: int, n_strata: int) -> int:
+    """About how many images a support set of `budget` holds, for a train split of `n_train`
+    images in `n_strata` classes (or label outcomes): what `draw_support` takes, before the
+    union of a multi-label draw removes repeats."""
+    if budget.kind == "shots":
+        wanted = int(budget.value) * n_strata
+    elif budget.kind == "fraction":
+        wanted = max(n_strata, round(budget.value * n_train))
+    else:
+        wanted = n_train
+    return min(wanted, n_train)
+
+
 def budget_seed(dataset: str, budget: Budget, seed: int) -> int:
     """A stable seed per (dataset, budget, seed), independent of Python's hash randomisation."""
     digest = hashlib.sha256(f"{dataset}|{budget.kind}|{budget.value}|{seed}".encode()).digest()

@@ -6,7 +6,11 @@ Each command parses its flags, calls one library function (`medprobe.probe.run.r
 library arguments, which the CLI edge rewrites into these flags.
 """
 
+import os
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +20,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from medprobe.cache.console import run_app, table_console
+from medprobe.cache.console import EXIT_CHECK_FAILED, cli_message, run_app, table_console
+from medprobe.cache.errors import ToolkitError
+from medprobe.cache.files.atomic import (
+    PublishFailed,
+    describe_os_error,
+    remove_stale_temporaries,
+    temporary_name,
+)
 from medprobe.cache.files.root import CACHE_DIR_ENV
 from medprobe.probe.fit.backends import BACKENDS
 from medprobe.probe.report.console import print_report
@@ -125,9 +136,20 @@ def run(
         out=out or default_out_dir(),
         overwrite=overwrite,
     )
-    results = run_probes(settings)
+    with _failures_exit_1():
+        results = run_probes(settings)
     console = table_console()
     print_report(results, console)
+    for dataset, task in results.run["datasets"].items():
+        left_out = task.get("headline_leaves_out") or {}
+        if left_out:
+            console.print(
+                escape(
+                    f"{dataset}: mean_auroc leaves out {len(left_out)} labels: "
+                    + "; ".join(f"{name} ({why})" for name, why in left_out.items())
+                ),
+                highlight=False,
+            )
     console.print(
         f"{len(results.frame)} result rows in {results.run['seconds']:.1f} s -> "
         f"{escape(str(settings.out))} (report: {escape(str(settings.out / 'report.md'))})",
@@ -141,7 +163,8 @@ def report(
 ) -> None:
     """Rebuild report.md and the plots of a results folder, and print the tables."""
     results = Results.load(results_dir)
-    path = write_report(results, results_dir)
+    with _failures_exit_1():
+        path = _rewrite_report(results, results_dir)
     print_report(results, table_console())
     Console(soft_wrap=True).print(f"report: {escape(str(path))}", highlight=False)
 
@@ -188,22 +211,23 @@ def similarity(
     per dataset and metric. Reads the stores only: no model, no GPU."""
     out_dir = out or default_out_dir("similarity-")
     started = time.perf_counter()
-    results = compare_representations(
-        cache_dir,
-        datasets=datasets,
-        models=models,
-        poolings=poolings,
-        metrics=metrics,
-        split=split,
-        max_rows=max_rows,
-        seed=seed,
-        knn_k=knn_k,
-        on_mismatch=on_mismatch,
-        bootstrap=bootstrap,
-        include_trials=include_trials,
-        out=out_dir,
-        overwrite=overwrite,
-    )
+    with _failures_exit_1():
+        results = compare_representations(
+            cache_dir,
+            datasets=datasets,
+            models=models,
+            poolings=poolings,
+            metrics=metrics,
+            split=split,
+            max_rows=max_rows,
+            seed=seed,
+            knn_k=knn_k,
+            on_mismatch=on_mismatch,
+            bootstrap=bootstrap,
+            include_trials=include_trials,
+            out=out_dir,
+            overwrite=overwrite,
+        )
     console = table_console()
     _print_similarity(results, console)
     console.print(
@@ -236,6 +260,45 @@ def _print_similarity(results: SimilarityResults, console: Console) -> None:
         if len(wide) > SIMILARITY_ROWS_SHOWN:
             table.caption = f"{len(wide) - SIMILARITY_ROWS_SHOWN} more pairs in similarity.csv"
         console.print(table)
+
+
+@contextmanager
+def _failures_exit_1() -> Iterator[None]:
+    """Writing that failed (a full disk, a folder that turned read-only) is a failure, exit 1,
+    said in one line; a user's mistake stays a ToolkitError for `run_app` (exit 2)."""
+    try:
+        yield
+    except PublishFailed as error:
+        stderr = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+        stderr.print(f"[bold red]error:[/] {escape(cli_message(error, app))}")
+        raise typer.Exit(EXIT_CHECK_FAILED) from None
+
+
+def _rewrite_report(results: Results, results_dir: Path) -> Path:
+    """Write report.md and the plots beside a temporary name in `results_dir`, then move each
+    into place: a report that cannot be written (a read-only folder, a full disk) leaves the old
+    one whole, and a `report.md` that is a folder is refused, not written into."""
+    target = results_dir / "report.md"
+    if target.exists() and not target.is_file():
+        raise ToolkitError(
+            f"{target} is not a file; move it away, then rerun `probe report {results_dir}`"
+        )
+    remove_stale_temporaries(results_dir)
+    tmp = temporary_name(results_dir.resolve() / "report")
+    try:
+        try:
+            tmp.mkdir()
+            write_report(results, tmp, title=results_dir.resolve().name)
+            for item in tmp.iterdir():
+                os.replace(item, results_dir / item.name)
+        except OSError as error:
+            raise PublishFailed(
+                f"cannot write the report into {results_dir} ({describe_os_error(error)}); "
+                "make the folder writable or free space, then rerun `probe report`"
+            ) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def main() -> None:

@@ -43,11 +43,39 @@ def task_of(store: Store) -> dict[str, Any]:
 
 
 def read_split(store: Store, split: str, pooling: str) -> SplitArrays:
+    return SplitArrays(
+        store.ids(split), store.embeddings(split, pooling), read_labels(store, split)
+    )
+
+
+def headline_left_out(store: Store) -> dict[str, str]:
+    """Labels a multi-label store's `mean_auroc` leaves out, with why: {label name: reason}.
+
+    A label with no known positive (or no known negative) training image gets no probe, and one
+    whose known test values are all of one outcome has no AUROC; the mean is over the rest, so a
+    reader must be told which labels it does not cover. Empty for single-label stores."""
+    if task_of(store)["kind"] != "multilabel":
+        return {}
+    names = task_of(store)["label_names"]
+    reasons: dict[str, str] = {}
+    for split, where in (("train", "training"), ("test", "test")):
+        labels = read_labels(store, split)
+        for column in range(labels.shape[1]):
+            name = names[column] if column < len(names) else str(column)
+            if name in reasons:
+                continue
+            values = labels[:, column]
+            missing = [w for w, v in (("positive", 1), ("negative", 0)) if not (values == v).any()]
+            if missing:
+                reasons[name] = f"no known {' or '.join(missing)} {where} image"
+    return reasons
+
+
+def read_labels(store: Store, split: str) -> np.ndarray:
+    """(N,) int64 labels, or (N, L) int8 with -1 where the store's mask says unknown."""
     labels = store.labels(split)
     mask = store.label_mask(split)
-    if mask is not None:
-        labels = np.where(mask, labels, -1).astype(np.int8)
-    return SplitArrays(store.ids(split), store.embeddings(split, pooling), labels)
+    return labels if mask is None else np.where(mask, labels, -1).astype(np.int8)
 
 
 def _progress(entry: StoreEntry) -> str:

@@ -52,3 +52,31 @@ def test_the_python_page_runs_as_written(tmp_path, monkeypatch):
     paired = namespace["paired"]
     assert set(paired["entry"]) | set(paired["best"]) == entries
     assert set(namespace["summary"]["budget"]) == {"1-shot", "5-shot", "10-shot", "full"}
+
+
+@pytest.mark.parametrize(
+    ("stage", "function", "opening"),
+    [
+        ("probe", "medprobe.probe.run.runner", "Probe every complete store under the cache root"),
+        ("extract", "medprobe.extract.api", None),
+    ],
+)
+def test_help_shows_the_functions_documentation_first(stage, function, opening):
+    """`help(mp.probe)` and a notebook's `mp.probe?` read `__doc__` and `pydoc`: both lead with
+    the function's signature and documentation, not a package listing."""
+    import importlib
+    import pydoc
+
+    package = getattr(mp, stage)
+    wrapped = getattr(importlib.import_module(function), stage)
+    documentation = inspect.getdoc(wrapped)
+    opening = opening or documentation.splitlines()[0]
+    assert package.__doc__ is not None
+    assert package.__doc__.startswith(f"{stage}(") and opening in package.__doc__
+    assert package.__doc__.index(opening) < package.__doc__.index(f"The package medprobe.{stage}")
+    page = pydoc.render_doc(package, renderer=pydoc.plaintext)
+    head = page[: page.index("PACKAGE CONTENTS")] if "PACKAGE CONTENTS" in page else page
+    assert f"medprobe.{stage} - {stage}(" in head
+    assert " ".join(opening.split()) in " ".join(head.split())
+    if stage == "probe":  # every keyword is documented where users look
+        assert "bootstrap: test resamples" in " ".join(head.split())

@@ -8,6 +8,8 @@ the calibration bins are computed once, where the test resamples and scores are 
 
 import json
 import logging
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,10 +82,15 @@ class Results:
             )
         return label_efficiency_figure(part, dataset, metric)
 
-    def save(self, out_dir: str | Path, *, overwrite: bool = False) -> Path:
+    def save(
+        self, out_dir: str | Path, *, overwrite: bool = False, protected: Sequence[Path] = ()
+    ) -> Path:
         """Write results.csv, summary.csv, paired.csv, calibration.csv, supports.json, run.json,
         report.md, the plots and (when kept) predictions.h5 into a new folder, published whole
-        or not at all."""
+        or not at all. The folder may never be or hold the stores read, nor `protected` (the
+        cache root); overwrite=True replaces only a results folder (see `publish_folder`)."""
+        out_dir = Path(os.path.abspath(out_dir))
+        protected = [*protected, *(Path(s["path"]) for s in self.run.get("stores", []))]
 
         def write_into(folder: Path) -> None:
             self.frame.to_csv(folder / RESULTS_FILE, index=False)
@@ -94,13 +101,16 @@ class Results:
             (folder / RUN_FILE).write_text(json.dumps(self.run, indent=1))
             if self.predictions is not None:
                 self.predictions.save(folder / PREDICTIONS_FILE)
-            write_report(self, folder, title=Path(out_dir).name)
+            write_report(self, folder, title=out_dir.name)
 
-        return publish_folder(Path(out_dir), write_into, overwrite=overwrite)
+        return publish_folder(
+            out_dir, write_into, overwrite=overwrite, protected=protected, marker=RUN_FILE
+        )
 
     @classmethod
     def load(cls, out_dir: str | Path) -> "Results":
-        """A results folder as `save` wrote it."""
+        """A results folder as `save` wrote it; a file that is missing, cut short or damaged is
+        refused by name (a report rebuilt from part of a run would look whole)."""
         out_dir = Path(out_dir)
         needed = (RESULTS_FILE, RUN_FILE, SUMMARY_FILE)
         if not all((out_dir / name).is_file() for name in needed):
@@ -111,18 +121,64 @@ class Results:
         supports_path = out_dir / SUPPORTS_FILE
         predictions_path = out_dir / PREDICTIONS_FILE
         return cls(
-            frame=pd.read_csv(out_dir / RESULTS_FILE),
-            summary_table=pd.read_csv(out_dir / SUMMARY_FILE),
-            paired_table=_read_optional_csv(out_dir / PAIRED_FILE),
-            calibration=_read_optional_csv(out_dir / CALIBRATION_FILE),
-            run=json.loads((out_dir / RUN_FILE).read_text()),
-            supports=json.loads(supports_path.read_text()) if supports_path.is_file() else {},
-            predictions=Predictions.load(predictions_path) if predictions_path.is_file() else None,
+            frame=_read_table(out_dir / RESULTS_FILE),
+            summary_table=_read_table(out_dir / SUMMARY_FILE),
+            paired_table=_read_table(out_dir / PAIRED_FILE, optional=True),
+            calibration=_read_table(out_dir / CALIBRATION_FILE, optional=True),
+            run=_read_json(out_dir / RUN_FILE),
+            supports=_read_json(supports_path) if supports_path.is_file() else {},
+            predictions=_read_predictions(predictions_path),
         )
 
 
-def _read_optional_csv(path: Path) -> pd.DataFrame:
-    """A table with no rows (one model: nothing to pair) is written with no columns at all."""
-    if not path.is_file() or path.stat().st_size <= 1:
+# Columns every results.csv and summary.csv row has; a file without them is not one of ours.
+KEY_COLUMNS = ("dataset", "model", "pooling", "method", "budget", "metric")
+
+
+def _damaged(path: Path, what: str) -> ToolkitError:
+    return ToolkitError(
+        f"{path} {what}; the results folder is damaged: rerun `probe run` to write it again"
+    )
+
+
+def _read_table(path: Path, *, optional: bool = False) -> pd.DataFrame:
+    """A CSV the run wrote. A table with no rows (one model: nothing to pair) is written with no
+    columns at all and is fine where `optional`; results.csv and summary.csv must hold rows
+    with their key columns, and any table must end where a row ends (one cut short does not)."""
+    if optional and (not path.is_file() or path.stat().st_size <= 1):
         return pd.DataFrame()
-    return pd.read_csv(path)
+    try:
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            raise _damaged(path, "ends in the middle of a row (cut short)")
+        table = pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        if isinstance(error, pd.errors.EmptyDataError) and optional:
+            return pd.DataFrame()
+        raise _damaged(path, f"cannot be read ({str(error).splitlines()[0]})") from None
+    if not optional:
+        missing = [column for column in KEY_COLUMNS if column not in table.columns]
+        if missing:
+            raise _damaged(path, f"lacks the columns {missing}")
+        if table.empty:
+            raise _damaged(path, "holds a header and no rows")
+    return table
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _damaged(path, f"cannot be read ({str(error).splitlines()[0]})") from None
+    if not isinstance(value, dict) or (path.name == RUN_FILE and "datasets" not in value):
+        raise _damaged(path, "does not hold what the run wrote (no 'datasets' record)")
+    return value
+
+
+def _read_predictions(path: Path) -> Predictions | None:
+    if not path.is_file():
+        return None
+    try:
+        return Predictions.load(path)
+    except (OSError, KeyError, ValueError) as error:
+        raise _damaged(path, f"cannot be read ({str(error).splitlines()[0]})") from None

@@ -25,8 +25,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from medprobe.cache import ToolkitError, open_store
 from medprobe.cache.files.atomic import check_folder_target
 from medprobe.cache.files.root import resolve_cache_root
+from medprobe.probe.budgets import Budget
+from medprobe.probe.guards import check_bootstrap_memory, check_seeds_memory
 from medprobe.probe.run.cluster import parallel_backend, parse_cluster
-from medprobe.probe.run.results import Results
+from medprobe.probe.run.results import RUN_FILE, Results
 from medprobe.probe.run.settings import ProbeSettings, keyword_signature
 from medprobe.probe.run.sweep import (
     SupportSets,
@@ -36,7 +38,7 @@ from medprobe.probe.run.sweep import (
 )
 from medprobe.probe.stats.paired import Resampled, headline_of, paired_differences, summarise
 from medprobe.probe.stats.predictions import DatasetPredictions, Predictions
-from medprobe.probe.targets import ProbeTarget, select_targets, task_of
+from medprobe.probe.targets import ProbeTarget, headline_left_out, select_targets, task_of
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +73,11 @@ probe.__doc__ = f"{probe.__doc__}\n{inspect.getdoc(ProbeSettings).split(chr(10),
 def run_probes(settings: ProbeSettings) -> Results:
     """The whole run for checked settings: select the stores, draw the supports, sweep every
     (store, pooling) over joblib workers or a Dask cluster, assemble and (with `out`) save."""
-    if settings.out is not None:
-        check_folder_target(settings.out, overwrite=settings.overwrite)
     root = resolve_cache_root(settings.cache_dir)
+    if settings.out is not None:
+        check_folder_target(
+            settings.out, overwrite=settings.overwrite, protected=[root], marker=RUN_FILE
+        )
     targets = select_targets(
         root,
         models=settings.models,
@@ -81,9 +85,51 @@ def run_probes(settings: ProbeSettings) -> Results:
         poolings=settings.poolings,
         include_trials=settings.include_trials,
     )
-    supports = draw_supports(targets, settings)
+    logger.info(
+        "probing %d stores x poolings: %s",
+        len(targets),
+        ", ".join(f"{t.dataset}/{t.model}:{t.pooling}" for t in targets),
+    )
     cluster_spec = parse_cluster(settings.cluster) if settings.cluster is not None else None
+    workers = settings.jobs if settings.jobs > 0 else (os.cpu_count() or 1) + 1 + settings.jobs
+    if cluster_spec is not None:  # a remote cluster's workers use their own machines' memory
+        workers = cluster_spec.local_workers or 1
+    check_bootstrap_memory(
+        targets,
+        settings.bootstrap,
+        n_cells_per_target=_cells_per_target(settings),
+        workers=workers,
+    )
+    check_seeds_memory(
+        targets,
+        seeds=settings.seeds,
+        draws=[(b, len(settings.seeds_for(b))) for b in settings.budgets],
+        n_cells_per_target=_cells_per_target(settings),
+    )
+    supports = draw_supports(targets, settings)
+    logger.info(
+        "drew %d support sets (%d budgets x seeds per dataset)",
+        len(supports),
+        sum(len(settings.seeds_for(b)) for b in settings.budgets),
+    )
+    support_sizes = _support_sizes(targets, supports)
     started = time.perf_counter()
+    done = 0
+
+    def target_done(target: ProbeTarget) -> None:
+        nonlocal done
+        done += 1
+        bar.advance(task)
+        logger.info(
+            "probed %s/%s:%s (%d of %d) at %.1f s",
+            target.dataset,
+            target.model,
+            target.pooling,
+            done,
+            len(targets),
+            time.perf_counter() - started,
+        )
+
     with (
         Progress(
             TextColumn("{task.description}"),
@@ -99,14 +145,51 @@ def run_probes(settings: ProbeSettings) -> Results:
             targets,
             supports,
             settings if cluster_jobs is None else replace(settings, jobs=cluster_jobs),
-            on_target_done=lambda _: bar.advance(task),
+            on_target_done=target_done,
         )
     elapsed = time.perf_counter() - started
     results = assemble_results(targets, outcomes, supports, settings)
     results.run.update(_run_record(targets, settings, elapsed))
+    results.run["support_sizes"] = support_sizes
     if settings.out is not None:
-        results.save(settings.out, overwrite=settings.overwrite)
+        results.save(settings.out, overwrite=settings.overwrite, protected=[root])
+        logger.info("published %s", settings.out)
     return results
+
+
+def _cells_per_target(settings: ProbeSettings) -> int:
+    """Probes per (store, pooling): every method (k-NN once per k) at every budget and seed."""
+    per_draw = sum(len(settings.knn_k) if m == "knn" else 1 for m in settings.methods)
+    return per_draw * sum(len(settings.seeds_for(b)) for b in settings.budgets)
+
+
+def _support_sizes(targets: Sequence[ProbeTarget], supports: SupportSets) -> dict[str, Any]:
+    """run.json's `support_sizes`: per 'dataset|budget', the labelled images drawn (the mean over
+    seeds) and the fraction of the train split they are. A fraction so small that it rounds to
+    no image of a class still draws one per class: said here and warned, since the budget's label
+    ('0.0001 of train') then understates what the probes saw."""
+    n_train = {t.dataset: open_store(t.path).n_rows.get("train", 0) for t in targets}
+    drawn: dict[tuple[str, Budget], list[int]] = {}
+    for (dataset, budget, _), ids in supports.items():
+        drawn.setdefault((dataset, budget), []).append(len(ids))
+    sizes = {}
+    for (dataset, budget), counts in drawn.items():
+        images = float(np.mean(counts))
+        realised = images / n_train[dataset] if n_train[dataset] else float("nan")
+        sizes[f"{dataset}|{budget.label}"] = {"images": images, "fraction_of_train": realised}
+        if budget.kind == "fraction" and realised > 1.5 * budget.value:
+            logger.warning(
+                "fractions=%g of %s's %d training images rounds to no image of some class; at "
+                "least one per class was drawn: %g images, %.3g of train (rows are labelled "
+                "%r; run.json's support_sizes holds the images drawn)",
+                budget.value,
+                dataset,
+                n_train[dataset],
+                images,
+                realised,
+                budget.label,
+            )
+    return sizes
 
 
 def assemble_results(
@@ -127,6 +210,9 @@ def assemble_results(
     summary = summarise(frame, resampled)
     first_store = {t.dataset: open_store(t.path) for t in reversed(targets)}
     tasks = {dataset: task_of(store) for dataset, store in sorted(first_store.items())}
+    for dataset, task in tasks.items():
+        if task["kind"] == "multilabel":
+            task["headline_leaves_out"] = headline_left_out(first_store[dataset])
     paired_tables = []
     for dataset, task in tasks.items():
         part = frame[frame["dataset"] == dataset]

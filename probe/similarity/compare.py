@@ -20,6 +20,7 @@ import pandas as pd
 from medprobe.cache import Store, ToolkitError, open_store, resolve_cache_root
 from medprobe.cache.files.atomic import check_folder_target
 from medprobe.probe import arguments
+from medprobe.probe.guards import refuse_past_memory
 from medprobe.probe.similarity.bootstrap import bootstrap_similarities
 from medprobe.probe.similarity.measures import (
     METRICS,
@@ -27,7 +28,12 @@ from medprobe.probe.similarity.measures import (
     pairwise_similarities,
     prepare_entry,
 )
-from medprobe.probe.similarity.report import COLUMNS, INTERVAL_COLUMNS, SimilarityResults
+from medprobe.probe.similarity.report import (
+    COLUMNS,
+    INTERVAL_COLUMNS,
+    SETTINGS_FILE,
+    SimilarityResults,
+)
 from medprobe.probe.stats.bootstrap import resample_counts
 from medprobe.probe.targets import ProbeTarget, select_targets
 
@@ -150,10 +156,11 @@ def similarity(
         on_mismatch=on_mismatch,
         bootstrap=bootstrap,
     )
+    root = resolve_cache_root(cache_dir)
     if out is not None:
-        check_folder_target(Path(out), overwrite=overwrite)
+        check_folder_target(Path(out), overwrite=overwrite, protected=[root], marker=SETTINGS_FILE)
     targets = select_targets(
-        resolve_cache_root(cache_dir),
+        root,
         models=arguments.names("models", models),
         datasets=arguments.names("datasets", datasets),
         poolings=arguments.names("poolings", poolings),
@@ -170,7 +177,9 @@ def similarity(
         frame=pd.DataFrame(rows, columns=columns), settings=asdict(settings), datasets=infos
     )
     if out is not None:
-        results.save(out, overwrite=overwrite)
+        results.save(
+            out, overwrite=overwrite, protected=[root, *(t.path for t in targets)], argument="out"
+        )
     return results
 
 
@@ -198,8 +207,18 @@ def compare_dataset(
             f"{n_rows - 1} others; lower knn_k below {n_rows - 1}",
             argument="knn_k",
         )
-    positions = {path: _positions(ids[path], chosen) for path in stores}
     entries = [f"{t.model}:{t.pooling}" for t in targets]
+    if settings.bootstrap:
+        # (B, n) counts and weights, and (B, S, S) replicates per metric with their temporaries
+        refuse_past_memory(
+            settings.bootstrap * (12 * n_rows + 24 * len(entries) ** 2 * len(settings.metrics)),
+            argument="bootstrap",
+            value=settings.bootstrap,
+            what=f"the bootstrap ({settings.bootstrap:,} replicates of {n_rows:,} images of "
+            f"{dataset}, {len(entries)} entries)",
+            fix="lower max_rows, or pass bootstrap=0",
+        )
+    positions = {path: _positions(ids[path], chosen) for path in stores}
     logger.info("%s: %d entries on %d images", dataset, len(entries), n_rows)
     prepared = []
     for target in targets:

@@ -4,6 +4,7 @@ folder they are published to (similarity.csv, similarity.md, similarity.json, on
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -179,9 +180,22 @@ class SimilarityResults:
                 ]
         return "\n".join(lines)
 
-    def save(self, out_dir: str | Path, *, overwrite: bool = False) -> Path:
+    def save(
+        self,
+        out_dir: str | Path,
+        *,
+        overwrite: bool = False,
+        protected: Sequence[Path] = (),
+        argument: str = "out_dir",
+    ) -> Path:
         """Publish similarity.csv, similarity.md, similarity.json and one heatmap PNG per
-        (dataset, metric) as one folder, complete or not at all; returns the folder."""
+        (dataset, metric) as one folder, complete or not at all; returns the folder. It may
+        never be or hold the stores compared, nor `protected` (the cache root); overwrite=True
+        replaces only a folder this wrote (see `publish_folder`)."""
+        protected = [
+            *protected,
+            *(Path(s["path"]) for i in self.datasets.values() for s in i["stores"]),
+        ]
 
         def write_into(folder: Path) -> None:
             self.frame.to_csv(folder / CSV_FILE, index=False)
@@ -194,7 +208,14 @@ class SimilarityResults:
                     figure = self.plot(dataset, metric)
                     figure.savefig(folder / f"{_file_stem(dataset, metric)}.png", dpi=110)
 
-        return publish_folder(Path(out_dir), write_into, overwrite=overwrite, argument="out_dir")
+        return publish_folder(
+            Path(out_dir),
+            write_into,
+            overwrite=overwrite,
+            argument=argument,
+            protected=protected,
+            marker=SETTINGS_FILE,
+        )
 
 
 def _rows_sentence(info: dict[str, Any]) -> str:

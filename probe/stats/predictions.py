@@ -16,6 +16,7 @@ Rows are in the order of `/<dataset>/ids` whatever each store's own row order. A
 is written `%2F` (and `%` as `%25`), since `/` separates HDF5 groups.
 """
 
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,20 +87,29 @@ class Predictions:
             ) from None
 
     def save(self, path: Path) -> None:
-        with h5py.File(path, "w") as handle:
-            for dataset, part in self.datasets.items():
-                group = handle.create_group(escape_name(dataset))
-                group.create_dataset("ids", data=[str(i) for i in part.ids], dtype=STRING_DTYPE)
-                group.create_dataset("labels", data=part.labels)
-                if part.groups is not None:
-                    group.create_dataset(
-                        "groups", data=[str(g) for g in part.groups], dtype=STRING_DTYPE
-                    )
-                for (model, pooling, method, budget, seed), scores in part.scores.items():
-                    name = "/".join(
-                        escape_name(n) for n in (model, pooling, method, budget, f"seed{seed}")
-                    )
-                    group.create_dataset(f"{name}/scores", data=scores, compression="gzip")
+        """Write predictions.h5. HDF5 builds the file in memory and Python writes its bytes: a
+        disk that fills up then fails as one OSError, where HDF5 writing to disk itself leaves
+        a file it cannot close (errors at every later clean-up, a crash at exit)."""
+        buffer = io.BytesIO()
+        with h5py.File(buffer, "w") as handle:
+            self._write(handle)
+        with open(path, "wb") as handle:
+            handle.write(buffer.getbuffer())
+
+    def _write(self, handle: h5py.File) -> None:
+        for dataset, part in self.datasets.items():
+            group = handle.create_group(escape_name(dataset))
+            group.create_dataset("ids", data=[str(i) for i in part.ids], dtype=STRING_DTYPE)
+            group.create_dataset("labels", data=part.labels)
+            if part.groups is not None:
+                group.create_dataset(
+                    "groups", data=[str(g) for g in part.groups], dtype=STRING_DTYPE
+                )
+            for (model, pooling, method, budget, seed), scores in part.scores.items():
+                name = "/".join(
+                    escape_name(n) for n in (model, pooling, method, budget, f"seed{seed}")
+                )
+                group.create_dataset(f"{name}/scores", data=scores, compression="gzip")
 
     @classmethod
     def load(cls, path: Path) -> "Predictions":

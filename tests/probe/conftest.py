@@ -1,6 +1,7 @@
 """Stores of Gaussian-blob embeddings with known separability, written through the real writer."""
 
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +33,12 @@ def write_blob_store(
     tokens: int = 0,
     prefix_tokens: int = 1,
     token_signal: str = "spread",
+    edit_labels: Callable[[np.ndarray, np.ndarray], None] | None = None,
 ) -> Path:
     """Class means at distance ~`separation` apart plus unit noise; the same ids and labels for
     every model of a dataset (they come from `seed`), embeddings differ by model.
+    `edit_labels(labels, splits)` may change the drawn labels in place before anything uses
+    them (e.g. a label with no positive in train).
 
     tokens=s > 0 also stores (N, prefix_tokens + s*s, dim) tokens on an s x s grid
     (`synthetic_tokens`): the prefix tokens are the `cls` embedding, and the grid carries the
@@ -47,6 +51,8 @@ def write_blob_store(
     if n_labels:
         labels = rng.integers(0, 2, (n_rows, n_labels)).astype(np.int8)
         mask = rng.random((n_rows, n_labels)) > 0.1
+        if edit_labels is not None:
+            edit_labels(labels, splits)
         signal = labels.astype(float) @ rng.normal(size=(n_labels, dim))
         label_names = [f"finding{j}" for j in range(n_labels)]
     else:

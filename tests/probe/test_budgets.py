@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medprobe.cache import ToolkitError
-from medprobe.probe.budgets import Budget, draw_support, make_budgets
+from medprobe.probe.budgets import Budget, draw_support, make_budgets, support_images
 
 NAMES = ["benign", "malignant", "normal"]
 
@@ -94,3 +94,24 @@ def test_multilabel_shots_are_positives_and_negatives_per_label():
     chosen = labels[np.isin(ids, support)]
     for column in range(2):
         assert (chosen[:, column] == 1).sum() >= 2 and (chosen[:, column] == 0).sum() >= 2
+
+
+@pytest.mark.parametrize(
+    ("budget", "n_train", "n_strata", "expected"),
+    [
+        (Budget("shots", 5), 210, 3, 15),
+        (Budget("shots", 100), 210, 3, 210),  # never more than the train split
+        (Budget("fraction", 0.1), 210, 3, 21),
+        (Budget("fraction", 0.0001), 210, 3, 3),  # one per class at least, as draw_support
+        (Budget("full"), 210, 3, 210),
+    ],
+)
+def test_support_images_is_what_draw_support_takes(budget, n_train, n_strata, expected):
+    assert support_images(budget, n_train, n_strata) == expected
+    labels = np.arange(n_train) % n_strata
+    ids = [f"img{i:04d}" for i in range(n_train)]
+    names = [f"c{c}" for c in range(n_strata)]
+    drawn = draw_support(
+        ids, labels, budget, dataset="d", seed=0, label_names=names, allow_fewer=True
+    )
+    assert len(drawn) == expected

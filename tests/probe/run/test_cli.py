@@ -159,19 +159,17 @@ def test_an_out_that_exists_or_is_a_file_is_refused_before_any_probe_runs(blob_r
         result = probe("--shots", "1", "--cache-dir", str(blob_root), "--out", str(out))
         assert message in str(result.exception)
     assert (existing / "keep.txt").read_text() == "mine"
-    result = probe(
-        "--shots",
-        "1",
-        "--seeds",
-        "2",
-        "--cache-dir",
-        str(blob_root),
-        "--out",
-        str(existing),
-        "--overwrite",
-    )
+    quick = ("--shots", "1", "--seeds", "2", "--bootstrap", "0", "--cache-dir", str(blob_root))
+    # overwrite replaces a results folder, never a folder of a user's other files
+    result = probe(*quick, "--out", str(existing), "--overwrite")
+    assert "holds keep.txt but no run.json" in str(result.exception)
+    assert (existing / "keep.txt").read_text() == "mine"
+    previous = tmp_path / "previous"
+    assert probe(*quick, "--out", str(previous)).exit_code == 0
+    (previous / "results.csv").write_text("stale")
+    result = probe(*quick, "--out", str(previous), "--overwrite")
     assert result.exit_code == 0, result.output
-    assert not (existing / "keep.txt").exists() and (existing / "results.csv").is_file()
+    assert len(pd.read_csv(previous / "results.csv")) > 1
 
 
 def test_empty_cache_root_and_unfinished_stores(tmp_path):
