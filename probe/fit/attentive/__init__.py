@@ -7,7 +7,8 @@ Imports numpy, torch (inside functions) and `medprobe.probe.fit.protocol`; reads
 through a `TokenSource` it is handed, never a store.
 """
 
-from medprobe.probe.fit.attentive.plan import ArrayTokens, TokenSource
+from medprobe.probe.fit.attentive.plan import ArrayTokens
 from medprobe.probe.fit.attentive.probe import attentive_scores
+from medprobe.probe.fit.protocol import TokenSource
 
 __all__ = ["ArrayTokens", "TokenSource", "attentive_scores"]

@@ -24,6 +24,7 @@ batched are B models trained apart, to float rounding (tested).
 
 import math
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,9 @@ INIT_STD = 0.02  # EP's, ml-aim's and jepa's query init
 BETAS = (0.9, 0.999)
 EPSILON = 1e-8
 MIN_STD = 1e-6  # a constant feature is left unscaled
+# Multiply-adds per step below which one CPU thread is faster: on a few-shot step of a small store
+# the threads' hand-offs (and, on a busy machine, their spinning) cost 10x the arithmetic.
+SMALL_WORK = 1 << 24
 
 
 @dataclass
@@ -139,6 +143,20 @@ def entry_losses(out: "torch.Tensor", targets: "torch.Tensor", multilabel: bool)
         return torch.nn.functional.softplus(out) - targets[:, None] * out
     picked = out.gather(3, targets[:, None, :, None].expand(-1, out.shape[1], -1, 1))[..., 0]
     return out.logsumexp(3) - picked
+
+
+@contextmanager
+def threads_for(work: int) -> Iterator[None]:
+    """One torch thread while the work per step is below SMALL_WORK, then the count as it was."""
+    import torch
+
+    before = torch.get_num_threads()
+    if work < SMALL_WORK and before > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,18 @@ weight decay; the constants of the protocol; and where tokens come from (`TokenS
 """
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from medprobe.probe.fit.attentive.model import N_QUERIES
-from medprobe.probe.fit.protocol import P_FLOOR, ProbeInputs, cv_folds, multilabel_cv_folds
+from medprobe.probe.fit.protocol import (
+    P_FLOOR,
+    ProbeInputs,
+    TokenSource,
+    cv_folds,
+    multilabel_cv_folds,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -27,16 +33,6 @@ STREAM_ROWS = 1024
 # Floats one batched full-batch training may hold (tokens, attention, pooled vectors and their
 # gradients): about 1 GB.
 BATCH_FLOATS = 256_000_000
-
-
-class TokenSource(Protocol):
-    """Where an image's tokens come from: `read(split, rows)` -> (len(rows), T, D) float32, in the
-    order of `rows` (indices into the split, as in `ProbeInputs`); `shape` is (T, D)."""
-
-    @property
-    def shape(self) -> tuple[int, int]: ...
-
-    def read(self, split: str, rows: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)

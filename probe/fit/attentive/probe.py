@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medprobe.probe.fit.attentive import model
+import medprobe.probe.fit.attentive.model as model
 from medprobe.probe.fit.attentive.plan import (
     BATCH_ROWS,
     CHUNK_ROWS,
@@ -37,7 +37,6 @@ from medprobe.probe.fit.attentive.plan import (
     STREAM_LEARNING_RATE,
     STREAM_ROWS,
     Group,
-    TokenSource,
     batches,
     best_decay,
     choose,
@@ -49,7 +48,7 @@ from medprobe.probe.fit.attentive.plan import (
     stacked_targets,
     targets_of,
 )
-from medprobe.probe.fit.protocol import ProbeInputs, warn_if_no_val
+from medprobe.probe.fit.protocol import ProbeInputs, TokenSource, warn_if_no_val
 
 if TYPE_CHECKING:
     import torch
@@ -71,23 +70,30 @@ def attentive_scores(
     ]
     chosen: list[model.AttentiveWeights | None] = [None] * len(groups)
     small = [g for g, group in enumerate(groups) if len(group.rows) <= STREAM_ROWS and not use_val]
+    n_tokens, dim = tokens.shape
+    per_row = n_tokens * dim * model.N_QUERIES  # multiply-adds of a row's attention per model
     for part in batches(small, groups, tokens.shape):
-        trained = _train_in_memory(inputs, tokens, [groups[g] for g in part], device)
+        work = sum(len(groups[g].rows) * len(groups[g].decay) for g in part) * per_row
+        with model.threads_for(work):
+            trained = _train_in_memory(inputs, tokens, [groups[g] for g in part], device)
         for g, weights in zip(part, trained, strict=True):
             chosen[g] = weights
     for g, group in enumerate(groups):
         if chosen[g] is None:
-            chosen[g] = _train_streamed(inputs, tokens, group, use_val, device)
+            work = min(BATCH_ROWS, len(group.rows)) * len(group.decay) * per_row
+            with model.threads_for(work):
+                chosen[g] = _train_streamed(inputs, tokens, group, use_val, device)
     every = model.AttentiveWeights(
         *(torch.cat(parts) for parts in zip(*(w.tensors() for w in chosen), strict=True))
     )
-    probabilities = model.predict(
-        reader(tokens, "test", np.arange(len(inputs.test)), device),
-        len(inputs.test),
-        every,
-        chunk_rows=CHUNK_ROWS,
-        multilabel=inputs.multilabel,
-    )
+    with model.threads_for(min(CHUNK_ROWS, len(inputs.test)) * len(groups) * per_row):
+        probabilities = model.predict(
+            reader(tokens, "test", np.arange(len(inputs.test)), device),
+            len(inputs.test),
+            every,
+            chunk_rows=CHUNK_ROWS,
+            multilabel=inputs.multilabel,
+        )
     return [probabilities[g, 0].cpu().numpy() for g in range(len(groups))]
 
 
