@@ -34,7 +34,7 @@ from medprobe.probe.report.console import print_report
 from medprobe.probe.report.markdown import write_report
 from medprobe.probe.run.results import Results
 from medprobe.probe.run.runner import run_probes
-from medprobe.probe.run.settings import KNN_VOTES, METHODS, ProbeSettings
+from medprobe.probe.run.settings import KNN_VOTES, KNOWN_METHODS, METHODS, ProbeSettings
 from medprobe.probe.similarity.compare import SPLIT_CHOICES
 from medprobe.probe.similarity.compare import similarity as compare_representations
 from medprobe.probe.similarity.measures import METRICS
@@ -65,7 +65,12 @@ def run(
     models: Annotated[str | None, typer.Option(help="only these models (comma-separated)")] = None,
     datasets: Annotated[str | None, typer.Option(help="only these datasets")] = None,
     poolings: Annotated[str | None, typer.Option(help="only these poolings, e.g. cls")] = None,
-    methods: Annotated[str, typer.Option(help=f"probes: {','.join(METHODS)}")] = ",".join(METHODS),
+    methods: Annotated[
+        str,
+        typer.Option(
+            help=f"probes: {','.join(KNOWN_METHODS)} ('attentive' needs stores with tokens)"
+        ),
+    ] = ",".join(METHODS),
     knn_k: Annotated[
         str, typer.Option(help="k for k-NN (list; capped by the support size)")
     ] = "20",

@@ -35,6 +35,33 @@ class SplitArrays:
     labels: np.ndarray
 
 
+@dataclass(frozen=True)
+class StoreTokens:
+    """A store's token grids as the attentive probe reads them (`probe.fit.protocol.TokenSource`):
+    only the rows asked for, from the file, at each call."""
+
+    store: Store
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.store.token_shape
+
+    def read(self, split: str, rows: np.ndarray) -> np.ndarray:
+        return self.store.tokens(split, rows)
+
+
+def refuse_without_tokens(targets: Sequence[ProbeTarget]) -> None:
+    """The attentive probe reads tokens: name every store without them, and the fix."""
+    lacking = sorted({t.path.name for t in targets if not open_store(t.path).has_tokens})
+    if lacking:
+        raise ToolkitError(
+            f"methods=['attentive'] needs each image's tokens, and {len(lacking)} store(s) hold "
+            f"none: {', '.join(lacking)}; extract them again with `extract run --tokens 8`, or "
+            "leave 'attentive' out of methods= (or pick stores with models=/datasets=)",
+            argument="methods",
+        )
+
+
 def task_of(store: Store) -> dict[str, Any]:
     """The store's task, with defaults for stores written without one."""
     task = {"kind": "multiclass", "headline_metric": "accuracy", "label_names": []}

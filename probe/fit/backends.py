@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medprobe.cache.errors import ToolkitError
+from medprobe.probe.fit.attentive import attentive_scores
 from medprobe.probe.fit.estimators import EstimatorBackend
 from medprobe.probe.fit.full_budget import full_budget_logreg
 from medprobe.probe.fit.lbfgs import STOP_REASONS
@@ -252,6 +253,11 @@ class TorchBackend:
             np.stack([as_numpy(s[:, 1]) for s in scores[i : i + n_labels]], axis=1)
             for i in range(0, len(scores), n_labels)
         ]
+
+    def attentive(self, inputs: ProbeInputs) -> list[np.ndarray]:
+        """Test scores per support set, as `logreg`, of the attentive probe over
+        `inputs.tokens` (`probe.fit.attentive`), on this backend's device."""
+        return attentive_scores(inputs, inputs.tokens, self.device)
 
     def knn(self, inputs: ProbeInputs, *, k: int, vote: str) -> list[np.ndarray]:
         """Test scores per support set, as `logreg`; a multi-label store's labels share every

@@ -7,6 +7,7 @@ import importlib.util
 import numpy as np
 
 from medprobe.cache.errors import ToolkitError
+from medprobe.probe.fit.attentive import attentive_scores
 from medprobe.probe.fit.logistic import C_GRID, DEFAULT_C, MAX_ITER
 from medprobe.probe.fit.neighbors import KNN_TEMPERATURE
 from medprobe.probe.fit.protocol import (  # re-exported: the backends' shared vocabulary
@@ -167,6 +168,11 @@ class EstimatorBackend:
                 )
             )
         return results
+
+    def attentive(self, inputs: ProbeInputs) -> list[np.ndarray]:
+        """scikit-learn and cuML have no attentive probe: the torch one runs, on the CPU for
+        scikit-learn and on the GPU for cuML, with the same numbers as the torch backend's."""
+        return attentive_scores(inputs, inputs.tokens, "cuda" if self.name == "cuml" else "cpu")
 
     def knn(self, inputs: ProbeInputs, *, k: int, vote: str) -> list[np.ndarray]:
         if inputs.multilabel:

@@ -24,6 +24,7 @@ Exact ties (within `C_TIE`) go to the smaller C (stronger regularisation).
 
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
@@ -36,6 +37,17 @@ P_FLOOR = 1e-15  # probabilities are clipped here before the log, as sklearn's l
 C_TIE = 1e-6  # held-out losses closer than this are a tie
 
 
+class TokenSource(Protocol):
+    """Where images' tokens come from, for the attentive probe: `read(split, rows)` ->
+    (len(rows), T, D) float32 in the order of `rows` (indices into the split, as in
+    `ProbeInputs`); `shape` is (T, D)."""
+
+    @property
+    def shape(self) -> tuple[int, int]: ...
+
+    def read(self, split: str, rows: np.ndarray) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class ProbeInputs:
     """One (store, pooling, budget) step: the pool of train rows and the support sets per seed.
@@ -44,7 +56,7 @@ class ProbeInputs:
     multi-label store (one binary label per column, -1 where unknown: every probe then gives
     (M, L) positive-class scores); supports: one array of train-row indices per seed; test
     (M, D); val (V, D) and val_labels (shaped like train_labels), or None; seeds: the seed of
-    each support.
+    each support; tokens: the same splits' token grids (the attentive probe's input), or None.
     """
 
     train: np.ndarray
@@ -56,6 +68,7 @@ class ProbeInputs:
     val: np.ndarray | None = None
     val_labels: np.ndarray | None = None
     use_val: bool = False
+    tokens: TokenSource | None = None
 
     @property
     def multilabel(self) -> bool:

@@ -21,7 +21,9 @@ from medprobe.probe.fit.neighbors import KNN_KS
 from medprobe.probe.run.cluster import parse_cluster
 from medprobe.probe.stats.bootstrap import DEFAULT_RESAMPLES, MIN_RESAMPLES
 
-METHODS = ("logreg", "knn", "prototype")
+METHODS = ("logreg", "knn", "prototype")  # the default
+# Opt-in: the attentive probe trains on every image's tokens (stores written with --tokens).
+KNOWN_METHODS = (*METHODS, "attentive")
 KNN_VOTES = ("weighted", "majority")
 # Guards against a typo that would run for days or fill the memory, checked before any work.
 MAX_SEEDS = 10_000
@@ -36,7 +38,8 @@ class ProbeSettings:
     shots: labelled images per class ('1,5,10', 5 or [1, 5, 10]); fractions: of the train
     split; full: every training label as well. seeds: support sets drawn per sampled budget.
     models, datasets, poolings: only these (names, comma-separated or a list); include_trials:
-    also trial stores (`extract run --limit`). methods: any of 'logreg', 'knn', 'prototype';
+    also trial stores (`extract run --limit`). methods: any of 'logreg', 'knn', 'prototype' (the
+    default) and 'attentive' (stores with tokens only);
     knn_k: k for k-NN (one or more; capped by the support size); knn_vote: 'weighted' (DINO's
     temperature-weighted vote) or 'majority'. allow_fewer: a class with fewer training images
     than asked gives what it has. backend: 'auto' | 'torch' (batched, CUDA when present) |
@@ -82,10 +85,10 @@ class ProbeSettings:
         seeds = arguments.whole("seeds", self.seeds, 1, "support sets per budget", MAX_SEEDS)
         set_(self, "seeds", seeds)
         methods = arguments.names("methods", self.methods) or ()
-        unknown = [m for m in methods if m not in METHODS]
+        unknown = [m for m in methods if m not in KNOWN_METHODS]
         if unknown or not methods:
             raise ToolkitError(
-                f"methods={list(methods)}: choose one or more of {list(METHODS)}",
+                f"methods={list(methods)}: choose one or more of {list(KNOWN_METHODS)}",
                 argument="methods",
             )
         set_(self, "methods", methods)

@@ -25,7 +25,14 @@ from medprobe.probe.fit.backends import (
 from medprobe.probe.run.settings import ProbeSettings
 from medprobe.probe.stats.calibration import ReliabilityBins
 from medprobe.probe.stats.scoring import score_cell, shared_test_resamples
-from medprobe.probe.targets import ProbeTarget, SplitArrays, read_split, task_of
+from medprobe.probe.targets import (
+    ProbeTarget,
+    SplitArrays,
+    StoreTokens,
+    read_split,
+    refuse_without_tokens,
+    task_of,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +110,8 @@ def run_sweep(
     and every fit that used up its iterations is logged as a warning here, in the calling
     process.
     """
+    if "attentive" in settings.methods:
+        refuse_without_tokens(targets)
     tasks = [
         delayed(probe_target)(
             t,
@@ -156,6 +165,7 @@ class _Step:
     seeds: list[int]
     budget: Budget
     task: dict[str, Any]
+    tokens: StoreTokens | None = None
 
 
 # (method, seed, test scores) for every probe of a step.
@@ -189,7 +199,8 @@ def probe_target(
         support_rows = [
             np.array([row_of[i] for i in supports[(target.dataset, budget, s)]]) for s in seeds
         ]
-        step = _Step(train, test, val, support_rows, seeds, budget, task)
+        tokens = StoreTokens(store) if "attentive" in settings.methods else None
+        step = _Step(train, test, val, support_rows, seeds, budget, task, tokens)
         score = _multilabel if task["kind"] == "multilabel" else _single_label
         scored_cells = score(backend, step, settings)
         for report in backend.fit_reports:
@@ -254,6 +265,8 @@ def _method_scores(
             yield name, backend.knn(inputs, k=k, vote=settings.knn_vote)
     if "prototype" in settings.methods:
         yield "prototype", backend.prototype(inputs)
+    if "attentive" in settings.methods:
+        yield "attentive", backend.attentive(inputs)
 
 
 def _single_label(
@@ -271,6 +284,7 @@ def _single_label(
         val=None if val is None else val.embeddings,
         val_labels=None if val is None else val.labels,
         use_val=step.budget.kind == "full",
+        tokens=step.tokens,
     )
     return [
         (method, seed, scores)
@@ -306,6 +320,7 @@ def _multilabel(
         val=None if val is None else val.embeddings,
         val_labels=None if val is None else val.labels[:, trainable],
         use_val=step.budget.kind == "full",
+        tokens=step.tokens,
     )
     scored: Scored = []
     for method, per_seed in _method_scores(backend, inputs, settings):
