@@ -4,6 +4,7 @@ SLURM job array it would hand to sbatch."""
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -149,7 +150,8 @@ def test_slurm_submit_is_one_job_array_with_the_resources_asked_for(tmp_path, mo
     slurm_flags += ["--array-parallelism", "2", "--log-dir", str(logs)]
     result = runner.invoke(app, submit_args(images, tmp_path / "cache", weights, *slurm_flags))
     assert result.exit_code == 0, result.output
-    assert "4242_0, 4242_1, 4242_2" in result.output and str(logs) in result.output
+    assert "shard 0 job 4242_0, shard 1 job 4242_1, shard 2 job 4242_2" in result.output
+    assert str(logs) in result.output
     assert "waiting" not in result.output, "SLURM submissions do not wait unless asked"
     assert len(calls.read_text().splitlines()) == 1, "one sbatch call: one array"
     script = (logs / "4242_submission.sh").read_text()
@@ -244,3 +246,48 @@ def test_more_shards_than_images_is_refused_before_anything_is_submitted(tmp_pat
     message = cli_message(result.exception, app)
     assert "--shards 5: more shards than the 4 images to embed" in message
     assert not (tmp_path / "cache").exists()
+
+
+def submit_processes(log_folder: Path) -> list[int]:
+    """The local job processes of a submission (submitit's controllers and their tasks), found
+    by the log folder on their command line."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if proc.name.isdigit() and "submitit" in command and str(log_folder) in command:
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_waiting_on_local_jobs_stops_them_with_one_message(tmp_path, test_vit_weights):
+    images = write_folder_dataset(tmp_path / "images", n_per_class=3)
+    logs = tmp_path / "logs"
+    args = submit_args(images, tmp_path / "cache", test_vit_weights, "--executor", "local")
+    extract = Path(sys.executable).parent / "extract"
+    process = subprocess.Popen(
+        [extract, *args, "--shards", "2", "--log-dir", str(logs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    lines = []
+    while "waiting for every shard" not in "".join(lines):
+        line = process.stdout.readline()
+        assert line, f"ended before waiting: {''.join(lines)}{process.stderr.read()}"
+        lines.append(line)
+    assert submit_processes(logs), "the local jobs run"
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group gets SIGINT
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, out + err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "stopped the 2 unfinished local shard job(s)" in err
+    assert "Rerun the same command to resume" in err
+    deadline = time.time() + 30
+    while submit_processes(logs):
+        assert time.time() < deadline, "the local jobs kept running"
+        time.sleep(0.1)
