@@ -280,6 +280,16 @@ def submit(
     Preempted or timed-out jobs are requeued and resume from their journals; rerunning the same
     command reruns only what is unfinished.
     """
+    resources = SlurmResources(
+        partition=partition,
+        gpus_per_node=gpus_per_node,
+        cpus_per_task=cpus_per_task,
+        mem=mem,
+        time=time,
+        account=account,
+        qos=qos,
+        array_parallelism=array_parallelism,
+    )
     request = plan_request(
         dataset,
         models,
@@ -296,16 +306,6 @@ def submit(
         weights=weights,
         pretrained=pretrained,
         decode=decode,
-    )
-    resources = SlurmResources(
-        partition=partition,
-        gpus_per_node=gpus_per_node,
-        cpus_per_task=cpus_per_task,
-        mem=mem,
-        time=time,
-        account=account,
-        qos=qos,
-        array_parallelism=array_parallelism,
     )
     submission = submit_shards(
         request, executor=executor, shards=shards, log_folder=log_dir, resources=resources

@@ -75,6 +75,9 @@ def test_local_submit_reports_a_failed_shard_and_a_rerun_gives_the_single_run_st
     bad.write_bytes(sound)
     rerun = runner.invoke(app, args)
     assert rerun.exit_code == 0, rerun.output
+    assert "1 of 2 shard job(s) (local): shard 1 job" in rerun.output, "shard 0 is not rerun"
+    assert "1 shard(s) already complete, kept" in rerun.output
+    assert "shards done 2/2, images 6/6" in rerun.output
     (joined,) = [e.path for e in list_stores(cache)]
     assert f"store {joined}" in rerun.output.replace("\n", "")
     dataset = build_dataset("folder", images)
@@ -83,6 +86,9 @@ def test_local_submit_reports_a_failed_shard_and_a_rerun_gives_the_single_run_st
         dataset, [resolve_model(TEST_VIT)], cache_root=tmp_path / "single", options=options
     ).written
     assert_matches_single_run(joined, single)
+    complete = runner.invoke(app, args)
+    assert complete.exit_code == 0, complete.output
+    assert "every store is already complete; nothing submitted" in complete.output
 
 
 @pytest.mark.slow
@@ -291,3 +297,23 @@ def test_ctrl_c_while_waiting_on_local_jobs_stops_them_with_one_message(tmp_path
     while submit_processes(logs):
         assert time.time() < deadline, "the local jobs kept running"
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "least"),
+    [("--gpus-per-node", "-1", 0), ("--cpus-per-task", "0", 1), ("--array-parallelism", "0", 1)],
+)
+def test_negative_slurm_resources_are_refused_before_anything_is_submitted(
+    tmp_path, flag, value, least
+):
+    images = write_folder_dataset(tmp_path / "images", n_per_class=2)
+    args = submit_args(images, tmp_path / "cache", tmp_path / "unused.pth", flag, value)
+    result = runner.invoke(app, [*args, "--shards", "2"])
+    message = cli_message(result.exception, app)
+    assert message.startswith(f"{flag} {value}: must be a whole number of at least {least}")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_submit_help_shows_time_formats_as_written():
+    result = runner.invoke(app, ["submit", "--help"], env={"COLUMNS": "200"})
+    assert "minutes, HH:MM:SS or D-HH:MM:SS" in result.output and "\u24c2" not in result.output
