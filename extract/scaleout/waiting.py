@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from medprobe.cache.errors import Interrupted
 from medprobe.extract.scaleout.shards import shard_root
@@ -25,8 +25,6 @@ from medprobe.extract.scaleout.tracking import ShardLedger
 
 if TYPE_CHECKING:
     from submitit import Job
-
-    from medprobe.extract.pipeline import ExtractionReport
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +79,7 @@ class Submission:
     executor: str
     log_folder: Path
     shards: list[ShardStatus]
-    jobs: list["Job[ExtractionReport]"]
+    jobs: list["Job[Any]"]
     already_complete: list[Path] = field(default_factory=list)
 
     def wait(
@@ -206,7 +204,7 @@ def _slurm_queued(job_ids: list[str]) -> set[str]:
     return set(listed.stdout.split())
 
 
-def _stop_local_job(job: "Job[ExtractionReport]") -> None:
+def _stop_local_job(job: "Job[Any]") -> None:
     """Kill a local job's task processes; its controller then ends on its own. The tasks ignore
     SIGINT (they were started that way, so a terminal's Ctrl-C reaches only `extract submit`)
     and submitit's job handler bypasses SIGTERM, so they are killed; what they wrote is in their
