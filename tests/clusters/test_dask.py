@@ -117,9 +117,10 @@ def test_the_scheduler_gone_mid_sweep_is_one_line_exit_1_and_nothing_published(
         [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
          "--port", address.rsplit(":", 1)[1], "--no-dashboard"], **quiet,
     )  # fmt: skip
+    # two threads: with one, joblib would run the sweep in the probe process, not on Dask
     worker = subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_worker", address, "--host", "127.0.0.1",
-         "--nthreads", "1", "--no-dashboard", "--local-directory", str(tmp_path / "w")], **quiet,
+         "--nthreads", "2", "--no-dashboard", "--local-directory", str(tmp_path / "w")], **quiet,
     )  # fmt: skip
     try:
         with distributed.Client(address, timeout=60) as client:
