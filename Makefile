@@ -43,7 +43,7 @@ test: install ## run the test suite (offline, CPU, a few minutes)
 # The services stop whatever happens (trap); MEDPROBE_REQUIRE_CLUSTERS=1 makes a service that is
 # not up a failure, never a skip.
 test-clusters: install ## as root: start a one-node SLURM and a Dask cluster here (ci/clusters), run tests/clusters, stop them
-	@trap 'ci/clusters down' EXIT; ci/clusters up && MEDPROBE_REQUIRE_CLUSTERS=1 $(BIN)/pytest -m cluster -rs tests/clusters
+	@trap 'ci/clusters down' EXIT; ci/clusters up && MEDPROBE_REQUIRE_CLUSTERS=1 $(BIN)/python -m pytest -m cluster -rs tests/clusters
 
 bench: install ## probe-sweep, bootstrap, similarity, extraction and shard-join benchmarks; figures go to bench/RESULTS.md by hand
 	$(BIN)/python -m bench.probe_sweep --jobs -1 --bootstrap 0

@@ -117,12 +117,17 @@ def _lost_scheduler_errors(distributed: ModuleType) -> tuple[type[BaseException]
 @contextlib.contextmanager
 def _distributed_quiet() -> Iterator[None]:
     """distributed logs every worker, client and connection at INFO (dozens of lines for one
-    sweep); only its warnings show, unless the run is verbose (`-v`)."""
-    log = logging.getLogger("distributed")
-    previous = log.level
+    sweep); only its warnings show, unless the run is verbose (`-v`). The client's own errors
+    (tracebacks of its attempts to reconnect to a lost scheduler) are what `ClusterLost` says
+    in one line, so they show only with `-v`."""
+    levels = {"distributed": logging.WARNING, "distributed.client": logging.CRITICAL}
+    loggers = {name: logging.getLogger(name) for name in levels}
+    previous = {name: log.level for name, log in loggers.items()}
     if logging.getLogger().getEffectiveLevel() > logging.INFO:
-        log.setLevel(logging.WARNING)
+        for name, log in loggers.items():
+            log.setLevel(levels[name])
     try:
         yield
     finally:
-        log.setLevel(previous)
+        for name, log in loggers.items():
+            log.setLevel(previous[name])
