@@ -328,10 +328,6 @@ def submit(
     console.print(f"  logs: {escape(str(submission.log_folder))}")
     if not (executor == "local" if wait is None else wait):
         return
-    console.print(
-        "  waiting for every shard to end (Ctrl-C cancels the unfinished jobs; rerunning the "
-        "same command resumes them) ..."
-    )
     result = submission.wait(ProgressLines(console))
     for path in result.stores:
         console.print(f"  [green]store[/] {escape(str(path))}")

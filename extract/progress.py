@@ -59,6 +59,13 @@ class ProgressLines:
         self.printed_at = 0.0
 
     def __call__(self, progress: WaitProgress) -> None:
+        if self.shards_done is None:
+            # printed from inside the wait, where Ctrl-C is already handled: once a caller
+            # reads this line, Ctrl-C cancels the jobs with its message
+            self.console.print(
+                "  waiting for every shard to end (Ctrl-C cancels the unfinished jobs; rerunning "
+                "the same command resumes them) ..."
+            )
         now = time.monotonic()
         if progress.shards_done == self.shards_done and now - self.printed_at < self.EVERY_SECONDS:
             return
