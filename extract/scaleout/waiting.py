@@ -205,7 +205,7 @@ def _slurm_queued(job_ids: list[str]) -> set[str]:
 
 
 def _stop_local_job(job: "Job[Any]") -> None:
-    """Kill a local job's task processes; its controller then ends on its own. The tasks ignore
+    """Kill a local job's task processes and its submitit controller. The tasks ignore
     SIGINT (they were started that way, so a terminal's Ctrl-C reaches only `extract submit`)
     and submitit's job handler bypasses SIGTERM, so they are killed; what they wrote is in their
     journal, which a rerun resumes from."""
