@@ -11,10 +11,10 @@ SHOTS ?= 1,5,10
 CACHE_DIR ?= embeddings
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo extract probe test bench lint
+.PHONY: help install demo extract probe test test-clusters bench lint
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ probe: install ## probe every complete store: make probe SHOTS=1,5,10
 
 test: install ## run the test suite (offline, CPU, a few minutes)
 	$(BIN)/pytest
+
+# The services stop whatever happens (trap); MEDPROBE_REQUIRE_CLUSTERS=1 makes a service that is
+# not up a failure, never a skip.
+test-clusters: install ## as root: start a one-node SLURM and a Dask cluster here (ci/clusters), run tests/clusters, stop them
+	@trap 'ci/clusters down' EXIT; ci/clusters up && MEDPROBE_REQUIRE_CLUSTERS=1 $(BIN)/python -m pytest -m cluster -rs tests/clusters
 
 bench: install ## probe-sweep, bootstrap, similarity, extraction and shard-join benchmarks; figures go to bench/RESULTS.md by hand
 	$(BIN)/python -m bench.probe_sweep --jobs -1 --bootstrap 0

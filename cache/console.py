@@ -93,7 +93,7 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> None:
         app(args=args, standalone_mode=True)
     except ToolkitError as error:
         stderr.print(f"[bold red]error:[/] {escape(cli_message(error, app))}")
-        sys.exit(EXIT_USER_ERROR)
+        sys.exit(error.exit_code)
     except Interrupted as interrupted:
         stderr.print(escape(str(interrupted)))
         sys.exit(EXIT_INTERRUPTED)

@@ -11,7 +11,11 @@ class ToolkitError(Exception):
     Messages write library arguments as `name=value` (`knn_k=0: every k must be at least 1`;
     `… or pass allow_fewer=True`), which a CLI rewrites into its own flags (`--knn-k 0`,
     `--allow-fewer`); `argument` names the argument the error is about, when there is one.
+    `exit_code`: what the CLI exits with, 2 for a user's mistake; a subclass for a failure the
+    user did not cause (a cluster that went away) sets 1.
     """
+
+    exit_code: int = 2
 
     def __init__(self, message: str, *, argument: str | None = None) -> None:
         super().__init__(message)

@@ -14,6 +14,7 @@ from medprobe.cache.files.root import CACHE_DIR_ENV
 from medprobe.extract.api import extract
 from medprobe.extract.config import DATA_CONFIG_ENV, ConfiguredDataset, load_data_config
 from medprobe.extract.datasets import DATASETS
+from medprobe.extract.progress import ProgressLines
 from medprobe.extract.scaleout.shards import resolve_shard, shard_device
 from medprobe.extract.scaleout.submit import DEFAULT_TIME, SlurmResources, plan_request
 from medprobe.extract.scaleout.submit import submit as submit_shards
@@ -271,7 +272,8 @@ def submit(
     ] = None,
     mem: Annotated[str | None, typer.Option(help="SLURM memory per job, e.g. 64G")] = None,
     time: Annotated[
-        str, typer.Option(help="time limit per job (minutes or [D-]H:M:S); requeued past it")
+        str,
+        typer.Option(help="time limit per job: minutes, HH:MM:SS or D-HH:MM:SS; requeued past it"),
     ] = DEFAULT_TIME,
     account: Annotated[str | None, typer.Option(help="SLURM account")] = None,
     qos: Annotated[str | None, typer.Option(help="SLURM quality of service")] = None,
@@ -295,6 +297,16 @@ def submit(
     Preempted or timed-out jobs are requeued and resume from their journals; rerunning the same
     command reruns only what is unfinished.
     """
+    resources = SlurmResources(
+        partition=partition,
+        gpus_per_node=gpus_per_node,
+        cpus_per_task=cpus_per_task,
+        mem=mem,
+        time=time,
+        account=account,
+        qos=qos,
+        array_parallelism=array_parallelism,
+    )
     request = plan_request(
         dataset,
         models,
@@ -313,29 +325,28 @@ def submit(
         decode=decode,
         tokens=tokens,
     )
-    resources = SlurmResources(
-        partition=partition,
-        gpus_per_node=gpus_per_node,
-        cpus_per_task=cpus_per_task,
-        mem=mem,
-        time=time,
-        account=account,
-        qos=qos,
-        array_parallelism=array_parallelism,
-    )
     submission = submit_shards(
         request, executor=executor, shards=shards, log_folder=log_dir, resources=resources
     )
     console = Console(soft_wrap=True)  # paths stay whole, to be pasted
+    if not submission.jobs:
+        console.print(
+            f"[bold]{escape(dataset)}[/]: every store is already complete; nothing submitted"
+        )
+        for path in submission.already_complete:
+            console.print(f"  [green]store[/] {escape(str(path))}")
+        return
+    kept = shards - len(submission.shards)
     console.print(
-        f"[bold]{escape(dataset)}[/]: {shards} shard job(s) ({executor}): "
-        + ", ".join(s.job_id for s in submission.shards)
+        f"[bold]{escape(dataset)}[/]: {len(submission.shards)} of {shards} shard job(s) "
+        f"({executor}): "
+        + ", ".join(f"shard {s.index} job {s.job_id}" for s in submission.shards)
+        + (f"; {kept} shard(s) already complete, kept" if kept else "")
     )
     console.print(f"  logs: {escape(str(submission.log_folder))}")
     if not (executor == "local" if wait is None else wait):
         return
-    console.print("  waiting for every shard to end (Ctrl-C stops waiting) ...")
-    result = submission.wait()
+    result = submission.wait(ProgressLines(console))
     for path in result.stores:
         console.print(f"  [green]store[/] {escape(str(path))}")
     if result.failed:

@@ -7,16 +7,19 @@ preempted or reaches its time limit is requeued by submitit and resumes from its
 that failed is rerun by submitting the same command again.
 """
 
+import contextlib
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+import signal
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medprobe.cache.errors import Interrupted, ToolkitError
+from medprobe.cache.errors import ToolkitError
 from medprobe.cache.files.root import resolve_cache_root
 from medprobe.extract.api import extraction_options, model_names
 from medprobe.extract.config import ConfiguredDataset
@@ -25,11 +28,14 @@ from medprobe.extract.models import resolve_model
 from medprobe.extract.options import ExtractionOptions, check_models
 from medprobe.extract.pipeline import ExtractionReport, extract_dataset
 from medprobe.extract.plan import select_rows
-from medprobe.extract.scaleout.shards import shard_root
+from medprobe.extract.scaleout.tracking import ShardLedger, shard_ledger
+from medprobe.extract.scaleout.waiting import ShardStatus, Submission
 
 if TYPE_CHECKING:
     from submitit import Job
     from submitit.helpers import DelayedSubmission
+
+    from medprobe.extract.pipeline import ExtractionReport
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +60,10 @@ class ShardRequest:
         dataset = build_dataset(self.dataset.name, self.dataset.path, **self.dataset.options)
         options = replace(self.options, shard=shard)
         return extract_dataset(dataset, specs, cache_root=self.cache_root, options=options)
+
+    def ledger(self, count: int) -> ShardLedger:
+        """Where this extraction's stores stand when run as `count` shards."""
+        return shard_ledger(self.dataset, self.models, self.cache_root, self.options, count)
 
 
 def plan_request(
@@ -131,79 +141,18 @@ class SlurmResources:
     qos: str | None = None
     array_parallelism: int | None = None
 
-
-@dataclass
-class ShardStatus:
-    """One shard job: its id, its logs, and (once it ended) why it failed, or None."""
-
-    index: int
-    job_id: str
-    stdout: Path
-    stderr: Path
-    error: str | None = None
-
-
-@dataclass
-class SubmissionResult:
-    """After every job ended: the shards that failed and the stores that exist."""
-
-    failed: list[ShardStatus] = field(default_factory=list)
-    stores: list[Path] = field(default_factory=list)
-
-
-@dataclass
-class Submission:
-    """Shard jobs in flight: their ids and log folder now, their outcome from `wait()`."""
-
-    request: ShardRequest
-    executor: str
-    log_folder: Path
-    shards: list[ShardStatus]
-    jobs: list["Job[ExtractionReport]"]
-
-    def wait(self) -> SubmissionResult:
-        """Block until every shard job ended; the stores they wrote or joined, and the failures.
-
-        The store is joined by the last shard to finish, so when no shard failed it exists."""
-        result = SubmissionResult()
-        shard_stores = shard_root(self.request.cache_root)
-        try:
-            for status, job in zip(self.shards, self.jobs, strict=True):
-                error = job.exception()
-                if error is not None:
-                    status.error = _failure_summary(error)
-                    result.failed.append(status)
-                    continue
-                report = job.result()
-                for path in report.joined + report.written + report.skipped_complete:
-                    if shard_stores not in path.parents and path not in result.stores:
-                        result.stores.append(path)
-        except KeyboardInterrupt:
-            running = (
-                "the SLURM jobs keep running"
-                if self.executor == "slurm"
-                else "the local jobs were stopped with it"
-            )
-            raise Interrupted(
-                f"stopped waiting; {running}. Logs: {self.log_folder}. Rerun the same command "
-                "to resume every unfinished shard from its journal."
-            ) from None
-        result.stores = [p for p in result.stores if p.exists()]
-        return result
-
-
-def _failure_summary(error: BaseException) -> str:
-    """The exception a failed job raised (its traceback's last line), or, for a job that never
-    returned (killed, out of memory, out of time), submitit's account of it."""
-    from submitit.core.utils import FailedJobError
-
-    message = str(error).strip()
-    rule = "\n----------------------\n"  # submitit frames the job's traceback with these
-    if isinstance(error, FailedJobError) and message.count(rule) >= 2:
-        lines = [line.strip() for line in message.split(rule)[1].splitlines() if line.strip()]
-        if lines:
-            return lines[-1]
-    return " ".join(message.splitlines()[:2]) or type(error).__name__
+    def __post_init__(self) -> None:
+        smallest = {"gpus_per_node": 0, "cpus_per_task": 1, "array_parallelism": 1}
+        for name, least in smallest.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ToolkitError(
+                    f"{name}={value!r}: must be a whole number of at least {least}, or left "
+                    "unset for the cluster's default",
+                    argument=name,
+                )
 
 
 def parse_time(text: str) -> int:
@@ -266,18 +215,23 @@ def submit(
         raise ToolkitError(
             f"extract submit runs jobs through submitit, which is not installed: {CLUSTER_EXTRA}"
         ) from error
+    ledger = request.ledger(shards)
+    pending = ledger.pending()
     folder = Path(log_folder or default_log_folder(request.cache_root)).absolute()
-    jobs_to_run = [ShardJob(request, index, shards) for index in range(shards)]
+    if not pending:
+        logger.info("every store of this extraction is complete; nothing submitted")
+        return Submission(ledger, executor, folder, [], [], already_complete=ledger.joined() or [])
+    jobs_to_run = [ShardJob(request, index, shards) for index in pending]
     if executor == "local":
         jobs = _submit_local(submitit, folder, jobs_to_run, timeout_min, resources.gpus_per_node)
     else:
         jobs = _submit_slurm(submitit, folder, jobs_to_run, timeout_min, resources)
     statuses = [
         ShardStatus(index, job.job_id, job.paths.stdout, job.paths.stderr)
-        for index, job in enumerate(jobs)
+        for index, job in zip(pending, jobs, strict=True)
     ]
-    logger.info("submitted %d shard jobs to %s; logs in %s", shards, executor, folder)
-    return Submission(request, executor, folder, statuses, jobs)
+    logger.info("submitted shards %s of %d to %s; logs in %s", pending, shards, executor, folder)
+    return Submission(ledger, executor, folder, statuses, jobs)
 
 
 def _submit_local(
@@ -294,12 +248,29 @@ def _submit_local(
     executor = submitit.LocalExecutor(folder=folder)
     executor.update_parameters(timeout_min=timeout_min)
     jobs = []
-    for shard_job in shard_jobs:
-        # submitit hides every GPU from a local job unless told which it may see.
-        if gpus:
-            executor.update_parameters(gpus_per_node=1, visible_gpus=[shard_job.index % gpus])
-        jobs.append(executor.submit(shard_job))
+    with _sigint_ignored():
+        for shard_job in shard_jobs:
+            # submitit hides every GPU from a local job unless told which it may see.
+            if gpus:
+                executor.update_parameters(gpus_per_node=1, visible_gpus=[shard_job.index % gpus])
+            jobs.append(executor.submit(shard_job))
     return jobs
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Processes started inside ignore SIGINT (an ignored signal stays ignored across exec, and
+    Python then installs no KeyboardInterrupt handler): a terminal's Ctrl-C, which goes to the
+    whole foreground process group, reaches `extract submit` alone, which stops its local jobs
+    itself (`Submission.cancel`) with one message instead of a traceback from each job."""
+    if threading.current_thread() is not threading.main_thread():  # signals are main's only
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _submit_slurm(

@@ -64,30 +64,70 @@ def parallel_backend(spec: ClusterSpec | None) -> Iterator[int | None]:
     distributed = _import_distributed()
     import joblib
 
-    cluster = None
-    if spec.local_workers is not None:
-        cluster = distributed.LocalCluster(
-            n_workers=spec.local_workers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-        )
-        client = distributed.Client(cluster)
-    else:
-        try:
-            client = distributed.Client(spec.address, timeout="20s")
-        except OSError as error:
-            raise ToolkitError(
-                f"cluster={spec.address!r}: no dask scheduler answered ({error}); start one "
-                "with `dask scheduler` and workers with `dask worker ADDRESS`",
-                argument="cluster",
-            ) from None
-    logger.info("probing on %s", client)
-    try:
+    with _distributed_quiet(), contextlib.ExitStack() as stack:
+        if spec.local_workers is not None:
+            cluster = distributed.LocalCluster(
+                n_workers=spec.local_workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                # a free port: the default, 8787, warns when another cluster holds it
+                dashboard_address="127.0.0.1:0",
+            )
+            stack.callback(cluster.close)
+            client = distributed.Client(cluster)
+        else:
+            try:
+                client = distributed.Client(spec.address, timeout="20s")
+            except OSError as error:
+                raise ToolkitError(
+                    f"cluster={spec.address!r}: no dask scheduler answered ({error}); start one "
+                    "with `dask scheduler` and workers with `dask worker ADDRESS`",
+                    argument="cluster",
+                ) from None
+        stack.callback(client.close)
+        logger.info("probing on %s", client)
         with joblib.parallel_config(backend="dask"):
-            yield -1
+            try:
+                yield -1
+            except _lost_scheduler_errors(distributed) as error:
+                raise ClusterLost(
+                    f"the dask scheduler {client.scheduler.address} went away during the sweep "
+                    f"({type(error).__name__}); nothing was published. Restart the scheduler "
+                    "and rerun the same command"
+                ) from None
+
+
+class ClusterLost(ToolkitError):
+    """The Dask scheduler went away mid-sweep: a failure (exit 1), not a user's mistake."""
+
+    exit_code = 1
+
+
+def _lost_scheduler_errors(distributed: ModuleType) -> tuple[type[BaseException], ...]:
+    """What joblib's Dask backend raises when the client loses its scheduler: futures it can no
+    longer follow are cancelled, and calls on the closed connection fail."""
+    from concurrent.futures import CancelledError as FuturesCancelled
+
+    from distributed.comm.core import CommClosedError
+
+    return (distributed.client.FutureCancelledError, FuturesCancelled, CommClosedError)
+
+
+@contextlib.contextmanager
+def _distributed_quiet() -> Iterator[None]:
+    """distributed logs every worker, client and connection at INFO (dozens of lines for one
+    sweep); only its warnings show, unless the run is verbose (`-v`). The client's own errors
+    (tracebacks of its attempts to reconnect to a lost scheduler) are what `ClusterLost` says
+    in one line, so they show only with `-v`."""
+    levels = {"distributed": logging.WARNING, "distributed.client": logging.CRITICAL}
+    loggers = {name: logging.getLogger(name) for name in levels}
+    previous = {name: log.level for name, log in loggers.items()}
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        for name, log in loggers.items():
+            log.setLevel(levels[name])
+    try:
+        yield
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        for name, log in loggers.items():
+            log.setLevel(previous[name])

@@ -4,6 +4,7 @@ SLURM job array it would hand to sbatch."""
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -74,6 +75,7 @@ def test_local_submit_reports_a_failed_shard_and_a_rerun_gives_the_single_run_st
     bad.write_bytes(sound)
     rerun = runner.invoke(app, args)
     assert rerun.exit_code == 0, rerun.output
+    assert "shards done 2/2, images 6/6" in rerun.output
     (joined,) = [e.path for e in list_stores(cache)]
     assert f"store {joined}" in rerun.output.replace("\n", "")
     dataset = build_dataset("folder", images)
@@ -82,6 +84,9 @@ def test_local_submit_reports_a_failed_shard_and_a_rerun_gives_the_single_run_st
         dataset, [resolve_model(TEST_VIT)], cache_root=tmp_path / "single", options=options
     ).written
     assert_matches_single_run(joined, single)
+    complete = runner.invoke(app, args)
+    assert complete.exit_code == 0, complete.output
+    assert "every store is already complete; nothing submitted" in complete.output
 
 
 @pytest.mark.slow
@@ -149,7 +154,8 @@ def test_slurm_submit_is_one_job_array_with_the_resources_asked_for(tmp_path, mo
     slurm_flags += ["--array-parallelism", "2", "--log-dir", str(logs)]
     result = runner.invoke(app, submit_args(images, tmp_path / "cache", weights, *slurm_flags))
     assert result.exit_code == 0, result.output
-    assert "4242_0, 4242_1, 4242_2" in result.output and str(logs) in result.output
+    assert "shard 0 job 4242_0, shard 1 job 4242_1, shard 2 job 4242_2" in result.output
+    assert str(logs) in result.output
     assert "waiting" not in result.output, "SLURM submissions do not wait unless asked"
     assert len(calls.read_text().splitlines()) == 1, "one sbatch call: one array"
     script = (logs / "4242_submission.sh").read_text()
@@ -244,3 +250,68 @@ def test_more_shards_than_images_is_refused_before_anything_is_submitted(tmp_pat
     message = cli_message(result.exception, app)
     assert "--shards 5: more shards than the 4 images to embed" in message
     assert not (tmp_path / "cache").exists()
+
+
+def submit_processes(log_folder: Path) -> list[int]:
+    """The local job processes of a submission (submitit's controllers and their tasks), found
+    by the log folder on their command line."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if proc.name.isdigit() and "submitit" in command and str(log_folder) in command:
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_waiting_on_local_jobs_stops_them_with_one_message(tmp_path, test_vit_weights):
+    images = write_folder_dataset(tmp_path / "images", n_per_class=3)
+    logs = tmp_path / "logs"
+    args = submit_args(images, tmp_path / "cache", test_vit_weights, "--executor", "local")
+    extract = Path(sys.executable).parent / "extract"
+    process = subprocess.Popen(
+        [extract, *args, "--shards", "2", "--log-dir", str(logs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    lines = []
+    while "waiting for every shard" not in "".join(lines):
+        line = process.stdout.readline()
+        assert line, f"ended before waiting: {''.join(lines)}{process.stderr.read()}"
+        lines.append(line)
+    assert submit_processes(logs), "the local jobs run"
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group gets SIGINT
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, out + err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "stopped the 2 unfinished local shard job(s)" in err
+    assert "Rerun the same command to resume" in err
+    deadline = time.time() + 30
+    while submit_processes(logs):
+        assert time.time() < deadline, "the local jobs kept running"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "least"),
+    [("--gpus-per-node", "-1", 0), ("--cpus-per-task", "0", 1), ("--array-parallelism", "0", 1)],
+)
+def test_negative_slurm_resources_are_refused_before_anything_is_submitted(
+    tmp_path, flag, value, least
+):
+    images = write_folder_dataset(tmp_path / "images", n_per_class=2)
+    args = submit_args(images, tmp_path / "cache", tmp_path / "unused.pth", flag, value)
+    result = runner.invoke(app, [*args, "--shards", "2"])
+    message = cli_message(result.exception, app)
+    assert message.startswith(f"{flag} {value}: must be a whole number of at least {least}")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_submit_help_shows_time_formats_as_written():
+    result = runner.invoke(app, ["submit", "--help"], env={"COLUMNS": "200"})
+    assert "minutes, HH:MM:SS or D-HH:MM:SS" in result.output and "\u24c2" not in result.output
