@@ -6,6 +6,8 @@ Each command parses its flags, calls one library function (`medprobe.probe.run.r
 library arguments, which the CLI edge rewrites into these flags.
 """
 
+import shlex
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +22,7 @@ from medprobe.cache.console import run_app, table_console
 from medprobe.cache.files.root import CACHE_DIR_ENV
 from medprobe.probe.fit.backends import BACKENDS
 from medprobe.probe.report.console import print_report
+from medprobe.probe.report.html import write_html_report
 from medprobe.probe.report.markdown import write_report
 from medprobe.probe.run.results import Results
 from medprobe.probe.run.runner import run_probes
@@ -101,8 +104,8 @@ def run(
     overwrite: Annotated[bool, typer.Option(help="replace an existing --out folder")] = False,
 ) -> None:
     """Fit logistic-regression, k-NN and prototype probes for every complete store, print the
-    tables and write results.csv, summary.csv, paired.csv, supports.json, run.json, report.md
-    and plots."""
+    tables and write results.csv, summary.csv, paired.csv, supports.json, run.json, report.md,
+    report.html and plots."""
     settings = ProbeSettings(
         shots=shots,
         fractions=fractions,
@@ -125,12 +128,12 @@ def run(
         out=out or default_out_dir(),
         overwrite=overwrite,
     )
-    results = run_probes(settings)
+    results = run_probes(settings, command=shlex.join(["probe", *sys.argv[1:]]))
     console = table_console()
     print_report(results, console)
     console.print(
         f"{len(results.frame)} result rows in {results.run['seconds']:.1f} s -> "
-        f"{escape(str(settings.out))} (report: {escape(str(settings.out / 'report.md'))})",
+        f"{escape(str(settings.out))} (report: {escape(str(settings.out / 'report.html'))})",
         highlight=False,
     )
 
@@ -138,12 +141,25 @@ def run(
 @app.command()
 def report(
     results_dir: Annotated[Path, typer.Argument(help="a folder written by `probe run`")],
+    similarity: Annotated[
+        Path | None,
+        typer.Option(help="a folder written by `probe similarity`: its heatmaps join the page"),
+    ] = None,
 ) -> None:
-    """Rebuild report.md and the plots of a results folder, and print the tables."""
+    """Rebuild report.md, report.html and the plots of a results folder, and print the tables."""
     results = Results.load(results_dir)
     path = write_report(results, results_dir)
+    if similarity is None and (results_dir / "similarity").is_dir():
+        similarity = results_dir / "similarity"  # `probe similarity --out DIR/similarity`
+    page = write_html_report(
+        results,
+        results_dir,
+        similarity=None if similarity is None else SimilarityResults.load(similarity),
+    )
     print_report(results, table_console())
-    Console(soft_wrap=True).print(f"report: {escape(str(path))}", highlight=False)
+    Console(soft_wrap=True).print(
+        f"report: {escape(str(path))}, {escape(str(page))}", highlight=False
+    )
 
 
 SIMILARITY_ROWS_SHOWN = 15

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 CSV_FILE = "similarity.csv"
 MARKDOWN_FILE = "similarity.md"
+HTML_FILE = "similarity.html"
 SETTINGS_FILE = "similarity.json"
 COLUMNS = ["dataset", "a", "b", "metric", "value", "n_rows"]
 INTERVAL_COLUMNS = ["ci_low", "ci_high"]
@@ -179,11 +180,38 @@ class SimilarityResults:
                 ]
         return "\n".join(lines)
 
+    def metric_title(self, metric: str) -> str:
+        """'linear CKA' for 'cka': the words a figure or page uses for a metric."""
+        return METRIC_TITLES.get(metric, metric)
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> "SimilarityResults":
+        """A folder as `save` wrote it (similarity.csv and similarity.json)."""
+        out_dir = Path(out_dir)
+        if not (out_dir / CSV_FILE).is_file() or not (out_dir / SETTINGS_FILE).is_file():
+            raise ToolkitError(
+                f"{out_dir} is not a similarity results folder (needs {CSV_FILE} and "
+                f"{SETTINGS_FILE}, as `probe similarity --out` writes)",
+                argument="similarity",
+            )
+        recorded = json.loads((out_dir / SETTINGS_FILE).read_text())
+        return cls(
+            frame=pd.read_csv(out_dir / CSV_FILE),
+            settings=recorded.get("settings", {}),
+            datasets=recorded.get("datasets", {}),
+        )
+
     def save(self, out_dir: str | Path, *, overwrite: bool = False) -> Path:
-        """Publish similarity.csv, similarity.md, similarity.json and one heatmap PNG per
-        (dataset, metric) as one folder, complete or not at all; returns the folder."""
+        """Publish similarity.csv, similarity.md, similarity.json, similarity.html (the page of
+        `probe run`'s report, heatmaps only) and one heatmap PNG per (dataset, metric) as one
+        folder, complete or not at all; returns the folder."""
+        from medprobe.probe.report.html import render_page
 
         def write_into(folder: Path) -> None:
+            page = render_page(
+                title=f"Representation similarity: {Path(out_dir).name}", similarity=self
+            )
+            (folder / HTML_FILE).write_text(page, encoding="utf-8")
             self.frame.to_csv(folder / CSV_FILE, index=False)
             (folder / MARKDOWN_FILE).write_text(self.to_markdown())
             (folder / SETTINGS_FILE).write_text(
