@@ -22,7 +22,7 @@ from medprobe.cache.console import run_app, table_console
 from medprobe.cache.files.root import CACHE_DIR_ENV
 from medprobe.probe.fit.backends import BACKENDS
 from medprobe.probe.report.console import print_report
-from medprobe.probe.report.html import write_html_report
+from medprobe.probe.report.html import write_html_report, write_similarity_page
 from medprobe.probe.report.markdown import write_report
 from medprobe.probe.run.results import Results
 from medprobe.probe.run.runner import run_probes
@@ -200,8 +200,9 @@ def similarity(
     overwrite: Annotated[bool, typer.Option(help="replace an existing --out folder")] = False,
 ) -> None:
     """Compare every pair of models (model:pooling) of each dataset on the same images: linear
-    CKA, debiased CKA, mutual k-NN alignment; writes similarity.csv, similarity.md and a heatmap
-    per dataset and metric. Reads the stores only: no model, no GPU."""
+    CKA, debiased CKA, mutual k-NN alignment; writes similarity.csv, similarity.md,
+    similarity.html and a heatmap per dataset and metric. Reads the stores only: no model, no
+    GPU."""
     out_dir = out or default_out_dir("similarity-")
     started = time.perf_counter()
     results = compare_representations(
@@ -220,10 +221,12 @@ def similarity(
         out=out_dir,
         overwrite=overwrite,
     )
+    page = write_similarity_page(results, out_dir)
     console = table_console()
     _print_similarity(results, console)
     console.print(
-        f"compared in {time.perf_counter() - started:.1f} s -> {escape(str(out_dir))}",
+        f"compared in {time.perf_counter() - started:.1f} s -> {escape(str(out_dir))} "
+        f"(page: {escape(str(page))})",
         highlight=False,
     )
 

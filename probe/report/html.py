@@ -296,3 +296,12 @@ def write_html_report(
     path = out_dir / HTML_FILE
     write_atomically(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return path
+
+
+def write_similarity_page(similarity: SimilarityPage, out_dir: Path) -> Path:
+    """similarity.html beside what `SimilarityResults.save` wrote: the page of a run's report
+    with the heatmaps only (written here because `similarity` never imports `report`)."""
+    page = render_page(title=f"Representation similarity: {out_dir.name}", similarity=similarity)
+    path = out_dir / SIMILARITY_HTML_FILE
+    write_atomically(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    return path

@@ -122,7 +122,10 @@ class Results:
         predictions_path = out_dir / PREDICTIONS_FILE
         return cls(
             frame=pd.read_csv(out_dir / RESULTS_FILE),
-            summary_table=pd.read_csv(out_dir / SUMMARY_FILE),
+            # `shown` is the report's text of each row, derived on save
+            summary_table=pd.read_csv(out_dir / SUMMARY_FILE).drop(
+                columns="shown", errors="ignore"
+            ),
             paired_table=_read_optional_csv(out_dir / PAIRED_FILE),
             calibration=_read_optional_csv(out_dir / CALIBRATION_FILE),
             run=json.loads((out_dir / RUN_FILE).read_text()),

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
 CSV_FILE = "similarity.csv"
 MARKDOWN_FILE = "similarity.md"
-HTML_FILE = "similarity.html"
 SETTINGS_FILE = "similarity.json"
 COLUMNS = ["dataset", "a", "b", "metric", "value", "n_rows"]
 INTERVAL_COLUMNS = ["ci_low", "ci_high"]
@@ -202,16 +201,11 @@ class SimilarityResults:
         )
 
     def save(self, out_dir: str | Path, *, overwrite: bool = False) -> Path:
-        """Publish similarity.csv, similarity.md, similarity.json, similarity.html (the page of
-        `probe run`'s report, heatmaps only) and one heatmap PNG per (dataset, metric) as one
-        folder, complete or not at all; returns the folder."""
-        from medprobe.probe.report.html import render_page
+        """Publish similarity.csv, similarity.md, similarity.json and one heatmap PNG per
+        (dataset, metric) as one folder, complete or not at all; returns the folder. (`probe
+        similarity` then adds similarity.html, rendered by `probe.report.html`.)"""
 
         def write_into(folder: Path) -> None:
-            page = render_page(
-                title=f"Representation similarity: {Path(out_dir).name}", similarity=self
-            )
-            (folder / HTML_FILE).write_text(page, encoding="utf-8")
             self.frame.to_csv(folder / CSV_FILE, index=False)
             (folder / MARKDOWN_FILE).write_text(self.to_markdown())
             (folder / SETTINGS_FILE).write_text(
