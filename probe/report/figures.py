@@ -156,9 +156,10 @@ def reliability_figure(calibration: pd.DataFrame, dataset: str) -> "Figure":
     axes[0][0].set_ylabel("accuracy")
     _legend_outside(figure, axes[0])
     figure.suptitle(
-        f"{dataset}: reliability at {budget}\n(top-label, seeds pooled; {n_bins} "
+        f"{dataset}: reliability at {budget} (top label, seeds pooled; {n_bins} "
         f"{RELIABILITY_BINS_NOTE})",
         fontsize=10,
+        wrap=True,  # a long dataset name over one panel stays inside the canvas
     )
     return figure
 
