@@ -39,7 +39,7 @@ def run_folder(tmp_path_factory) -> Path:
         shots=[2],
         full=True,
         seeds=3,
-        methods="logreg,knn",
+        methods="knn,prototype",
         bootstrap=100,
         progress=False,
         out=out,
