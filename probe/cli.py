@@ -7,7 +7,6 @@ library arguments, which the CLI edge rewrites into these flags.
 """
 
 import shlex
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +47,7 @@ def default_out_dir(prefix: str = "") -> Path:
 
 @app.command()
 def run(
+    context: typer.Context,
     shots: Annotated[str | None, typer.Option(help="shots per class, e.g. 1,5,10")] = None,
     fractions: Annotated[
         str | None, typer.Option(help="fractions of the train split, e.g. 0.01,0.1")
@@ -128,7 +128,7 @@ def run(
         out=out or default_out_dir(),
         overwrite=overwrite,
     )
-    results = run_probes(settings, command=shlex.join(["probe", *sys.argv[1:]]))
+    results = run_probes(settings, command=_command_line(context))
     console = table_console()
     print_report(results, console)
     console.print(
@@ -136,6 +136,23 @@ def run(
         f"{escape(str(settings.out))} (report: {escape(str(settings.out / 'report.html'))})",
         highlight=False,
     )
+
+
+def _command_line(context: typer.Context) -> str:
+    """`probe <command>` and every option that differs from its default, as a shell would read
+    them (from the parsed parameters, so it is the same under a test runner as in a shell)."""
+    words = ["probe", context.info_name or ""]
+    for parameter in context.command.params:
+        name = parameter.name or ""
+        value = context.params.get(name)
+        if value == parameter.default:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + flag[2:])
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
 
 
 @app.command()

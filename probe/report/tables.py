@@ -14,6 +14,7 @@ from medprobe.probe.stats.paired import (
     FEW_SEEDS_TEST_INTERVAL,
     MIN_SEEDS_FOR_T,
     SEEDS_EQUAL_INTERVAL,
+    SEEDS_INTERVAL,
     entry_name,
 )
 
@@ -65,6 +66,8 @@ def interval_cell(mean: float, low: float, high: float, interval: str) -> str:
         return f"{mean:.3f} (too few seeds)"
     if math.isnan(low) or math.isnan(high):
         return f"{mean:.3f} (no interval)"
+    if interval == SEEDS_INTERVAL and low == high:  # a summary.csv from before the word existed
+        return f"{mean:.3f} (all seeds equal)"
     mark = "*" if interval == FEW_SEEDS_TEST_INTERVAL else ""
     return f"{mean:.3f} [{low:.3f}, {high:.3f}]{mark}"
 

@@ -176,3 +176,13 @@ def test_twelve_models_stay_apart_in_natural_order(tmp_path):
     colours = re.findall(r"stroke: (#[0-9a-f]{6})", curves)
     assert len(set(colours) - {"#000000", "#808080", "#b0b0b0", "#ffffff"}) >= 12
     assert "The dotted line is chance" in curves
+
+
+def test_a_subgroups_table_gets_its_section_when_the_run_has_one(tmp_path):
+    run = twelve_models()
+    assert "<h3>Subgroups</h3>" not in write_html_report(run, tmp_path).read_text()
+    run.subgroups_table = pd.DataFrame(
+        {"dataset": ["derm", "derm"], "group": ["sex=F", "sex=M"], "accuracy": [0.81, 0.77]}
+    )
+    page = write_html_report(run, tmp_path).read_text()
+    assert "<h3>Subgroups</h3>" in page and "sex=M" in page and "0.770" in page
