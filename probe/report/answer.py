@@ -48,6 +48,11 @@ def budget_words(budget: str) -> str:
         return budget
 
 
+def pooling_words(pooling: str) -> str:
+    """'cls' -> 'cls pooling'; 'pooled' (the library's own pooled output) -> 'pooled features'."""
+    return "pooled features" if pooling == "pooled" else f"{pooling} pooling"
+
+
 def _paired_row(paired: pd.DataFrame, method: str, budget: str, entry: str) -> pd.Series | None:
     if paired.empty or "entry" not in paired.columns:
         return None
@@ -79,7 +84,8 @@ def budget_answers(
         shown = interval_cell(best["mean"], best["ci_low"], best["ci_high"], best["interval"])
         method = METHOD_WORDS.get(best["method"], best["method"])
         sentence = (
-            f"With {budget_words(budget)}, {best['model']} ({best['pooling']} pooling, {method}) "
+            f"With {budget_words(budget)}, {best['model']} ({pooling_words(best['pooling'])}, "
+            f"{method}) "
             f"scores best: {metric} {shown}"
         )
         significant = None

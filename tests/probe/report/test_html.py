@@ -58,6 +58,7 @@ def test_the_page_is_self_contained_and_names_its_provenance(run_folder):
     assert "mp.probe(cache_dir=" in page and "seeds=3" in page  # the call that made it
     assert "numpy" in page and "pretrained" in page and "store key" in page
     assert "paired t-test over seeds" in page and "can_reach_0.05" in page
+    assert page.count(", strong (cls pooling,") == 2  # the answer at each budget names the winner
 
 
 @needs_chromium
