@@ -26,10 +26,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv with the toolkit and its test tools
 
-demo: install ## offline: EfficientNet-Lite0 (bundled weights) over sklearn digits, then few-shot probes
+demo: install ## offline: EfficientNet-Lite0 (bundled weights) over sklearn digits, then few-shot probes; open results/demo/report.html
 	$(BIN)/extract run --model efficientnet-lite0 --dataset digits --cache-dir $(CACHE_DIR)
+	# the floor a pretrained model must beat: a randomly initialised ResNet (weights built here)
+	$(BIN)/extract run --model timm:resnet10t --no-pretrained --dataset digits --cache-dir $(CACHE_DIR)
 	$(BIN)/cache ls --cache-dir $(CACHE_DIR)
-	$(BIN)/probe run --shots $(SHOTS) --seeds 5 --cache-dir $(CACHE_DIR) --out results/demo --overwrite
+	$(BIN)/probe run --shots $(SHOTS) --seeds 5 --poolings pooled --cache-dir $(CACHE_DIR) --out results/demo --overwrite
+	@echo "open results/demo/report.html ($$(du -h results/demo/report.html | cut -f1))"
 
 extract: install ## embed DATASET (or every configured dataset) with MODEL: make extract MODEL=aimv2 [DATASET=.. DATA_DIR=..]
 	$(BIN)/extract run --model $(MODEL) $(if $(DATASET),--dataset $(DATASET)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --cache-dir $(CACHE_DIR)

@@ -7,6 +7,7 @@ library arguments, which the CLI edge rewrites into these flags.
 """
 
 import os
+import shlex
 import shutil
 import time
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from medprobe.cache.files.atomic import (
 from medprobe.cache.files.root import CACHE_DIR_ENV
 from medprobe.probe.fit.backends import BACKENDS
 from medprobe.probe.report.console import print_report
+from medprobe.probe.report.html import HTML_FILE, write_html_report, write_similarity_page
 from medprobe.probe.report.markdown import write_report
 from medprobe.probe.run.results import Results
 from medprobe.probe.run.runner import run_probes
@@ -56,6 +58,7 @@ def default_out_dir(prefix: str = "") -> Path:
 
 @app.command()
 def run(
+    context: typer.Context,
     shots: Annotated[str | None, typer.Option(help="shots per class, e.g. 1,5,10")] = None,
     fractions: Annotated[
         str | None, typer.Option(help="fractions of the train split, e.g. 0.01,0.1")
@@ -117,8 +120,8 @@ def run(
     overwrite: Annotated[bool, typer.Option(help="replace an existing --out folder")] = False,
 ) -> None:
     """Fit logistic-regression, k-NN and prototype probes for every complete store, print the
-    tables and write results.csv, summary.csv, paired.csv, supports.json, run.json, report.md
-    and plots."""
+    tables and write results.csv, summary.csv, paired.csv, supports.json, run.json, report.md,
+    report.html and plots."""
     settings = ProbeSettings(
         shots=shots,
         fractions=fractions,
@@ -142,7 +145,7 @@ def run(
         overwrite=overwrite,
     )
     with _failures_exit_1():
-        results = run_probes(settings)
+        results = run_probes(settings, command=_command_line(context))
     console = table_console()
     print_report(results, console)
     for dataset, task in results.run["datasets"].items():
@@ -157,21 +160,47 @@ def run(
             )
     console.print(
         f"{len(results.frame)} result rows in {results.run['seconds']:.1f} s -> "
-        f"{escape(str(settings.out))} (report: {escape(str(settings.out / 'report.md'))})",
+        f"{escape(str(settings.out))} (report: {escape(str(settings.out / 'report.html'))})",
         highlight=False,
     )
+
+
+def _command_line(context: typer.Context) -> str:
+    """`probe <command>` and every option that differs from its default, as a shell would read
+    them (from the parsed parameters, so it is the same under a test runner as in a shell)."""
+    words = ["probe", context.info_name or ""]
+    for parameter in context.command.params:
+        name = parameter.name or ""
+        value = context.params.get(name)
+        if value == parameter.default:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + flag[2:])
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
 
 
 @app.command()
 def report(
     results_dir: Annotated[Path, typer.Argument(help="a folder written by `probe run`")],
+    similarity: Annotated[
+        Path | None,
+        typer.Option(help="a folder written by `probe similarity`: its heatmaps join the page"),
+    ] = None,
 ) -> None:
-    """Rebuild report.md and the plots of a results folder, and print the tables."""
+    """Rebuild report.md, report.html and the plots of a results folder, and print the tables."""
     results = Results.load(results_dir)
+    if similarity is None and (results_dir / "similarity").is_dir():
+        similarity = results_dir / "similarity"  # `probe similarity --out DIR/similarity`
+    similar = None if similarity is None else SimilarityResults.load(similarity)
     with _failures_exit_1():
-        path = _rewrite_report(results, results_dir)
+        path, page = _rewrite_report(results, results_dir, similar)
     print_report(results, table_console())
-    Console(soft_wrap=True).print(f"report: {escape(str(path))}", highlight=False)
+    Console(soft_wrap=True).print(
+        f"report: {escape(str(path))}, {escape(str(page))}", highlight=False
+    )
 
 
 SIMILARITY_ROWS_SHOWN = 15
@@ -212,8 +241,9 @@ def similarity(
     overwrite: Annotated[bool, typer.Option(help="replace an existing --out folder")] = False,
 ) -> None:
     """Compare every pair of models (model:pooling) of each dataset on the same images: linear
-    CKA, debiased CKA, mutual k-NN alignment; writes similarity.csv, similarity.md and a heatmap
-    per dataset and metric. Reads the stores only: no model, no GPU."""
+    CKA, debiased CKA, mutual k-NN alignment; writes similarity.csv, similarity.md,
+    similarity.html and a heatmap per dataset and metric. Reads the stores only: no model, no
+    GPU."""
     out_dir = out or default_out_dir("similarity-")
     started = time.perf_counter()
     with _failures_exit_1():
@@ -233,10 +263,12 @@ def similarity(
             out=out_dir,
             overwrite=overwrite,
         )
+        page = write_similarity_page(results, out_dir)
     console = table_console()
     _print_similarity(results, console)
     console.print(
-        f"compared in {time.perf_counter() - started:.1f} s -> {escape(str(out_dir))}",
+        f"compared in {time.perf_counter() - started:.1f} s -> {escape(str(out_dir))} "
+        f"(page: {escape(str(page))})",
         highlight=False,
     )
 
@@ -279,10 +311,12 @@ def _failures_exit_1() -> Iterator[None]:
         raise typer.Exit(EXIT_CHECK_FAILED) from None
 
 
-def _rewrite_report(results: Results, results_dir: Path) -> Path:
-    """Write report.md and the plots beside a temporary name in `results_dir`, then move each
-    into place: a report that cannot be written (a read-only folder, a full disk) leaves the old
-    one whole, and a `report.md` that is a folder is refused, not written into."""
+def _rewrite_report(
+    results: Results, results_dir: Path, similarity: SimilarityResults | None
+) -> tuple[Path, Path]:
+    """Write report.md, report.html and the plots beside a temporary name in `results_dir`, then
+    move each into place: a report that cannot be written (a read-only folder, a full disk)
+    leaves the old one whole, and a `report.md` that is a folder is refused, not written into."""
     target = results_dir / "report.md"
     if target.exists() and not target.is_file():
         raise ToolkitError(
@@ -294,6 +328,7 @@ def _rewrite_report(results: Results, results_dir: Path) -> Path:
         try:
             tmp.mkdir()
             write_report(results, tmp, title=results_dir.resolve().name)
+            write_html_report(results, tmp, title=results_dir.resolve().name, similarity=similarity)
             for item in tmp.iterdir():
                 os.replace(item, results_dir / item.name)
         except OSError as error:
@@ -303,7 +338,7 @@ def _rewrite_report(results: Results, results_dir: Path) -> Path:
             ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return target, results_dir / HTML_FILE
 
 
 def main() -> None:

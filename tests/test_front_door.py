@@ -46,6 +46,11 @@ def test_the_python_page_runs_as_written(tmp_path, monkeypatch):
     for block in blocks:
         exec(compile(block, str(DOCS), "exec"), namespace)
     assert (tmp_path / "results" / "notebook" / "report.md").is_file()
+    assert (tmp_path / "results" / "notebook" / "report.html").is_file()
+    figure = namespace["figure"]  # saved above with a plain savefig: its legend is on the canvas
+    for artist in (*figure.legends, figure._suptitle):
+        box, canvas = artist.get_window_extent(), figure.bbox
+        assert canvas.x0 <= box.x0 and box.x1 <= canvas.x1 and box.y1 <= canvas.y1
     assert (tmp_path / "digits_accuracy.png").stat().st_size > 5000
     assert (tmp_path / "digits_cka.png").stat().st_size > 5000
     entries = {"efficientnet-lite0:pooled", "timm:resnet10t (random init):pooled"}

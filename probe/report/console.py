@@ -4,7 +4,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from medprobe.probe.report.tables import RunTables, headline_table
+from medprobe.probe.report.answer import budget_answers
+from medprobe.probe.report.tables import CELL_KEY, RunTables, headline_table
 from medprobe.probe.stats.paired import headline_of, ranking
 
 
@@ -16,13 +17,8 @@ def print_report(results: RunTables, console: Console) -> None:
         if part.empty:
             continue
         metric = headline_of(task, part)
-        pivot = headline_table(part, metric, compact=True)
-        table = Table(
-            title=escape(
-                f"{dataset}: {metric} (mean ± 95% interval: over seeds; full budget: over test "
-                "resamples)"
-            )
-        )
+        pivot = headline_table(part, metric)
+        table = Table(title=escape(f"{dataset}: {metric}"), caption=escape(CELL_KEY))
         table.add_column("model:pooling", no_wrap=True)
         table.add_column("method")
         for budget in pivot.columns:
@@ -30,6 +26,8 @@ def print_report(results: RunTables, console: Console) -> None:
         for (entry, method), values in pivot.iterrows():
             table.add_row(escape(entry), method, *(str(v) for v in values))
         console.print(table)
+        for answer in budget_answers(summary, results.paired_table, dataset, metric):
+            console.print(escape(answer.sentence), highlight=False)
         ranked = ranking(part, metric)
         console.print(
             "ranking: "

@@ -2,17 +2,25 @@
 the ranking, the paired differences, calibration and every metric."""
 
 from pathlib import Path
+from typing import Any
 
 from medprobe.cache.files.atomic import write_atomically
+from medprobe.probe.report.answer import budget_answers
 from medprobe.probe.report.figures import (
     label_efficiency_figure,
     reliability_figure,
     save_figure,
 )
-from medprobe.probe.report.tables import RunTables, headline_table, metrics_table
+from medprobe.probe.report.tables import CELL_KEY, RunTables, headline_table, metrics_table
 from medprobe.probe.stats.paired import INTERVAL_NOTES, headline_of, ranking
 
 REPORT_FILE = "report.md"
+
+
+def n_classes_of(task: dict[str, Any]) -> int | None:
+    """Classes of a single-label task (for the chance line), None for multi-label ones."""
+    labels = task.get("label_names") or []
+    return len(labels) if labels and task.get("kind") != "multilabel" else None
 
 
 def write_report(results: RunTables, out_dir: Path, *, title: str | None = None) -> Path:
@@ -44,14 +52,20 @@ def write_report(results: RunTables, out_dir: Path, *, title: str | None = None)
         if part.empty:
             continue
         metric = headline_of(task, part)
+        answers = budget_answers(summary, all_paired, dataset, metric)
         lines += [
             f"## {dataset} — headline metric: {metric}",
             "",
+            *[f"- {answer.sentence}" for answer in answers],
+            "",
             headline_table(part, metric).reset_index().to_markdown(index=False),
+            "",
+            f"_{CELL_KEY}._",
             "",
         ]
         plot = out_dir / f"{dataset}_{metric}.png"
-        save_figure(label_efficiency_figure(part, dataset, metric), plot)
+        figure = label_efficiency_figure(part, dataset, metric, n_classes=n_classes_of(task))
+        save_figure(figure, plot)
         lines += [
             f"![{dataset} label efficiency]({plot.name})",
             "",
@@ -67,7 +81,9 @@ def write_report(results: RunTables, out_dir: Path, *, title: str | None = None)
             lines += [
                 "### Paired difference to the best entry",
                 "",
-                paired.drop(columns=["dataset", "metric"]).to_markdown(index=False, floatfmt=".3f"),
+                paired.drop(columns=["dataset", "metric"])
+                .dropna(axis="columns", how="all")
+                .to_markdown(index=False, floatfmt=".3f"),
                 "",
             ]
         if part["ci_seeds_and_test_low"].notna().any():

@@ -19,8 +19,10 @@ import pandas as pd
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.files.atomic import publish_folder
 from medprobe.probe.report.figures import label_efficiency_figure
-from medprobe.probe.report.markdown import write_report
-from medprobe.probe.stats.paired import headline_of
+from medprobe.probe.report.html import write_html_report
+from medprobe.probe.report.markdown import n_classes_of, write_report
+from medprobe.probe.report.tables import shown_cells
+from medprobe.probe.stats.paired import PAIRED_COLUMNS, headline_of
 from medprobe.probe.stats.predictions import PREDICTIONS_FILE, Predictions
 
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn
@@ -80,28 +82,37 @@ class Results:
             raise ToolkitError(
                 f"metric={metric!r}: not among {sorted(set(part['metric']))}", argument="metric"
             )
-        return label_efficiency_figure(part, dataset, metric)
+        return label_efficiency_figure(
+            part, dataset, metric, n_classes=n_classes_of(self.run["datasets"][dataset])
+        )
 
     def save(
         self, out_dir: str | Path, *, overwrite: bool = False, protected: Sequence[Path] = ()
     ) -> Path:
-        """Write results.csv, summary.csv, paired.csv, calibration.csv, supports.json, run.json,
-        report.md, the plots and (when kept) predictions.h5 into a new folder, published whole
-        or not at all. The folder may never be or hold the stores read, nor `protected` (the
-        cache root); overwrite=True replaces only a results folder (see `publish_folder`)."""
+        """Write results.csv, summary.csv (with `shown`: each cell as the reports print it),
+        paired.csv (a header even with nothing to pair), calibration.csv, supports.json,
+        run.json, report.md, report.html, the plots and (when kept) predictions.h5 into a new
+        folder, published whole or not at all. The folder may never be or hold the stores read,
+        nor `protected` (the cache root); overwrite=True replaces only a results folder (see
+        `publish_folder`)."""
         out_dir = Path(os.path.abspath(out_dir))
         protected = [*protected, *(Path(s["path"]) for s in self.run.get("stores", []))]
 
         def write_into(folder: Path) -> None:
             self.frame.to_csv(folder / RESULTS_FILE, index=False)
-            self.summary_table.to_csv(folder / SUMMARY_FILE, index=False)
-            self.paired_table.to_csv(folder / PAIRED_FILE, index=False)
+            summary = self.summary_table.assign(shown=shown_cells(self.summary_table))
+            summary.to_csv(folder / SUMMARY_FILE, index=False)
+            paired = self.paired_table
+            if paired.columns.empty:  # one model: no row, but pandas must read the columns
+                paired = pd.DataFrame(columns=["dataset", "metric", *PAIRED_COLUMNS])
+            paired.to_csv(folder / PAIRED_FILE, index=False)
             self.calibration.to_csv(folder / CALIBRATION_FILE, index=False)
             (folder / SUPPORTS_FILE).write_text(json.dumps(self.supports, indent=0))
             (folder / RUN_FILE).write_text(json.dumps(self.run, indent=1))
             if self.predictions is not None:
                 self.predictions.save(folder / PREDICTIONS_FILE)
             write_report(self, folder, title=out_dir.name)
+            write_html_report(self, folder, title=out_dir.name)
 
         return publish_folder(
             out_dir, write_into, overwrite=overwrite, protected=protected, marker=RUN_FILE
@@ -122,7 +133,10 @@ class Results:
         predictions_path = out_dir / PREDICTIONS_FILE
         return cls(
             frame=_read_table(out_dir / RESULTS_FILE),
-            summary_table=_read_table(out_dir / SUMMARY_FILE),
+            # `shown` is the report's text of each row, derived on save
+            summary_table=_read_table(out_dir / SUMMARY_FILE).drop(
+                columns="shown", errors="ignore"
+            ),
             paired_table=_read_table(out_dir / PAIRED_FILE, optional=True),
             calibration=_read_table(out_dir / CALIBRATION_FILE, optional=True),
             run=_read_json(out_dir / RUN_FILE),

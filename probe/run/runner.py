@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import fields, replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,16 +64,20 @@ def probe(cache_dir: str | os.PathLike[str] | None = None, **options: Any) -> Re
             + (f" ({hints})" if hints else "")
             + f"; it takes {', '.join(known)}"
         )
-    return run_probes(ProbeSettings(cache_dir=cache_dir, **options))
+    call = ", ".join(
+        f"{name}={value!r}" for name, value in {"cache_dir": cache_dir, **options}.items()
+    )
+    return run_probes(ProbeSettings(cache_dir=cache_dir, **options), command=f"mp.probe({call})")
 
 
 probe.__signature__ = keyword_signature()  # type: ignore[attr-defined]
 probe.__doc__ = f"{probe.__doc__}\n{inspect.getdoc(ProbeSettings).split(chr(10), 2)[2]}"
 
 
-def run_probes(settings: ProbeSettings) -> Results:
+def run_probes(settings: ProbeSettings, *, command: str | None = None) -> Results:
     """The whole run for checked settings: select the stores, draw the supports, sweep every
-    (store, pooling) over joblib workers or a Dask cluster, assemble and (with `out`) save."""
+    (store, pooling) over joblib workers or a Dask cluster, assemble and (with `out`) save.
+    `command` is the command line or call that asked for it, kept in run.json for the report."""
     root = resolve_cache_root(settings.cache_dir)
     if settings.out is not None:
         check_folder_target(
@@ -151,6 +156,7 @@ def run_probes(settings: ProbeSettings) -> Results:
     results = assemble_results(targets, outcomes, supports, settings)
     results.run.update(_run_record(targets, settings, elapsed))
     results.run["support_sizes"] = support_sizes
+    results.run["command"] = command
     if settings.out is not None:
         results.save(settings.out, overwrite=settings.overwrite, protected=[root])
         logger.info("published %s", settings.out)
@@ -319,7 +325,7 @@ def _run_record(
 ) -> dict[str, Any]:
     """run.json beside the datasets' tasks: every setting, the stores and their keys, versions."""
     paths = sorted({t.path for t in targets})
-    stores = [{"path": str(path), "key": open_store(path).key} for path in paths]
+    stores = [_store_record(path) for path in paths]
     versions = {}
     for name in VERSIONED:
         try:
@@ -335,6 +341,21 @@ def _run_record(
         "python": platform.python_version(),
     }
     return json.loads(json.dumps(record))  # as run.json will hold it: lists, not tuples
+
+
+def _store_record(path: Path) -> dict[str, Any]:
+    """What the report names of a store: its key, dataset, model spec (checkpoint, whether the
+    weights were pretrained) and test size in images and patients/groups."""
+    store = open_store(path)
+    groups = store.groups("test") if "test" in store.splits else None
+    return {
+        "path": str(path),
+        "key": store.key,
+        "dataset": store.dataset_name,
+        "model": store.spec.get("model", {}),
+        "test_images": store.n_rows.get("test"),
+        "test_groups": None if groups is None else len(set(groups.tolist())),
+    }
 
 
 def supports_record(supports: SupportSets) -> dict[str, list[str]]:

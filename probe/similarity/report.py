@@ -180,6 +180,27 @@ class SimilarityResults:
                 ]
         return "\n".join(lines)
 
+    def metric_title(self, metric: str) -> str:
+        """'linear CKA' for 'cka': the words a figure or page uses for a metric."""
+        return METRIC_TITLES.get(metric, metric)
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> "SimilarityResults":
+        """A folder as `save` wrote it (similarity.csv and similarity.json)."""
+        out_dir = Path(out_dir)
+        if not (out_dir / CSV_FILE).is_file() or not (out_dir / SETTINGS_FILE).is_file():
+            raise ToolkitError(
+                f"{out_dir} is not a similarity results folder (needs {CSV_FILE} and "
+                f"{SETTINGS_FILE}, as `probe similarity --out` writes)",
+                argument="similarity",
+            )
+        recorded = json.loads((out_dir / SETTINGS_FILE).read_text())
+        return cls(
+            frame=pd.read_csv(out_dir / CSV_FILE),
+            settings=recorded.get("settings", {}),
+            datasets=recorded.get("datasets", {}),
+        )
+
     def save(
         self,
         out_dir: str | Path,
@@ -191,7 +212,8 @@ class SimilarityResults:
         """Publish similarity.csv, similarity.md, similarity.json and one heatmap PNG per
         (dataset, metric) as one folder, complete or not at all; returns the folder. It may
         never be or hold the stores compared, nor `protected` (the cache root); overwrite=True
-        replaces only a folder this wrote (see `publish_folder`)."""
+        replaces only a folder this wrote (see `publish_folder`). (`probe similarity` then adds
+        similarity.html, rendered by `probe.report.html`.)"""
         protected = [
             *protected,
             *(Path(s["path"]) for i in self.datasets.values() for s in i["stores"]),

@@ -31,19 +31,73 @@ Resampled = dict[tuple[str, str, str, str, str, int], dict[str, np.ndarray]]
 
 SEEDS_INTERVAL = "seeds (Student t)"
 TEST_INTERVAL = "test bootstrap (percentile)"
+FEW_SEEDS_TEST_INTERVAL = "seeds and test bootstrap (percentile): too few seeds for a t interval"
+FEW_SEEDS_NO_INTERVAL = "none: too few seeds for a t interval and no test bootstrap"
+DEGENERATE_INTERVAL = "test bootstrap degenerate: every resample scored the same"
+SEEDS_EQUAL_INTERVAL = "seeds all equal: every seed scored the same"
 NO_INTERVAL = "none (one fit, no bootstrap)"
+# A Student-t interval from two seeds has 1 degree of freedom (t = 12.7): it says nothing a
+# reader can use, and its bounds leave the metric's range. Below this many seeds none is shown.
+MIN_SEEDS_FOR_T = 3
+T_TEST = "paired t-test over seeds"
+WILCOXON_TEST = "Wilcoxon signed-rank over seeds"
+BOOTSTRAP_TEST = "paired test bootstrap"
+SIGNIFICANCE = 0.05
 INTERVAL_NOTES = (
-    f"**{SEEDS_INTERVAL}** (few-shot and fraction budgets, `ci_low`/`ci_high`): the 95% "
-    "Student-t interval of the mean over support-set seeds; it says how much the score moves "
-    "with the labelled images drawn, on this test set. "
-    f"**{TEST_INTERVAL}** (full budgets, `ci_low`/`ci_high`): the 2.5th to 97.5th percentile of "
-    "the metric over B bootstrap resamples of the test images (whole patients together where the "
-    "dataset records them); it says how much the score would move on another test sample of "
-    "this size. **Seeds and test together** (`ci_seeds_and_test_low`/`_high`, every budget): the "
-    "2.5th to 97.5th percentile, over the B test resamples, of the mean score over a resample of "
-    "the seeds. Every entry is scored on the same resamples and support sets, so differences "
-    "are paired."
+    f"**{SEEDS_INTERVAL}** (few-shot and fraction budgets with at least {MIN_SEEDS_FOR_T} "
+    "seeds, `ci_low`/`ci_high`): the 95% Student-t interval of the mean over support-set seeds; "
+    "it says how much the score moves with the labelled images drawn, on this test set. "
+    f"**{TEST_INTERVAL}** (full budgets): the 2.5th to 97.5th percentile of the metric over B "
+    "bootstrap resamples of the test images (whole patients together where the dataset records "
+    "them); it says how much the score would move on another test sample of this size. Where "
+    "every resample scores the same (e.g. 1.000 on a small, easy test set) the cell says "
+    "*bootstrap degenerate*: the test set is too small or too easy to show any spread, which is "
+    "not certainty; where every seed scores the same the cell says *all seeds equal*, for the "
+    "same reason. **Seeds and test together** (`ci_seeds_and_test_low`/`_high`, every budget; "
+    f"marked * where it stands in for a t interval because fewer than {MIN_SEEDS_FOR_T} seeds "
+    "were run): the 2.5th to 97.5th percentile, over the B test resamples, of the mean score "
+    "over a resample of the seeds. Every bound is clipped to the metric's range (accuracy, "
+    "AUROC, F1 in [0, 1], kappa in [-1, 1], ECE, Brier, log loss at least 0). Every entry is "
+    "scored on the same resamples and support sets, so differences are paired: over seeds by "
+    "the paired t-test (which, unlike a Wilcoxon signed-rank test, can reach p < 0.05 with 3 to "
+    "5 seeds), over test resamples by the paired bootstrap (whose smallest p is 2/(B+1); "
+    "`can_reach_0.05` says whether a row's test could reach significance at all)."
 )
+
+
+# paired.csv's columns, written even when no row has a partner (one model: a header only)
+PAIRED_COLUMNS = [
+    "method",
+    "budget",
+    "entry",
+    "best",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "test",
+    "n",
+    "can_reach_0.05",
+    "p_delong",
+]
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    """The values `metric` can take: bounds clip intervals that a normal approximation would
+    push past them (a t interval of accuracies near 1 reaching 1.08)."""
+    if metric == "quadratic_kappa":
+        return -1.0, 1.0
+    if metric == "log_loss":
+        return 0.0, float("inf")
+    if metric == "brier":
+        return 0.0, 2.0  # summed squared error to a one-hot label
+    return 0.0, 1.0  # accuracies, F1, AUROCs (also auroc[label]), ECE
+
+
+def clip_to_range(metric: str, low: float, high: float) -> tuple[float, float]:
+    """(low, high) clipped to `metric_range(metric)`; NaN stays NaN."""
+    floor, ceiling = metric_range(metric)
+    return float(np.clip(low, floor, ceiling)), float(np.clip(high, floor, ceiling))
 
 
 def entry_name(frame: pd.DataFrame) -> pd.Series:
@@ -89,20 +143,32 @@ def _resampled_by_seed(
 
 def summarise(results: pd.DataFrame, resampled: Resampled | None = None) -> pd.DataFrame:
     """One row per (dataset, model, pooling, method, budget, metric): n_seeds, mean, the 95 %
-    interval `ci_low`/`ci_high` (over seeds for sampled budgets, over test resamples for full
-    ones; `interval` says which) and `ci_seeds_and_test_low`/`_high` (both together)."""
+    interval `ci_low`/`ci_high` and `interval`, the words that say which it is (see
+    `INTERVAL_NOTES`), and `ci_seeds_and_test_low`/`_high` (both together). Bounds are clipped
+    to the metric's range; fewer than `MIN_SEEDS_FOR_T` seeds give no t interval."""
     rows = []
     for key, group in results.groupby([*KEYS, "metric"], sort=False):
         cell = dict(zip([*KEYS, "metric"], key, strict=True))
-        mean, low, high = t_interval(group["value"].to_numpy())
-        interval = SEEDS_INTERVAL if len(group) > 1 else NO_INTERVAL
+        values = group["value"].to_numpy()
+        mean, low, high = t_interval(values)
+        n_seeds = int((~np.isnan(values.astype(float))).sum())
+        interval = SEEDS_INTERVAL if low != high else SEEDS_EQUAL_INTERVAL
+        if n_seeds < MIN_SEEDS_FOR_T:
+            low = high = float("nan")
+            interval = FEW_SEEDS_NO_INTERVAL if n_seeds > 1 else NO_INTERVAL
         both = (float("nan"), float("nan"))
         draws = _resampled_by_seed(resampled, cell, group["seed"].to_numpy(), cell["metric"])
         if draws is not None:
             both = seeds_and_resamples_interval(draws)
             if cell["budget_kind"] == "full":
                 low, high = percentile_interval(draws[0])
-                interval = TEST_INTERVAL
+                finite = draws[0][np.isfinite(draws[0])]
+                degenerate = len(finite) > 0 and np.all(finite == finite[0])
+                interval = DEGENERATE_INTERVAL if degenerate else TEST_INTERVAL
+            elif n_seeds < MIN_SEEDS_FOR_T:
+                low, high = both
+                interval = FEW_SEEDS_TEST_INTERVAL
+        low, high = clip_to_range(cell["metric"], low, high)
         rows.append(
             {
                 **cell,
@@ -111,8 +177,8 @@ def summarise(results: pd.DataFrame, resampled: Resampled | None = None) -> pd.D
                 "ci_low": low,
                 "ci_high": high,
                 "interval": interval,
-                "ci_seeds_and_test_low": both[0],
-                "ci_seeds_and_test_high": both[1],
+                "ci_seeds_and_test_low": clip_to_range(cell["metric"], *both)[0],
+                "ci_seeds_and_test_high": clip_to_range(cell["metric"], *both)[1],
             }
         )
     return pd.DataFrame(rows)
@@ -140,7 +206,7 @@ def paired_differences(
     """Per (method, budget) of one dataset: each entry minus the best entry on `metric`.
 
     Sampled budgets are paired over seeds (same support sets): 95 % t-interval of the mean
-    difference and a two-sided Wilcoxon signed-rank p-value. Full budgets are paired over the
+    difference and the paired t-test's two-sided p-value. Full budgets are paired over the
     test resamples (same resampled images): the difference on the whole test set, the
     percentile interval of the resampled differences and the bootstrap p-value; for `roc_auc`
     also DeLong's paired test from the saved scores (`test_scores`), clustered by patient or
@@ -162,23 +228,49 @@ def paired_differences(
                     row["p_delong"] = _delong(test_scores, cell, entry, best, method)
             else:
                 row.update(_seed_difference(by_seed[entry] - by_seed[best]))
+            floor, ceiling = metric_range(metric)
+            span = ceiling - floor  # a difference of two values in range lies within +-span
+            row["ci_low"], row["ci_high"] = np.clip([row["ci_low"], row["ci_high"]], -span, span)
             rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def smallest_p_value(test: str, n: int) -> float:
+    """The smallest two-sided p-value `test` can give with `n` seeds or resamples, whatever the
+    data: with 5 seeds the exact Wilcoxon signed-rank test cannot go below 2/2^5 = 0.0625, so
+    it can never call a lead significant; the paired t-test can (it tends to 0 as the
+    differences agree); the paired bootstrap stops at 2/(B+1)."""
+    if test == WILCOXON_TEST:
+        return 2.0 / 2.0**n if n >= 1 else 1.0
+    if test == BOOTSTRAP_TEST:
+        return min(1.0, 2.0 / (n + 1))
+    if test == T_TEST:
+        return 0.0 if n >= 2 else 1.0
+    return float("nan")
 
 
 def _seed_difference(differences: pd.Series) -> dict:
+    """Paired over seeds (same support sets): the t interval of the mean difference and the
+    paired t-test's p, the test that agrees with that interval and can reach 0.05 from 2 seeds
+    on (a Wilcoxon signed-rank test needs at least 6)."""
     difference = differences.dropna().to_numpy()
     mean, low, high = t_interval(difference)
+    if len(difference) < MIN_SEEDS_FOR_T:
+        low = high = float("nan")
     p_value = float("nan")
     if len(difference) >= 2:
-        p_value = 1.0 if np.allclose(difference, 0) else float(stats.wilcoxon(difference).pvalue)
+        if np.allclose(difference, difference[0]):  # no spread: t is 0/0 or x/0
+            p_value = 1.0 if np.isclose(difference[0], 0) else 0.0
+        else:
+            p_value = float(stats.ttest_1samp(difference, 0.0).pvalue)
     return {
         "difference": mean,
         "ci_low": low,
         "ci_high": high,
         "p_value": p_value,
-        "test": "Wilcoxon signed-rank over seeds",
+        "test": T_TEST,
         "n": len(difference),
+        "can_reach_0.05": smallest_p_value(T_TEST, len(difference)) < SIGNIFICANCE,
     }
 
 
@@ -200,6 +292,7 @@ def _full_budget_difference(
             "p_value": nan,
             "test": NO_INTERVAL,
             "n": 1,
+            "can_reach_0.05": False,
         }
     _, low, high, p_value = paired_difference(draws[entry][0], draws[best][0])
     return {
@@ -207,8 +300,9 @@ def _full_budget_difference(
         "ci_low": low,
         "ci_high": high,
         "p_value": p_value,
-        "test": "paired test bootstrap",
+        "test": BOOTSTRAP_TEST,
         "n": draws[entry].shape[1],
+        "can_reach_0.05": smallest_p_value(BOOTSTRAP_TEST, draws[entry].shape[1]) < SIGNIFICANCE,
     }
 
 

@@ -1,5 +1,7 @@
 """The report leads with each dataset's headline metric, in every file a reader opens first."""
 
+import json
+
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -41,6 +43,10 @@ def test_headline_metric_leads_results_summary_and_report(tmp_path, kind, headli
     assert (out / f"derm_{headline}.png").stat().st_size > 5000
     assert "Paired difference to the best entry" in report and "weak:cls" in report
     assert f"derm: {headline}" in result.output  # the terminal table too
+    assert json.loads((out / "run.json").read_text())["command"].startswith("probe run --shots")
+    # the terminal and the files print one text per cell
+    strong = summary.query("model == 'strong' and metric == @headline and budget == '4-shot'")
+    assert strong["shown"].iloc[0] in result.output and strong["shown"].iloc[0] in report
 
 
 def test_report_of_a_folder_that_is_not_a_run_is_refused(tmp_path):

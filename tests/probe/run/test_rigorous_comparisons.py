@@ -70,7 +70,11 @@ def test_metrics_recomputed_from_predictions_equal_results_csv(run_folder):
 def test_full_budget_intervals_recomputed_from_predictions_equal_summary_csv(run_folder):
     summary = pd.read_csv(run_folder / "summary.csv")
     full = summary.query("budget == 'full' and metric == 'accuracy'").set_index(["model", "method"])
-    assert set(full["interval"]) == {"test bootstrap (percentile)"}
+    # the strong model scores every resample alike: said so, with the same (zero-width) bounds
+    assert set(full["interval"]) <= {
+        "test bootstrap (percentile)",
+        "test bootstrap degenerate: every resample scored the same",
+    }
     with h5py.File(run_folder / "predictions.h5", "r") as handle:
         ids = np.array([i.decode() for i in handle["blobs/ids"][()]])
         labels = handle["blobs/labels"][()]
@@ -98,7 +102,7 @@ def test_paired_full_budget_rows_and_the_report_explain_themselves(run_folder):
     assert (full["entry"] == "weak:cls").all() and (full["p_value"] < 0.05).all()
     assert (full["ci_high"] < 0).all()
     few = paired[paired["budget"] == "5-shot"]
-    assert set(few["test"]) == {"Wilcoxon signed-rank over seeds"}
+    assert set(few["test"]) == {"paired t-test over seeds"} and few["can_reach_0.05"].all()
     report = (run_folder / "report.md").read_text()
     assert "test bootstrap (percentile)" in report and "whole patients/lesions" in report
     assert (run_folder / "blobs_reliability.png").stat().st_size > 5000

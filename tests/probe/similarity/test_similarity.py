@@ -412,6 +412,8 @@ def test_command_writes_csv_markdown_and_heatmaps(blob_root, tmp_path):
     assert set(frame["metric"]) == set(ALL_METRICS) and set(frame["n_rows"]) == {300}
     assert (out / "blobs_cka.png").stat().st_size > 5000
     assert "![blobs cka](blobs_cka.png)" in (out / "similarity.md").read_text()
+    page = (out / "similarity.html").read_text()  # the heatmaps as one self-contained page
+    assert page.count("<svg") == len(ALL_METRICS) and "default-src 'none'" in page
     assert "strong:cls" in result.output and str(out) in result.output.replace("\n", "")
     rerun = invoke("--cache-dir", str(blob_root), "--out", str(out))
     assert "already exists" in str(rerun.exception)

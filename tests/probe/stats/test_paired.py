@@ -5,10 +5,22 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from medprobe.probe.stats.paired import paired_differences, ranking, summarise, t_interval
+from medprobe.probe.stats.paired import (
+    BOOTSTRAP_TEST,
+    DEGENERATE_INTERVAL,
+    FEW_SEEDS_NO_INTERVAL,
+    FEW_SEEDS_TEST_INTERVAL,
+    T_TEST,
+    WILCOXON_TEST,
+    paired_differences,
+    ranking,
+    smallest_p_value,
+    summarise,
+    t_interval,
+)
 
 
-def results_frame(seeds: int = 8) -> pd.DataFrame:
+def results_frame(seeds: int = 8, metric: str = "accuracy") -> pd.DataFrame:
     """Entry 'good' beats 'bad' by ~0.1 on every seed; both share each seed's difficulty."""
     rng = np.random.default_rng(0)
     difficulty = rng.normal(0, 0.15, seeds)
@@ -26,7 +38,7 @@ def results_frame(seeds: int = 8) -> pd.DataFrame:
                     "budget_kind": "shots",
                     "budget_value": 5.0,
                     "seed": seed,
-                    "metric": "accuracy",
+                    "metric": metric,
                     "value": value,
                 }
             )
@@ -42,7 +54,7 @@ def test_t_interval_matches_scipy():
     assert np.isnan(t_interval(np.array([0.5]))[1])
 
 
-def test_paired_difference_uses_the_same_seeds_and_wilcoxon():
+def test_paired_difference_uses_the_same_seeds_and_the_paired_t_test():
     frame = results_frame()
     paired = paired_differences(frame, "accuracy")
     assert len(paired) == 1
@@ -51,8 +63,8 @@ def test_paired_difference_uses_the_same_seeds_and_wilcoxon():
     by_seed = frame.pivot_table(index="seed", columns="model", values="value")
     difference = (by_seed["bad"] - by_seed["good"]).to_numpy()
     assert row["difference"] == pytest.approx(difference.mean())
-    assert row["p_value"] == pytest.approx(stats.wilcoxon(difference).pvalue)
-    assert row["test"] == "Wilcoxon signed-rank over seeds"
+    assert row["p_value"] == pytest.approx(stats.ttest_rel(by_seed["bad"], by_seed["good"]).pvalue)
+    assert row["test"] == "paired t-test over seeds" and row["can_reach_0.05"]
     # Pairing removes the shared per-seed difficulty: the interval is tight and excludes 0,
     # although the two entries' own intervals overlap.
     assert row["ci_high"] < 0
@@ -135,3 +147,76 @@ def test_a_few_shot_cell_keeps_its_seed_interval_and_gains_one_over_seeds_and_te
     )
     both_width = row["ci_seeds_and_test_high"] - row["ci_seeds_and_test_low"]
     assert both_width > seed_means[1] - seed_means[0]
+
+
+@pytest.mark.parametrize("n_seeds", [4, 5, 6, 8])
+def test_smallest_attainable_p_matches_scipy(n_seeds):
+    """Every difference of one sign is the most extreme data a test can see: scipy's exact
+    Wilcoxon p there is its floor (0.0625 at 5 seeds: never significant), while the paired
+    t-test reaches below 0.05 on the same differences."""
+    difference = np.linspace(0.01, 0.02, n_seeds)
+    wilcoxon_floor = stats.wilcoxon(difference, method="exact").pvalue
+    assert smallest_p_value(WILCOXON_TEST, n_seeds) == pytest.approx(wilcoxon_floor)
+    assert (smallest_p_value(WILCOXON_TEST, n_seeds) < 0.05) == (n_seeds >= 6)
+    assert stats.ttest_1samp(difference, 0).pvalue < 0.05
+    assert smallest_p_value(T_TEST, n_seeds) == 0.0
+    draws = np.full(39, 0.1)  # every resampled difference above 0: the bootstrap's floor
+    plain_floor = min(1.0, 2 * (1 + (draws <= 0).sum()) / (len(draws) + 1))
+    assert smallest_p_value(BOOTSTRAP_TEST, 39) == pytest.approx(plain_floor) == 0.05
+
+
+def test_five_seeds_of_a_consistent_lead_are_significant_and_say_they_could_be():
+    paired = paired_differences(results_frame(seeds=5), "accuracy").iloc[0]
+    assert paired["p_value"] < 0.05 and paired["can_reach_0.05"]
+
+
+@pytest.mark.parametrize(
+    ("metric", "floor", "ceiling"),
+    [("accuracy", 0.0, 1.0), ("quadratic_kappa", -1.0, 1.0), ("log_loss", 0.0, np.inf)],
+)
+def test_seed_intervals_stay_inside_the_metric_range(metric, floor, ceiling):
+    frame = results_frame(seeds=3, metric=metric)
+    frame["value"] = {"accuracy": [1.0, 1.0, 0.8], "quadratic_kappa": [-1.0, -1.0, -0.7]}.get(
+        metric, [0.0, 0.0, 0.3]
+    ) * 2
+    summary = summarise(frame)
+    unclipped = t_interval(frame["value"].to_numpy()[:3])
+    assert unclipped[1] < floor or unclipped[2] > ceiling  # the t interval would leave the range
+    assert (summary["ci_low"] >= floor).all() and (summary["ci_high"] <= ceiling).all()
+
+
+def test_two_seeds_give_no_t_interval_but_the_test_bootstrap_one_when_there_is_one():
+    frame = results_frame(seeds=2)
+    summary = summarise(frame).set_index("model")
+    assert summary.loc["good", "interval"] == FEW_SEEDS_NO_INTERVAL
+    assert np.isnan(summary.loc["good", "ci_low"])
+    rng = np.random.default_rng(3)
+    resampled = {
+        ("d", model, "cls", "logreg", "5-shot", int(seed)): {
+            "accuracy": value + rng.normal(0, 0.02, 200)
+        }
+        for model, seed, value in zip(frame["model"], frame["seed"], frame["value"], strict=True)
+    }
+    summary = summarise(frame, resampled).set_index("model")
+    row = summary.loc["good"]
+    assert row["interval"] == FEW_SEEDS_TEST_INTERVAL
+    assert (row["ci_low"], row["ci_high"]) == (
+        row["ci_seeds_and_test_low"],
+        row["ci_seeds_and_test_high"],
+    )
+    assert np.isnan(paired_differences(frame, "accuracy").iloc[0]["ci_low"])
+
+
+def test_a_full_budget_whose_resamples_all_score_the_same_says_the_bootstrap_is_degenerate():
+    frame = full_budget_frame({"perfect": 1.0, "good": 0.9})
+    resampled = {
+        ("d", "perfect", "cls", "logreg", "full", 0): {"accuracy": np.ones(100)},
+        ("d", "good", "cls", "logreg", "full", 0): {
+            "accuracy": np.random.default_rng(0).uniform(0.8, 1.0, 100)
+        },
+    }
+    summary = summarise(frame, resampled).set_index("model")
+    assert summary.loc["perfect", "interval"] == DEGENERATE_INTERVAL
+    assert summary.loc["good", "interval"] == "test bootstrap (percentile)"
+    row = paired_differences(frame, "accuracy", resampled).iloc[0]
+    assert row["can_reach_0.05"]  # 100 resamples: the floor 2/101 is below 0.05
