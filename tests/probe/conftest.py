@@ -29,9 +29,12 @@ def write_blob_store(
     images_per_patient: int = 0,
     preprocessing: dict | None = None,
     complete: bool = True,
+    spectrum: float = 0.0,
 ) -> Path:
     """Class means at distance ~`separation` apart plus unit noise; the same ids and labels for
-    every model of a dataset (they come from `seed`), embeddings differ by model."""
+    every model of a dataset (they come from `seed`), embeddings differ by model. spectrum > 0
+    mixes the features through a random rotation with singular values k^-spectrum and an
+    offset, ill-conditioned as real embeddings are."""
     rng = np.random.default_rng(seed)
     n_rows = n_train + n_val + n_test
     splits = np.array(["train"] * n_train + ["val"] * n_val + ["test"] * n_test)
@@ -50,6 +53,10 @@ def write_blob_store(
         zlib.crc32(model.encode()) if noise_seed is None else noise_seed
     )
     embeddings = (separation * signal + model_rng.normal(size=(n_rows, dim))).astype(np.float32)
+    if spectrum:
+        rotation = np.linalg.qr(model_rng.normal(size=(dim, dim)))[0]
+        mixing = (np.arange(1, dim + 1) ** -spectrum)[:, None] * rotation
+        embeddings = (embeddings @ mixing + 3.0).astype(np.float32)
     order = np.random.default_rng(1).permutation(n_rows) if shuffle_rows else np.arange(n_rows)
     groups = None
     if images_per_patient:  # consecutive rows of one split belong to one patient
