@@ -3,8 +3,10 @@ chunked solve over the train rows (`probe.fit.full_logistic`), and the protocol'
 
 With a val split, the fit at the chosen C is the final model: it is the model scikit-learn fits
 at that C on the same rows, so a second fit would only repeat it. Nothing is approximated: C is
-chosen on the whole train split, and each fit stops on scikit-learn's own criterion (the largest
-entry of the same objective's gradient below 1e-4; fits that use up max_iter say so). Without a
+chosen on the whole train split, and each fit is solved to the optimum in float64 where the
+train split is small (`full_logistic.FLOAT64_ELEMENTS`), so its numbers do not depend on threads
+or workers, and to scikit-learn's own criterion (the largest entry of the same objective's
+gradient below 1e-4) in float32 above that; fits that use up max_iter say so. Without a
 val split, each (label, fold) of the stratified k-fold split is one more head of the same solve
 (a mask over the rows), and one more solve refits every label at its chosen C.
 """

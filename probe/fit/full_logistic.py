@@ -39,6 +39,15 @@ CHUNK_ROWS = 4096
 PRECONDITIONER_ROWS = 32768  # rows whose covariance gives the preconditioner's basis
 ABSENT_LOGIT = -1e4  # logit offset of a class a head never sees: probability 0, gradient 0
 CONSTANT_STD = 1e-8  # a feature whose std is below this is constant (scale 1, as sklearn)
+# Train sets up to this many feature values (4M: 4,096 rows of 1,024 dims) are solved in
+# float64 to the optimum (gradient 1e-10, the few-shot solver's rule): where a float32 fit
+# stopped at a gradient of 1e-4 depended on the rounding of its products, so log loss, ECE and
+# scores moved with the number of threads and workers (0.45 vs 0.51 log loss on 200 images).
+# Larger ones are solved in float32 to scikit-learn's stopping rule, where a pass over X, not
+# the arithmetic, is the cost: their scores may differ across thread counts by what that
+# tolerance leaves (C is chosen on held-out log loss, which it moves far less).
+FLOAT64_ELEMENTS = 2**22
+PRECISE_TOLERANCE_GRAD = 1e-10
 # scikit-learn's lbfgs stopping rule: the largest entry of the gradient of this same objective.
 TOLERANCE_GRAD = 1e-4
 # Values are accumulated in float64, so "no progress" can be judged far below float32's 1e-7;
@@ -51,8 +60,9 @@ class HeadFit:
     """P = G x H fitted problems (C-major: problem g·H + h is C value g on head h), kept in the
     globally standardised space z = (x - mean) / std: logits = z @ weights[p] + bias[p].
 
-    weights (P, D, K_out) float32, K_out = 1 for binary heads (the positive class's logit);
-    bias (P, K_out); mean, std (D,); minimum: the solver's record per problem.
+    weights (P, D, K_out) float64 or float32 (see `fit_heads`), K_out = 1 for binary heads (the
+    positive class's logit); bias (P, K_out); mean, std (D,); minimum: the solver's record per
+    problem.
     """
 
     weights: "torch.Tensor"
@@ -85,8 +95,10 @@ class HeadFit:
         return torch.cat(parts)
 
 
-def _moments(features: "torch.Tensor", chunk_rows: int) -> "tuple[torch.Tensor, torch.Tensor]":
-    """Mean and population std of each column (D,) float32, accumulated in float64 chunk by
+def _moments(
+    features: "torch.Tensor", chunk_rows: int, real: "torch.dtype"
+) -> "tuple[torch.Tensor, torch.Tensor]":
+    """Mean and population std of each column (D,) as `real`, accumulated in float64 chunk by
     chunk (Chan's pairwise update), without copying `features`."""
     import torch
 
@@ -94,7 +106,7 @@ def _moments(features: "torch.Tensor", chunk_rows: int) -> "tuple[torch.Tensor, 
     for start in range(0, len(features), chunk_rows):
         chunk = features[start : start + chunk_rows]
         chunk_mean = chunk.sum(0, dtype=torch.float64) / len(chunk)
-        centred = chunk - chunk_mean.float()
+        centred = chunk.to(real) - chunk_mean.to(real)
         chunk_squares = (centred * centred).sum(0, dtype=torch.float64)
         if mean is None:
             count, mean, squares = len(chunk), chunk_mean, chunk_squares
@@ -106,7 +118,7 @@ def _moments(features: "torch.Tensor", chunk_rows: int) -> "tuple[torch.Tensor, 
         count = total
     std = (squares / count).sqrt()
     std = torch.where(std < CONSTANT_STD, torch.ones_like(std), std)
-    return mean.float(), std.float()
+    return mean.to(real), std.to(real)
 
 
 def fit_heads(
@@ -117,9 +129,10 @@ def fit_heads(
     *,
     n_classes: int,
     max_iter: int,
-    tolerance_grad: float = TOLERANCE_GRAD,
-    relative_decrease: float = RELATIVE_DECREASE,
+    tolerance_grad: float | None = None,
+    relative_decrease: float | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    precise: bool | None = None,
 ) -> HeadFit:
     """Fit every (C, head) problem on the shared rows in one solve.
 
@@ -127,18 +140,29 @@ def fit_heads(
     indices (n_classes >= 3) or 0/1 (n_classes == 2: binary heads); mask (N, H) bool, the rows
     each head trains on (None: every row, every head). c_values (G,): every C for every head;
     or (G, H): C value g of head h. Every head must see at least 2 classes.
+    precise: solve in float64 to `PRECISE_TOLERANCE_GRAD` (None: when the features hold at most
+    `FLOAT64_ELEMENTS` values), else in float32 to `TOLERANCE_GRAD`; `tolerance_grad` and
+    `relative_decrease` override the chosen rule's.
     """
     import torch
+
+    if precise is None:
+        precise = features.numel() <= FLOAT64_ELEMENTS
+    real = torch.float64 if precise else torch.float32
+    if tolerance_grad is None:
+        tolerance_grad = PRECISE_TOLERANCE_GRAD if precise else TOLERANCE_GRAD
+    if relative_decrease is None:
+        relative_decrease = 0.0 if precise else RELATIVE_DECREASE
 
     device = features.device
     n_rows, dim = features.shape
     n_heads = targets.shape[1]
     binary = n_classes == 2
     k_out = 1 if binary else n_classes
-    mean, std = _moments(features, chunk_rows)
+    mean, std = _moments(features, chunk_rows, real)
     inverse_std = 1.0 / std
 
-    buffer = torch.empty(min(chunk_rows, n_rows), dim, device=device)
+    buffer = torch.empty(min(chunk_rows, n_rows), dim, dtype=real, device=device)
 
     def centred_chunks():
         """(first row, centred rows) chunk by chunk, into one reused buffer: a fresh tensor per
@@ -149,11 +173,11 @@ def fit_heads(
 
     # Per-head standardisation, relative to the global one: z_h = z * scale_h + shift_h.
     if mask is None:
-        weight = torch.full((n_rows, n_heads), 1.0 / n_rows, device=device)
-        scale = torch.ones(n_heads, dim, device=device)
-        shift = torch.zeros(n_heads, dim, device=device)
+        weight = torch.full((n_rows, n_heads), 1.0 / n_rows, dtype=real, device=device)
+        scale = torch.ones(n_heads, dim, dtype=real, device=device)
+        shift = torch.zeros(n_heads, dim, dtype=real, device=device)
     else:
-        mask_float = mask.float()
+        mask_float = mask.to(real)
         counts = mask_float.sum(0).double()
         sums = torch.zeros(dim, n_heads, dtype=torch.float64, device=device)
         squares = torch.zeros(dim, n_heads, dtype=torch.float64, device=device)
@@ -165,19 +189,19 @@ def fit_heads(
         head_mean = (sums / counts).T  # (H, D), in z units
         head_std = (squares / counts - (sums / counts) ** 2).clamp_min(0).sqrt().T
         constant = head_std * std.double() < CONSTANT_STD
-        scale = torch.where(constant, 0.0, 1.0 / head_std.clamp_min(1e-30)).float()
-        shift = (-head_mean * scale).float()
-        weight = mask_float / counts.float()
+        scale = torch.where(constant, 0.0, 1.0 / head_std.clamp_min(1e-30)).to(real)
+        shift = (-head_mean * scale).to(real)
+        weight = mask_float / counts.to(real)
     # Class frequencies per head: the starting intercepts and the curvature a.
     if binary:
-        positive = (weight * (targets == 1).float()).sum(0).clamp(1e-6, 1 - 1e-6)  # (H,)
+        positive = (weight * (targets == 1).to(real)).sum(0).clamp(1e-6, 1 - 1e-6)  # (H,)
         start_bias = torch.log(positive / (1 - positive))[:, None]
         curvature = positive * (1 - positive)
-        offset = torch.zeros(n_heads, 1, device=device)
+        offset = torch.zeros(n_heads, 1, dtype=real, device=device)
     else:
-        frequency = torch.zeros(n_heads, n_classes, device=device)
+        frequency = torch.zeros(n_heads, n_classes, dtype=real, device=device)
         for k in range(n_classes):
-            frequency[:, k] = (weight * (targets == k).float()).sum(0)
+            frequency[:, k] = (weight * (targets == k).to(real)).sum(0)
         present = frequency > 0
         start_bias = torch.where(present, torch.log(frequency.clamp_min(1e-30)), 0.0)
         curvature = (frequency * (1 - frequency)).sum(1) / present.sum(1)
@@ -187,14 +211,14 @@ def fit_heads(
     z_sample = (features[sample.long()] - mean) * inverse_std
     covariance = (z_sample.T @ z_sample).double() / len(z_sample)
     eigenvalues, basis = torch.linalg.eigh(covariance)
-    eigenvalues, basis = eigenvalues.clamp_min(0).float(), basis.float()
+    eigenvalues, basis = eigenvalues.clamp_min(0).to(real), basis.to(real)
 
-    c_grid = np.asarray(c_values, dtype=np.float32)
+    c_grid = np.asarray(c_values, dtype=np.float64)
     c_grid = np.broadcast_to(c_grid.reshape(len(c_grid), -1), (len(c_grid), n_heads))
-    c_tensor = torch.as_tensor(c_grid.reshape(-1).copy(), device=device)  # (P,), C-major
+    c_tensor = torch.as_tensor(c_grid.reshape(-1).copy(), dtype=real, device=device)  # C-major
     n_problems = len(c_tensor)
     head_of = torch.arange(n_problems, device=device) % n_heads
-    rows_of_head = (weight > 0).sum(0).float()
+    rows_of_head = (weight > 0).sum(0).to(real)
     penalty = 1.0 / (c_tensor * rows_of_head[head_of])  # (P,)
     precondition = (curvature[head_of, None] * eigenvalues + penalty[:, None]).rsqrt()  # (P, D)
     intercept_scale = curvature[head_of].rsqrt()  # (P,)
@@ -223,7 +247,7 @@ def fit_heads(
             chunk_weight = weight[start : start + len(centred)][:, heads]
             if binary:
                 logit = logits[..., 0]
-                sign = chunk_targets.float()
+                sign = chunk_targets.to(real)
                 losses = torch.nn.functional.softplus(logit) - sign * logit
                 residual = (torch.sigmoid(logit) - sign)[..., None]
             else:
@@ -241,12 +265,12 @@ def fit_heads(
             residual = residual * chunk_weight[..., None]
             grad_raw += (centred.T @ residual.view(len(centred), -1)).double()
             grad_bias += residual.sum(0).double()
-        grad_z = (
-            grad_raw.view(dim, n_active, k_out).permute(1, 0, 2) * inverse_std[:, None]
-        ).float()
+        grad_z = (grad_raw.view(dim, n_active, k_out).permute(1, 0, 2) * inverse_std[:, None]).to(
+            real
+        )
         grad_coefficients = (
             scale[heads, :, None] * grad_z
-            + shift[heads, :, None] * grad_bias[:, None, :].float()
+            + shift[heads, :, None] * grad_bias[:, None, :].to(real)
             + penalty[problems, None, None] * coefficients
         )
         squared_norm = (coefficients.double() ** 2).sum((1, 2))
@@ -255,19 +279,19 @@ def fit_heads(
         grad_state = torch.cat(
             [
                 precondition[problems, :, None] * (basis.T @ grad_coefficients),
-                (intercept_scale[problems, None] * grad_bias.float())[:, None, :],
+                (intercept_scale[problems, None] * grad_bias.to(real))[:, None, :],
             ],
             dim=1,
         )
         gradients = torch.zeros_like(flat)
         gradients[problems] = grad_state.reshape(n_active, -1)
-        sizes = torch.zeros(len(flat), device=device)
+        sizes = torch.zeros(len(flat), dtype=real, device=device)
         sizes[problems] = torch.maximum(
-            grad_coefficients.abs().amax((1, 2)), grad_bias.abs().amax(1).float()
+            grad_coefficients.abs().amax((1, 2)), grad_bias.abs().amax(1).to(real)
         )
         return values, gradients, sizes
 
-    start = torch.zeros(n_problems, dim + 1, k_out, device=device)
+    start = torch.zeros(n_problems, dim + 1, k_out, dtype=real, device=device)
     start[:, dim] = start_bias[head_of] / intercept_scale[:, None]
     minimum = minimise(
         objective,

@@ -58,9 +58,9 @@ def minimise(
     """Minimise B independent smooth functions at once.
 
     objective: see `Objective`. A problem stops when its gradient size is below
-    `tolerance_grad`, when its value no longer decreases by `relative_decrease` (float32's
-    resolution by default), when its line search fails, or after `max_iter` iterations (as
-    scikit-learn's lbfgs counts them).
+    `tolerance_grad`, when an iteration neither lowers its value by `relative_decrease`
+    (relative; float32's resolution by default) nor shrinks its gradient, when its line search
+    fails, or after `max_iter` iterations (as scikit-learn's lbfgs counts them).
     """
     import torch
 
@@ -86,11 +86,17 @@ def minimise(
         else:
             length = torch.ones_like(slope)
         pending = active.clone()
+        resolution = relative_decrease * value.abs().clamp_min(1.0)
         new_x, new_value, new_grad, new_size = x.clone(), value.clone(), grad.clone(), size.clone()
         for _ in range(MAX_BACKTRACKS):
             trial = x + length[:, None] * direction
             trial_value, trial_grad, trial_size = objective(trial, pending)
-            accept = pending & (trial_value <= value + ARMIJO * length * slope)
+            # Armijo's sufficient decrease; or, where the value can no longer resolve the
+            # decrease (within `relative_decrease` of it), a step that does not raise the value
+            # and shrinks the gradient: near the optimum the gradient still tells progress
+            # apart when the value's rounding cannot (as Hager & Zhang's approximate Wolfe test).
+            flat = (trial_value <= value + resolution) & (trial_size < size)
+            accept = pending & ((trial_value <= value + ARMIJO * length * slope) | flat)
             new_x[accept], new_value[accept], new_grad[accept], new_size[accept] = (
                 trial[accept],
                 trial_value[accept],
@@ -103,17 +109,21 @@ def minimise(
             length = torch.where(pending, length * 0.5, length)
         step, change = new_x - x, new_grad - grad
         curvature = (step * change).sum(1)
-        # Only pairs with positive curvature keep the inverse Hessian estimate positive definite.
+        # Only pairs with positive curvature keep the inverse Hessian estimate positive definite;
+        # "positive" beyond the rounding of s·y (relative to |s|·|y|, not absolute: a float64
+        # solve near its optimum takes steps whose s·y is far below any fixed floor, and
+        # dropping those pairs would leave it creeping by steepest descent).
+        rounding = torch.finfo(curvature.dtype).eps * step.norm(dim=1) * change.norm(dim=1)
+        curving = curvature > rounding
         inverse_curvature.append(
-            torch.where(
-                curvature > 1e-10, 1.0 / curvature.clamp_min(1e-10), torch.zeros_like(curvature)
-            )
+            torch.where(curving, 1.0 / torch.where(curving, curvature, 1.0), 0.0)
         )
         steps.append(step)
         changes.append(change)
         if len(steps) > history:
             steps.pop(0), changes.pop(0), inverse_curvature.pop(0)
-        progress = (value - new_value) > relative_decrease * value.abs().clamp_min(1.0)
+        # Progress: the value fell beyond its resolution, or the gradient shrank.
+        progress = ((value - new_value) > resolution) | (new_size < size)
         iterations += active.long()
         x, value, grad, size = new_x, new_value, new_grad, new_size
         # A problem stops on a small gradient, on no real progress, or on a failed line search.

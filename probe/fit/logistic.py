@@ -29,8 +29,14 @@ if TYPE_CHECKING:  # torch is imported inside functions: `import medprobe.probe`
 # Named grids, as DINOv2's linear evaluation names its own.
 C_GRID: tuple[float, ...] = tuple(float(c) for c in 10.0 ** np.arange(-4, 2))
 DEFAULT_C = 1.0  # sklearn's default, used when a class has fewer than 2 support images
-MAX_ITER = 100  # sklearn's lbfgs default
-TOLERANCE_GRAD = 1e-5  # on the largest gradient entry; sklearn stops at 1e-4
+# Few-shot problems are tiny, so they are solved to the optimum, in float64: a fit stopped at
+# sklearn's default gradient of 1e-4 is up to 0.03 in probability from it, and where it stops
+# depends on float32 rounding, so on threads and workers. At 1e-10 on the largest gradient entry
+# (the tolerance of the scikit-learn reference in the tests) predictions agree to ~1e-9.
+MAX_ITER = 1000
+TOLERANCE_GRAD = 1e-10
+# A float64 value that moves less than this (relative) has converged: scikit-learn's ftol.
+RELATIVE_DECREASE = 0.0
 # Gram eigenvalues below this fraction of the largest are rank deficiency (centring removes one
 # direction; padded rows add zeros), not signal: their directions are dropped.
 EIGEN_FLOOR = 1e-7
@@ -51,7 +57,7 @@ class LinearProblem:
 class LinearFit:
     """B fitted models in the raw feature space: logits = X @ weights[b] + bias[b].
 
-    weights (B, D, K) float32; bias (B, K) float32 (standardisation folded in); per problem,
+    weights (B, D, K) float64; bias (B, K) float64 (standardisation folded in); per problem,
     the solver's iterations (B,) int64, final gradient size (B,) (largest entry) and stop
     (B,) int64, an index into `lbfgs.STOP_REASONS`.
     """
@@ -67,14 +73,15 @@ class LinearFit:
         return self.stop == STOP_REASONS.index("max_iter")
 
     def logits(self, features: "torch.Tensor") -> "torch.Tensor":
-        """features (N, D) shared by all problems -> (B, N, K)."""
+        """features (N, D) shared by all problems -> (B, N, K) float64."""
         import torch
 
+        features = features.double()
         return torch.einsum("nd,bdk->bnk", features, self.weights) + self.bias[:, None, :]
 
     def logits_per_problem(self, features: "torch.Tensor") -> "torch.Tensor":
-        """features (B, N, D), one set per problem -> (B, N, K)."""
-        return features @ self.weights + self.bias[:, None, :]
+        """features (B, N, D), one set per problem -> (B, N, K) float64."""
+        return features.double() @ self.weights + self.bias[:, None, :]
 
 
 def fit_logistic(
@@ -84,7 +91,8 @@ def fit_logistic(
     *,
     max_iter: int = MAX_ITER,
 ) -> LinearFit:
-    """Fit every problem (rows drawn from `pool`, (N, D) float32) in one batched solve.
+    """Fit every problem (rows drawn from `pool`, (N, D) float32) in one batched solve, in
+    float64 to a largest gradient entry of `TOLERANCE_GRAD`.
 
     Problems on the same rows (a C grid over one fold, and every label of a multi-label fold)
     share one standardisation and one Gram matrix, and are stacked along the class axis so one
@@ -116,16 +124,18 @@ def fit_logistic(
     mask = torch.as_tensor(mask_host, device=device)
     known = targets >= 0  # (sets, width, rows): the rows in each problem's loss
     targets = targets.clamp_min(0)
-    n_known = known.sum(2).clamp_min(1).float()  # (sets, width)
-    weight = mask.unsqueeze(-1).float()
-    n_rows = mask.sum(1).float()
-    standardised = pool[index].mul_(weight)
+    n_known = known.sum(2).clamp_min(1).double()  # (sets, width)
+    weight = mask.unsqueeze(-1).double()
+    n_rows = mask.sum(1).double()
+    standardised = pool[index].double().mul_(weight)
     mean = standardised.sum(1) / n_rows[:, None]
     standardised.sub_(mean[:, None]).mul_(weight)
     std = torch.linalg.vector_norm(standardised, dim=1) / n_rows[:, None].sqrt()
     std = torch.where(std < 1e-8, torch.ones_like(std), std)  # constant features, as sklearn
     standardised.div_(std[:, None])
-    inverse_c = torch.tensor([[1.0 / problems[b].C for b in slot] for slot in slots], device=device)
+    inverse_c = torch.tensor(
+        [[1.0 / problems[b].C for b in slot] for slot in slots], dtype=torch.float64, device=device
+    )
     penalty = inverse_c / n_known  # (sets, width)
     binary = n_classes == 2
     outputs = 1 if binary else n_classes  # logits per problem
@@ -139,32 +149,32 @@ def fit_logistic(
         # Gram matrix X·Xᵀ = U·Λ·Uᵀ. Z has at most n columns, and unlike a dual in the
         # coefficients A of W = Xᵀ·A (whose curvature is the Gram matrix squared) it is exactly
         # as well conditioned as the problem on X, so L-BFGS needs far fewer steps.
-        gram = (standardised @ standardised.transpose(1, 2)).double()
+        gram = standardised @ standardised.transpose(1, 2)
         eigenvalues, eigenvectors = torch.linalg.eigh(gram)
         kept = eigenvalues > EIGEN_FLOOR * eigenvalues[:, -1:].clamp_min(1e-30)
         root = torch.where(kept, eigenvalues.clamp_min(0).sqrt(), 0.0)
         inverse_root = torch.where(kept, 1.0 / root.clamp_min(1e-30), 0.0)
-        design = (eigenvectors * root[:, None, :]).float()  # (sets, rows, n_max)
+        design = eigenvectors * root[:, None, :]  # (sets, rows, n_max)
         # Z'Z = Λ, so the curvature near the start is about a·Λ/n + penalty, diagonal (a: the
         # loss's curvature at equal probabilities): L-BFGS runs on β with
         # coef = β·(a·Λ/n + penalty)^-½, which turns the spread of Λ into a spread near 1.
-        curvature = eigenvalues.float().clamp_min(0)[:, None, :] / n_known[:, :, None]
+        curvature = eigenvalues.clamp_min(0)[:, None, :] / n_known[:, :, None]
         precondition = (curvature * curvature_at_start + penalty[:, :, None]).rsqrt()
         precondition = torch.where(kept[:, None, :], precondition, 0.0)
     else:
         design = standardised  # (sets, rows, dim)
-        precondition = torch.ones(n_sets, width, dim, device=device)
+        precondition = torch.ones(n_sets, width, dim, dtype=torch.float64, device=device)
     n_columns = design.shape[2]
     # Class-major layout (sets, width * K, rows): narrow-by-wide batched products run about
     # twice as fast on CPU as wide-by-narrow ones.
     shape = (n_sets, width, outputs, -1)
     design_by_column = design.transpose(1, 2).contiguous()
     if binary:  # the target of the one logit: is it the second class
-        one_hot = (targets == 1).float()[:, :, None, :]  # (sets, width, 1, rows)
+        one_hot = (targets == 1).double()[:, :, None, :]  # (sets, width, 1, rows)
     else:
-        one_hot = torch.nn.functional.one_hot(targets, n_classes).transpose(2, 3).float()
+        one_hot = torch.nn.functional.one_hot(targets, n_classes).transpose(2, 3).double()
     one_hot = one_hot * known[:, :, None, :]  # (sets, width, K, rows)
-    row_weight = (known.float() / n_known[:, :, None])[:, :, None, :]  # a mean over its rows
+    row_weight = (known.double() / n_known[:, :, None])[:, :, None, :]  # a mean over its rows
     scale = penalty[:, :, None, None]
     n_coef = outputs * n_columns
     # (sets, width * outputs, columns); the intercept's curvature is the loss's.
@@ -208,14 +218,20 @@ def fit_logistic(
         values = data_term + 0.5 * penalty * squared_norm
         return values.reshape(-1), grad.reshape(n_sets * width, -1), sizes.reshape(-1)
 
-    start = torch.zeros(n_sets * width, n_coef + outputs, device=device)
-    minimum = minimise(objective, start, max_iter=max_iter, tolerance_grad=TOLERANCE_GRAD)
+    start = torch.zeros(n_sets * width, n_coef + outputs, dtype=torch.float64, device=device)
+    minimum = minimise(
+        objective,
+        start,
+        max_iter=max_iter,
+        tolerance_grad=TOLERANCE_GRAD,
+        relative_decrease=RELATIVE_DECREASE,
+    )
     with torch.no_grad():
         state = minimum.x.view(n_sets, width, -1)
         coef = state[:, :, :n_coef].reshape(n_sets, width * outputs, n_columns) * coef_scale
         intercept = state[:, :, n_coef:] * intercept_scale
         if reduced:  # W = Xᵀ·U·Λ^-½·β, back in the standardised feature space
-            back = (eigenvectors * inverse_root[:, None, :]).transpose(1, 2).float()
+            back = (eigenvectors * inverse_root[:, None, :]).transpose(1, 2)
             coef = (coef @ back) @ standardised  # this order: (width·K x n x n), not (n x n x D)
         weights = coef.view(n_sets, width, outputs, dim)
         if binary:  # as two logits, the first 0: a softmax over them is the sigmoid

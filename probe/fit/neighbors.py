@@ -223,11 +223,16 @@ def prototype_scores(
             centres[index] = source_centres[position]
             prototypes[index] = source_prototypes[position]
             present[index] = source_present[position]
+    # float64 from here: the distance comes from 1 - 2·cos + |p|², which cancels to ~0 for a
+    # query next to a prototype, and its square root turns float32's 1e-7 there into 1e-4 (a
+    # query equal to a one-image class's row was 1.6e-4 from it); in float64 it is ~1e-8.
+    centres = [centre.double() for centre in centres]
+    prototypes = [protos.double() for protos in prototypes]
     stacked = torch.cat([torch.stack(centres), torch.cat(prototypes)])  # (sets + sets*K, D)
     n_sets = len(supports)
     scores: list[list[torch.Tensor]] = [[] for _ in supports]
     for query_start in range(0, len(queries), query_chunk):
-        chunk = queries[query_start : query_start + query_chunk]
+        chunk = queries[query_start : query_start + query_chunk].double()
         products = chunk @ stacked.T
         query_norms = torch.linalg.vector_norm(chunk, dim=1, keepdim=True) ** 2
         for i in range(n_sets):
@@ -238,7 +243,7 @@ def prototype_scores(
             cosine_part = (q_dot_p - protos @ centre) / centred_norm
             squared = (1 - 2 * cosine_part + (protos**2).sum(1)).clamp_min(0)
             distances = squared.sqrt().masked_fill(~present[i], float("inf"))
-            scores[i].append(torch.softmax(-distances, dim=1))
+            scores[i].append(torch.softmax(-distances, dim=1).to(queries.dtype))
     return [torch.cat(parts) for parts in scores]
 
 

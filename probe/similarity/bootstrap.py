@@ -23,6 +23,7 @@ from medprobe.probe.similarity.measures import (
     PreparedEntry,
     neighbour_overlap,
     normalise_hsic,
+    undefined_as_nan,
 )
 
 # Gram-block values held at once across entries (float32: 128 MB), whatever n is.
@@ -42,12 +43,11 @@ def bootstrap_similarities(
             replicates["cka"] = normalise_hsic(cross)
         if "cka_debiased" in metrics:
             n = n_rows
-            hsic = (
-                cross
-                - n / (n - 2) * norm_products
-                + totals[:, :, None] * totals[:, None, :] / ((n - 1) * (n - 2))
-            )
-            replicates["cka_debiased"] = normalise_hsic(hsic)
+            outer = totals[:, :, None] * totals[:, None, :] / ((n - 1) * (n - 2))
+            hsic = cross - n / (n - 2) * norm_products + outer
+            size = cross + n / (n - 2) * norm_products + outer
+            dtype = entries[0].centred.dtype.type
+            replicates["cka_debiased"] = undefined_as_nan(hsic, size, n, dtype)
     if "mutual_knn" in metrics:
         weights = counts / n_rows
         alignment = np.empty((len(counts), len(entries), len(entries)))

@@ -14,12 +14,15 @@ neighbour sets are found once, in chunks of queries, and compared per pair.
 Rows must already be matched: row r of every entry is the same image.
 """
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from medprobe.cache.errors import ToolkitError
+
+logger = logging.getLogger(__name__)
 
 METRICS = ("cka", "cka_debiased", "mutual_knn")
 CKA_METRICS = frozenset({"cka", "cka_debiased"})
@@ -72,6 +75,56 @@ def unbiased_hsic(cross: np.ndarray, squared_row_norms: np.ndarray, n_rows: int)
     norm_products = squared_row_norms @ squared_row_norms.T
     totals = squared_row_norms.sum(axis=1)
     return cross - n / (n - 2) * norm_products + np.outer(totals, totals) / ((n - 1) * (n - 2))
+
+
+def debiased_cka(
+    cross: np.ndarray, squared_row_norms: np.ndarray, n_rows: int, dtype: type[np.floating]
+) -> np.ndarray:
+    """(S, S) debiased CKA from `unbiased_hsic`'s inputs, NaN where it is undefined (see
+    `undefined_as_nan`)."""
+    n = n_rows
+    totals = squared_row_norms.sum(axis=1)
+    norm_products = squared_row_norms @ squared_row_norms.T
+    hsic = unbiased_hsic(cross, squared_row_norms, n)
+    size = cross + n / (n - 2) * norm_products + np.outer(totals, totals) / ((n - 1) * (n - 2))
+    return undefined_as_nan(hsic, size, n, dtype)
+
+
+def undefined_as_nan(
+    hsic: np.ndarray, size: np.ndarray, n_rows: int, dtype: type[np.floating]
+) -> np.ndarray:
+    """Debiased CKA from unbiased HSICs (..., S, S) and the size of the terms each is a
+    difference of (same shape), NaN where it is undefined, with the reason logged.
+
+    The unbiased HSIC of an entry with itself is a difference of terms that cancel exactly
+    when the entry has no variance the estimator can see (two distinct rows, n = 4-6 with
+    duplicates: Song et al.'s formula gives 0/0); rounding then leaves a tiny number of either
+    sign, and the ratio is noise (-8.9 and 1.08 were seen). So an HSIC within rounding of its
+    terms (64·eps of `dtype`, the arithmetic the cross-products ran in, times their size) is
+    taken as 0 and its pairs are NaN; a value still outside [-1, 1] beyond rounding is NaN too.
+    """
+    hsic = np.array(hsic, dtype=np.float64)
+    eps = 64 * float(np.finfo(dtype).eps)
+    diagonal = np.diagonal(hsic, axis1=-2, axis2=-1)
+    undefined = np.abs(diagonal) <= eps * np.diagonal(size, axis1=-2, axis2=-1)
+    if undefined.any():
+        logger.warning(
+            "debiased CKA is undefined (0/0) in %d case(s): an entry's unbiased HSIC with "
+            "itself is 0 within rounding (too few distinct rows among %d); reported as NaN",
+            int(undefined.sum()),
+            n_rows,
+        )
+    hsic = np.where(undefined[..., :, None] | undefined[..., None, :], np.nan, hsic)
+    values = normalise_hsic(hsic)
+    outside = np.abs(values) > 1 + eps
+    if outside.any():
+        logger.warning(
+            "debiased CKA came out outside [-1, 1] in %d case(s) (the unbiased estimator's "
+            "noise at %d rows); reported as NaN",
+            int(outside.sum()),
+            n_rows,
+        )
+    return np.where(outside, np.nan, np.clip(values, -1, 1))
 
 
 def normalise_hsic(hsic: np.ndarray) -> np.ndarray:
@@ -167,7 +220,8 @@ def pairwise_similarities(
             matrices["cka"] = normalise_hsic(cross)
         if "cka_debiased" in metrics:
             norms = np.stack([e.squared_row_norms for e in entries])
-            matrices["cka_debiased"] = normalise_hsic(unbiased_hsic(cross, norms, n_rows))
+            dtype = entries[0].centred.dtype.type
+            matrices["cka_debiased"] = debiased_cka(cross, norms, n_rows, dtype)
     if "mutual_knn" in metrics:
         alignment = np.empty((n_entries, n_entries))
         for i in range(n_entries):
@@ -184,7 +238,8 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def debiased_linear_cka(x: np.ndarray, y: np.ndarray) -> float:
-    """Linear CKA with the unbiased HSIC estimator; near 0 for independent x and y at any n."""
+    """Linear CKA with the unbiased HSIC estimator; near 0 for independent x and y at any n.
+    NaN (with a logged reason) where the estimator is undefined, see `debiased_cka`."""
     metrics = ("cka_debiased",)
     return float(pairwise_similarities(_prepare_pair(x, y, metrics, 1), metrics)[metrics[0]][0, 1])
 

@@ -4,15 +4,22 @@ bins of a reliability diagram.
 Conventions (each written so a report can quote it):
 - ECE: top-label confidence (the largest class probability) in `N_BINS` = 15 equal-width bins,
   bin b holding confidences in (b/15, (b+1)/15] (Guo et al. 2017, "On calibration of modern neural
-  networks", and their reference code); ECE = sum over bins of (n_b/N)·|accuracy_b - confidence_b|
+  networks", and their reference code, which compare `lo < c <= hi`; torchmetrics bins [lo, hi)
+  and gives confidence 1 a bin of its own). The edges are the exact fractions b/15, not a
+  rounded `linspace`: a confidence c is in bin b exactly when b/15 < c <= (b+1)/15 as real
+  numbers, so the bin does not depend on the dtype the edges would be rounded to. The
+  reliability diagram uses the same bins. ECE = sum over bins of (n_b/N)·|accuracy_b - confidence_b|
   (Naeini et al. 2015). Multi-label: the mean over labels of each label's binary ECE on its known
   images, a binary ECE being the top-label ECE of the two-class probabilities [1 - p, p].
 - Brier: multi-class, the mean over images of sum_k (p_k - y_k)² (range [0, 2]); two classes,
   half of that, (p_positive - y)² (range [0, 1]), as `sklearn.metrics.brier_score_loss` does for
   each. Multi-label: the mean over labels of the binary Brier score on the label's known images.
-- Log loss: -mean log p_true with probabilities clipped to [eps, 1 - eps], eps the float64
-  machine epsilon, as scikit-learn clips today (checked against 1.9; older versions clipped at
-  1e-15). Multi-label: the mean over labels of the binary log loss on known images.
+- Log loss: -mean log p_true from the probabilities (not logits), clipped to [eps, 1 - eps] with
+  eps the machine epsilon of the probabilities' own dtype before any cast, as scikit-learn 1.9
+  clips (`sklearn.metrics.log_loss`): the probes' float32 scores clip at 1.2e-7, so a true-class
+  probability that underflows in float32 costs 15.9 nats, the most float32 can tell apart, not
+  the 36 of float64's 2.2e-16 (older scikit-learn clipped at 1e-15). Multi-label: the mean over
+  labels of the binary log loss on known images.
 
 Every statistic is computed once, from multiplicity weights: `*_resampled` functions take
 `counts` (B, N), how many times each test image appears in each bootstrap resample, and return
@@ -29,7 +36,6 @@ from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 N_BINS = 15
-PROBABILITY_FLOOR = float(np.finfo(np.float64).eps)  # log loss clipping, as scikit-learn's
 CALIBRATION_METRICS = ("ece", "brier", "log_loss")
 # A dense matrix product (BLAS) adds ~25x more terms per second than scipy's sparse product
 # (measured on the project's 2-core CPU machine), so a block of slots is summed densely when
@@ -56,10 +62,22 @@ class ReliabilityBins:
 
 
 def bin_index(confidence: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
-    """(N,) int64 bin of each confidence: b such that edge_b < confidence <= edge_(b+1), edges
-    `np.linspace(0, 1, n_bins + 1)` (a confidence of exactly 0 goes to the first bin)."""
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    return np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+    """(N,) int64 bin of each confidence: b such that b/n < confidence <= (b+1)/n, with the
+    exact fractions as edges (a confidence of exactly 0 goes to the first bin). ceil(n·c) rounds
+    for a float64 c (0.4·10 is 4.0 though the double 0.4 exceeds 2/5), so the candidate is
+    checked by the sign of n·c - m computed exactly: c = hi + lo with hi its float32 rounding,
+    n·hi and n·hi - m are exact, and lo·n only carries the sign of the remainder."""
+    value = np.asarray(confidence, dtype=np.float64)
+    high = value.astype(np.float32).astype(np.float64)
+    low = value - high  # exact: the two agree to float32's 24 bits
+
+    def above(edge: np.ndarray) -> np.ndarray:  # value > edge / n_bins, exactly
+        return (high * n_bins - edge) + low * n_bins > 0
+
+    edge = np.ceil(value * n_bins)
+    edge = np.where(above(edge), edge + 1, edge)
+    edge = np.where(above(edge - 1), edge, edge - 1)
+    return np.clip(edge.astype(np.int64) - 1, 0, n_bins - 1)
 
 
 def top_label(labels: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,11 +105,20 @@ def brier_terms(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     return terms / 2 if probabilities.shape[1] == 2 else terms
 
 
+def probability_floor(probabilities: np.ndarray) -> float:
+    """The log loss's clipping eps: the machine epsilon of the probabilities' dtype (float64's
+    for anything that is not a floating array), as scikit-learn's log_loss."""
+    dtype = np.asarray(probabilities).dtype
+    return float(np.finfo(dtype if np.issubdtype(dtype, np.floating) else np.float64).eps)
+
+
 def log_loss_terms(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-    """(N,) float64: -log of the true class's probability, clipped to [eps, 1 - eps]."""
+    """(N,) float64: -log of the true class's probability, clipped to [eps, 1 - eps] with eps
+    `probability_floor` of the input (float32 scores: 1.2e-7)."""
+    floor = probability_floor(probabilities)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     true_probability = probabilities[np.arange(len(labels)), labels]
-    return -np.log(np.clip(true_probability, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR))
+    return -np.log(np.clip(true_probability, floor, 1 - floor))
 
 
 def add_calibration(
@@ -129,6 +156,7 @@ def add_multilabel_calibration(
     of NaN for a label no probe was trained for (left out). Each label counts its known images
     only; a label none of whose known images a resample draws is left out of that resample's
     mean."""
+    floor = probability_floor(probabilities)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     per_label = []
     for column in _scored_columns(probabilities):
@@ -136,7 +164,7 @@ def add_multilabel_calibration(
         positive = labels[images, column] == 1
         probability = probabilities[images, column]
         confidence, correct = binary_top_label(positive, probability)
-        clipped = np.clip(probability, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+        clipped = np.clip(probability, floor, 1 - floor)
         per_label.append(
             (
                 sums.add_bins(images, confidence, correct, n_bins),

@@ -1,8 +1,15 @@
 """Scores of one probe on one test split.
 
 The definitions are scikit-learn's, and tests check equality with `accuracy_score`,
-`balanced_accuracy_score`, `f1_score(average='macro')`, `cohen_kappa_score(weights='quadratic')`
-and `roc_auc_score`. They are computed here from one confusion matrix and one rank pass, because
+`balanced_accuracy_score`, `f1_score(average='macro', labels=range(K))`,
+`cohen_kappa_score(weights='quadratic', labels=range(K))` and `roc_auc_score`. Macro F1 and kappa
+count every class of the task, K of them, not only those present in a test split: a class absent
+from both truth and predictions scores F1 = 0 (scikit-learn's `f1_score` without `labels` would
+drop it and score higher), so a split missing a class cannot flatter a probe; `absent_classes`
+names them. Macro AUROC averages over the classes present in the test labels (a class with no
+positive has no AUROC; scikit-learn refuses): `auroc_left_out` names the ones left out.
+
+They are computed here from one confusion matrix and one rank pass, because
 scikit-learn's per-call validation cost ~60 ms per probe on a 5,000-image test set (AUROC alone
 40 ms), which made metrics, not fitting, the bulk of a few-shot sweep.
 """
@@ -41,6 +48,25 @@ def macro_ovr_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     one_hot = labels[:, None] == np.arange(scores.shape[1])[None, :]
     per_class = auroc_columns(one_hot, scores)
     return float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan")
+
+
+def absent_classes(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> list[int]:
+    """Classes of the task in neither the test labels nor the predictions (N,): each counts
+    F1 = 0 in macro F1 (see the module docstring)."""
+    seen = np.zeros(n_classes, bool)
+    seen[np.asarray(labels)] = True
+    seen[np.asarray(predicted)] = True
+    return np.flatnonzero(~seen).tolist()
+
+
+def auroc_left_out(labels: np.ndarray, n_classes: int) -> list[int]:
+    """Classes the macro one-vs-rest AUROC leaves out: those without both outcomes among the
+    test labels (N,). For two classes the AUROC is class 1's, defined only with both present."""
+    counts = np.bincount(np.asarray(labels), minlength=n_classes)
+    left_out = np.flatnonzero((counts == 0) | (counts == len(labels))).tolist()
+    if n_classes == 2:
+        return [0, 1] if left_out else []
+    return left_out
 
 
 def quadratic_kappa(matrix: np.ndarray) -> float:

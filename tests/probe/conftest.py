@@ -34,11 +34,14 @@ def write_blob_store(
     prefix_tokens: int = 1,
     token_signal: str = "spread",
     edit_labels: Callable[[np.ndarray, np.ndarray], None] | None = None,
+    spectrum: float = 0.0,
 ) -> Path:
     """Class means at distance ~`separation` apart plus unit noise; the same ids and labels for
     every model of a dataset (they come from `seed`), embeddings differ by model.
     `edit_labels(labels, splits)` may change the drawn labels in place before anything uses
-    them (e.g. a label with no positive in train).
+    them (e.g. a label with no positive in train). spectrum > 0 mixes the features through a
+    random rotation with singular values k^-spectrum and an offset, ill-conditioned as real
+    embeddings are.
 
     tokens=s > 0 also stores (N, prefix_tokens + s*s, dim) tokens on an s x s grid
     (`synthetic_tokens`): the prefix tokens are the `cls` embedding, and the grid carries the
@@ -64,6 +67,10 @@ def write_blob_store(
         zlib.crc32(model.encode()) if noise_seed is None else noise_seed
     )
     embeddings = (separation * signal + model_rng.normal(size=(n_rows, dim))).astype(np.float32)
+    if spectrum:
+        rotation = np.linalg.qr(model_rng.normal(size=(dim, dim)))[0]
+        mixing = (np.arange(1, dim + 1) ** -spectrum)[:, None] * rotation
+        embeddings = (embeddings @ mixing + 3.0).astype(np.float32)
     order = np.random.default_rng(1).permutation(n_rows) if shuffle_rows else np.arange(n_rows)
     groups = None
     if images_per_patient:  # consecutive rows of one split belong to one patient

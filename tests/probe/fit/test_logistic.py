@@ -142,3 +142,32 @@ def test_a_solve_that_runs_out_of_iterations_says_so():
         torch.tensor(features), [LinearProblem(np.arange(30), labels[:30], 1.0)], 3, max_iter=1
     )
     assert few_shot.reached_max_iter().tolist() == [True]
+
+
+@pytest.mark.parametrize(
+    ("n_support", "dim", "n_classes", "c"),
+    [
+        (10, 64, 2, 100.0),  # 5 shots, near-separable: weakly regularised
+        (25, 64, 5, 1.0),
+        (50, 32, 3, 100.0),
+        (40, 32, 2, 100.0),
+        (200, 16, 4, 10.0),  # more rows than features
+        (20, 64, 2, 1e-4),
+    ],
+)
+def test_few_shot_fits_reach_the_optimum(n_support, dim, n_classes, c):
+    """Within 1e-6 in probability of scikit-learn at tol=1e-10 on ill-conditioned features.
+
+    The reference is scikit-learn's Newton solver: its lbfgs at tol=1e-10 stops on its own
+    ftol (64·eps of the value) first, and is itself up to 9e-6 from the optimum at C=100."""
+    features, labels = conditioned(400, dim, n_classes, seed=n_support)
+    rows = np.arange(n_support)
+    fit = fit_logistic(torch.tensor(features), [LinearProblem(rows, labels[rows], c)], n_classes)
+    ours = torch.softmax(fit.logits(torch.tensor(features[300:]))[0], 1).numpy()
+    scaler = StandardScaler().fit(features[rows].astype(np.float64))
+    reference = LogisticRegression(C=c, tol=1e-10, max_iter=100_000, solver="newton-cholesky").fit(
+        scaler.transform(features[rows].astype(np.float64)), labels[rows]
+    )
+    expected = reference.predict_proba(scaler.transform(features[300:].astype(np.float64)))
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-6)
+    assert float(fit.gradient_size[0]) <= 1e-10 or fit.stop.tolist() == [1]

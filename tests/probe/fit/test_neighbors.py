@@ -136,3 +136,27 @@ def test_multilabel_sets_share_their_rows_and_equal_one_label_at_a_time():
         chunked = scores(pool, shared, queries, 2, query_chunk=9, support_chunk=6, **kwargs)
         for ours, expected in zip(chunked, one_pass, strict=True):
             torch.testing.assert_close(ours, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_a_query_equal_to_a_one_image_class_is_at_distance_zero():
+    """SimpleShot's CL2N written directly (centre, normalise, subtract): the expanded
+    distance formula cancelled to ~1e-7 there, and its square root made 1.6e-4 of it."""
+    rng = np.random.default_rng(8)
+    pool = (rng.normal(size=(40, 256)) * np.arange(1, 257) ** -0.5 + 2.0).astype(np.float32)
+    labels = np.r_[[0], rng.integers(1, 4, 39)]  # class 0 has one image: row 0
+    queries = np.concatenate([pool[:1], pool[5:8], rng.normal(size=(3, 256)) + 2.0])
+    queries = queries.astype(np.float32)
+    (scores,) = prototype_scores(
+        torch.tensor(pool), [(None, torch.tensor(labels))], torch.tensor(queries), 4
+    )
+    centre = pool.astype(np.float64).mean(0)
+
+    def normalise(values):
+        centred = values.astype(np.float64) - centre
+        return centred / np.linalg.norm(centred, axis=-1, keepdims=True)
+
+    prototypes = np.stack([normalise(pool[labels == k]).mean(0) for k in range(4)])
+    distances = np.linalg.norm(normalise(queries)[:, None] - prototypes[None], axis=2)
+    assert distances[0, 0] < 1e-12
+    expected = np.exp(-distances) / np.exp(-distances).sum(1, keepdims=True)
+    np.testing.assert_allclose(scores.numpy(), expected, rtol=0, atol=2e-7)

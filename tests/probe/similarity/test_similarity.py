@@ -100,6 +100,45 @@ def test_debiased_cka_equals_the_unbiased_hsic_estimator(n, dx, dy):
     assert debiased_linear_cka(x, y) == pytest.approx(expected, abs=1e-6)
 
 
+def hsic_terms(gram_x, gram_y):
+    """The three terms of Song et al.'s estimator, summed with their signs and by size."""
+    n = len(gram_x)
+    k_tilde, l_tilde = gram_x.copy(), gram_y.copy()
+    np.fill_diagonal(k_tilde, 0)
+    np.fill_diagonal(l_tilde, 0)
+    one = np.ones(n)
+    terms = np.array(
+        [
+            np.trace(k_tilde @ l_tilde),
+            (one @ k_tilde @ one) * (one @ l_tilde @ one) / ((n - 1) * (n - 2)),
+            -2 / (n - 2) * (one @ k_tilde @ l_tilde @ one),
+        ]
+    )
+    return terms.sum(), np.abs(terms).sum()
+
+
+@pytest.mark.parametrize("n", [4, 5, 6])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_debiased_cka_with_two_distinct_rows_is_nan_with_a_reason(n, dtype, caplog):
+    """The reference estimator is 0/0 there (with a 2 : n-2 split or more even it is not: those
+    are defined); rounding made the ratio -8.9 or 1.08 before."""
+    worst = 0.0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        rows = np.ones(n, dtype=int)
+        rows[rng.integers(n)] = 0  # two distinct rows: one image and n - 1 copies of another
+        x = (rng.normal(size=(2, 7)) * 10 + 3)[rows].astype(dtype)
+        y = (rng.normal(size=(2, 5)) + 100)[rows].astype(dtype)
+        for gram in (x @ x.T, y @ y.T):
+            value, size = hsic_terms(gram.astype(np.float64), gram.astype(np.float64))
+            worst = max(worst, abs(value) / size)  # 0 up to rounding: the reference is 0/0
+        with caplog.at_level("WARNING"):
+            result = debiased_linear_cka(x, y)
+        assert np.isnan(result)
+        assert "undefined (0/0)" in caplog.text
+    assert worst < 1e-6
+
+
 def test_float32_stores_stay_within_1e_4_of_the_float64_reference():
     x, y = correlated_pair(300, 40, 24, seed=2)
     assert linear_cka(x.astype(np.float32), y.astype(np.float16)) == pytest.approx(

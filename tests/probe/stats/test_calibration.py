@@ -6,7 +6,6 @@ from sklearn.metrics import brier_score_loss
 from sklearn.metrics import log_loss as sklearn_log_loss
 
 from medprobe.probe.stats.calibration import (
-    PROBABILITY_FLOOR,
     bin_index,
     brier_score,
     calibration_metrics,
@@ -124,7 +123,7 @@ def test_against_scikit_learn_and_the_plain_loop(n_classes):
 def test_log_loss_clips_a_zero_probability_as_scikit_learn():
     labels = np.array([0, 1])
     probabilities = np.array([[0.0, 1.0], [0.5, 0.5]])
-    expected = (-np.log(PROBABILITY_FLOOR) - np.log(0.5)) / 2
+    expected = (-np.log(np.finfo(np.float64).eps) - np.log(0.5)) / 2
     assert log_loss(labels, probabilities) == pytest.approx(expected)
     assert log_loss(labels, probabilities) == pytest.approx(sklearn_log_loss(labels, probabilities))
 
@@ -191,3 +190,76 @@ def test_an_empty_resample_is_nan():
     counts = np.zeros((1, 6), dtype=np.int32)
     values = calibration_resampled(SIX_LABELS, SIX_PROBABILITIES, counts)
     assert all(np.isnan(value[0]) for value in values.values())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_loss_clips_at_the_probabilities_own_eps_as_scikit_learn(dtype):
+    """float32 scores whose true-class probability underflows (to 0 or to a float32 subnormal)
+    are clipped at float32's eps (1.2e-7), as sklearn.metrics.log_loss does, not at float64's."""
+    rng = np.random.default_rng(5)
+    logits = rng.normal(scale=30.0, size=(60, 4))  # many true-class probabilities below 1e-7
+    probabilities = np.exp(logits - logits.max(1, keepdims=True))
+    probabilities = (probabilities / probabilities.sum(1, keepdims=True)).astype(dtype)
+    labels = rng.integers(0, 4, 60)
+    picked = probabilities[np.arange(60), labels]
+    assert (picked < np.finfo(np.float32).eps).sum() > 10
+    # scikit-learn sums in the input's dtype: float32 rounding (1e-7 relative) is its own.
+    rel = 1e-6 if dtype is np.float32 else 1e-12
+    expected = sklearn_log_loss(labels, probabilities, labels=range(4))
+    assert log_loss(labels, probabilities) == pytest.approx(expected, rel=rel)
+    binary = probabilities[:, :2] / probabilities[:, :2].sum(1, keepdims=True)
+    positive = (labels % 2).astype(np.int8)[:, None]
+    expected = sklearn_log_loss(positive[:, 0], binary.astype(dtype)[:, 1], labels=[0, 1])
+    assert multilabel_log_loss(positive, binary.astype(dtype)[:, 1:]) == pytest.approx(
+        expected, rel=rel
+    )
+
+
+def guo_bins(confidence, n_bins):
+    """Guo et al.'s loop, with the edges as exact fractions: lo < c <= hi."""
+    from fractions import Fraction
+
+    bins = np.full(len(confidence), -1)
+    for b in range(n_bins):
+        lo, hi = Fraction(b, n_bins), Fraction(b + 1, n_bins)
+        for i, c in enumerate(confidence):
+            if lo < Fraction(float(c)) <= hi or (b == 0 and c == 0):
+                bins[i] = b
+    return bins
+
+
+@pytest.mark.parametrize("n_bins", [4, 10, 15])
+def test_confidences_on_bin_edges_follow_guo_et_al(n_bins):
+    """(lo, hi] at the exact edges b/n, in float32 and float64, in the ECE and the diagram."""
+    edges = np.arange(n_bins + 1) / n_bins
+    on_edges = [
+        np.concatenate([edges, np.nextafter(edges, 2), np.nextafter(edges, -1)]).astype(dtype)
+        for dtype in (np.float64, np.float32)
+    ]
+    for confidence in on_edges:
+        confidence = np.clip(confidence, 1 / 3, 1)  # reachable as a top-label confidence
+        np.testing.assert_array_equal(bin_index(confidence, n_bins), guo_bins(confidence, n_bins))
+    # The ECE and the diagram with confidences exactly on edges, against the plain loop's ECE.
+    confidence = np.array([0.5, 0.5, 0.75, 0.75, 1.0, 1.0, 0.5, 0.75], dtype=np.float32)
+    correct = np.array([1, 0, 1, 1, 1, 1, 0, 0], dtype=bool)
+    probabilities = np.stack([confidence, 1 - confidence], 1)
+    labels = np.where(correct, 0, 1)
+    bins = guo_bins(confidence, 4)
+    expected = sum(
+        (bins == b).sum() / 8 * abs(correct[bins == b].mean() - confidence[bins == b].mean())
+        for b in np.unique(bins)
+    )
+    assert expected_calibration_error(labels, probabilities, 4) == pytest.approx(expected)
+    diagram = reliability_bins(labels, probabilities, 4)
+    np.testing.assert_array_equal(diagram.count, np.bincount(bins, minlength=4))
+    # torchmetrics' binning ([lo, hi): bucketize(right=True) - 1) differs exactly at the edges.
+    tm_bins = np.searchsorted(edges_of(4), confidence, side="right") - 1
+    assert (tm_bins != bins).sum() == len(confidence)  # every one of these sits on an edge
+    off_edge = np.nextafter(confidence, 0).astype(np.float32)
+    np.testing.assert_array_equal(
+        bin_index(off_edge, 4), np.searchsorted(edges_of(4), off_edge, side="right") - 1
+    )
+
+
+def edges_of(n_bins):
+    return np.arange(n_bins + 1) / n_bins
