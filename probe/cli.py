@@ -153,7 +153,8 @@ def run(
         if left_out:
             console.print(
                 escape(
-                    f"{dataset}: mean_auroc leaves out {len(left_out)} labels: "
+                    f"{dataset}: {task['headline_metric']} does not cover {len(left_out)} "
+                    f"{'labels' if task['kind'] == 'multilabel' else 'classes'}: "
                     + "; ".join(f"{name} ({why})" for name, why in left_out.items())
                 ),
                 highlight=False,

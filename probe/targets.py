@@ -12,6 +12,7 @@ import numpy as np
 
 from medprobe.cache import Store, ToolkitError, list_stores, open_store
 from medprobe.cache.inventory.catalog import StoreEntry, dataset_difference, refuse_copies
+from medprobe.probe.stats.metrics import auroc_left_out
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +81,19 @@ def headline_left_out(store: Store) -> dict[str, str]:
 
     A label with no known positive (or no known negative) training image gets no probe, and one
     whose known test values are all of one outcome has no AUROC; the mean is over the rest, so a
-    reader must be told which labels it does not cover. Empty for single-label stores."""
-    if task_of(store)["kind"] != "multilabel":
-        return {}
+    reader must be told which labels it does not cover. For a single-label store: the classes
+    with no test image, which macro AUROC leaves out (`stats.metrics.auroc_left_out`) and
+    macro F1 counts as 0 (`stats.metrics.absent_classes`)."""
     names = task_of(store)["label_names"]
+    if task_of(store)["kind"] != "multilabel":
+        labels = read_labels(store, "test")
+        n_classes = max(len(names), int(labels.max()) + 1 if len(labels) else 0)
+        return {
+            names[c] if c < len(names) else str(c): "no test image: macro AUROC leaves it out "
+            "and macro F1 counts it as 0"
+            for c in auroc_left_out(labels, n_classes)
+            if not (labels == c).any()
+        }
     reasons: dict[str, str] = {}
     for split, where in (("train", "training"), ("test", "test")):
         labels = read_labels(store, split)

@@ -217,8 +217,7 @@ def assemble_results(
     first_store = {t.dataset: open_store(t.path) for t in reversed(targets)}
     tasks = {dataset: task_of(store) for dataset, store in sorted(first_store.items())}
     for dataset, task in tasks.items():
-        if task["kind"] == "multilabel":
-            task["headline_leaves_out"] = headline_left_out(first_store[dataset])
+        task["headline_leaves_out"] = headline_left_out(first_store[dataset])
     paired_tables = []
     for dataset, task in tasks.items():
         part = frame[frame["dataset"] == dataset]

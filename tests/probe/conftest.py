@@ -61,6 +61,8 @@ def write_blob_store(
     else:
         labels = rng.integers(0, n_classes, n_rows)
         mask = None
+        if edit_labels is not None:
+            edit_labels(labels, splits)
         signal = rng.normal(size=(n_classes, dim))[labels]
         label_names = [f"class{c}" for c in range(n_classes)]
     model_rng = np.random.default_rng(

@@ -194,11 +194,28 @@ def test_mean_auroc_names_the_labels_it_leaves_out_in_run_json_and_on_the_consol
     assert result.exit_code == 0, result.output
     left_out = json.loads((out / "run.json").read_text())["datasets"]["chest"]
     assert left_out["headline_leaves_out"] == {"finding1": "no known positive training image"}
-    assert "chest: mean_auroc leaves out 1 labels: finding1 (no known positive training" in (
+    assert "chest: mean_auroc does not cover 1 labels: finding1 (no known positive training" in (
         result.output.replace("\n", " ")
     )
     frame = pd.read_csv(out / "results.csv")
     assert "auroc[finding1]" not in set(frame["metric"])
+
+
+def _no_class2_in_test(labels, splits):
+    labels[(splits == "test") & (labels == 2)] = 0
+
+
+def test_a_class_without_test_images_is_named_as_left_out_of_macro_auroc(cli, tmp_path):
+    """Macro AUROC averages over the classes present (scikit-learn refuses instead) and macro F1
+    counts the absent class as 0: both are said, by class name, in run.json and on the console."""
+    root = tmp_path / "embeddings"
+    write_blob_store(root, model="m", separation=2.0, edit_labels=_no_class2_in_test)
+    out = tmp_path / "out"
+    result = cli("run", *QUICK, "--cache-dir", root, "--out", out)
+    assert result.exit_code == 0, result.output
+    task = json.loads((out / "run.json").read_text())["datasets"]["blobs"]
+    assert list(task["headline_leaves_out"]) == ["class2"]
+    assert "does not cover 1 classes: class2 (no test image" in result.output.replace("\n", " ")
 
 
 # --- 5. sizes are checked against the machine before any work --------------------------------
