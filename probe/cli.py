@@ -99,6 +99,20 @@ def run(
         Path | None, typer.Option(help="results folder (default ./results/<timestamp>)")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing --out folder")] = False,
+    subgroups: Annotated[
+        str | None,
+        typer.Option(
+            help="metadata columns to break results down by, e.g. sex,age:0,40,60,80 "
+            "(numeric: bins at the edges given, else quartiles) -> subgroups.csv"
+        ),
+    ] = None,
+    aggregate: Annotated[
+        str | None,
+        typer.Option(
+            help="score the test set per study or patient: study | patient, pooled by mean "
+            "(default) or max, e.g. study:max"
+        ),
+    ] = None,
 ) -> None:
     """Fit logistic-regression, k-NN and prototype probes for every complete store, print the
     tables and write results.csv, summary.csv, paired.csv, supports.json, run.json, report.md
@@ -124,6 +138,8 @@ def run(
         cache_dir=cache_dir,
         out=out or default_out_dir(),
         overwrite=overwrite,
+        subgroups=subgroups or (),
+        aggregate=aggregate,
     )
     results = run_probes(settings)
     console = table_console()

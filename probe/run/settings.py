@@ -20,6 +20,8 @@ from medprobe.probe.fit.backends import BACKENDS
 from medprobe.probe.fit.neighbors import KNN_KS
 from medprobe.probe.run.cluster import parse_cluster
 from medprobe.probe.stats.bootstrap import DEFAULT_RESAMPLES, MIN_RESAMPLES
+from medprobe.probe.stats.subgroups import parse_subgroups
+from medprobe.probe.stats.units import parse_aggregate
 
 METHODS = ("logreg", "knn", "prototype")
 KNN_VOTES = ("weighted", "majority")
@@ -46,6 +48,10 @@ class ProbeSettings:
     every probe's test scores (predictions.h5). cache_dir: the cache root (default:
     $MEDPROBE_CACHE_DIR, else ./embeddings); out: also save the results there (an existing
     folder only with overwrite=True). progress: a progress bar on the terminal.
+    subgroups: metadata columns to break the test results down by ('sex,age:0,40,60,80': a
+    numeric column binned at the edges given, else at its quartiles), giving subgroups.csv.
+    aggregate: 'study' or 'patient' (':mean', the default, or ':max'): each unit's image
+    probabilities are pooled before the test set is scored.
     """
 
     shots: tuple[int, ...] = ()
@@ -69,6 +75,8 @@ class ProbeSettings:
     out: Path | None = None
     overwrite: bool = False
     progress: bool = True
+    subgroups: tuple[str, ...] = ()
+    aggregate: str | None = None
 
     def __post_init__(self) -> None:
         """Normalise every field to its one form and check it; errors name the argument."""
@@ -120,6 +128,8 @@ class ProbeSettings:
             )
         set_(self, "cache_dir", arguments.folder("cache_dir", self.cache_dir))
         set_(self, "out", arguments.folder("out", self.out))
+        set_(self, "subgroups", tuple(spec.text for spec in parse_subgroups(self.subgroups)))
+        set_(self, "aggregate", parse_aggregate(self.aggregate))
         self.budgets  # noqa: B018 (the budgets are checked now, not at first use)
 
     @cached_property

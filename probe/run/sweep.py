@@ -22,6 +22,13 @@ from medprobe.probe.fit.backends import (
     TorchBackend,
     resolve_backend,
 )
+from medprobe.probe.run.breakdown import (
+    groupings_of,
+    needs_val_scores,
+    subgroup_cell,
+    thresholds_on_val,
+    units_of,
+)
 from medprobe.probe.run.settings import ProbeSettings
 from medprobe.probe.stats.calibration import ReliabilityBins
 from medprobe.probe.stats.scoring import score_cell, shared_test_resamples
@@ -85,6 +92,10 @@ class TargetOutcome:
     resampled: dict[Cell, dict[str, np.ndarray]] = field(default_factory=dict)
     reliability: dict[Cell, ReliabilityBins] = field(default_factory=dict)
     fit_reports: list[dict[str, Any]] = field(default_factory=list)
+    # per cell, one GroupScores per `subgroups` attribute (see probe.run.breakdown)
+    subgroups: dict[Cell, list[Any]] = field(default_factory=dict)
+    # under `aggregate`: unit, pool, n_units, n_images of the test split
+    units: dict[str, Any] | None = None
 
 
 def run_sweep(
@@ -179,17 +190,40 @@ def probe_target(
     val = read_split(store, "val", target.pooling) if "val" in store.splits else None
     row_of = {image_id: row for row, image_id in enumerate(train.ids)}
     backend = resolve_backend(settings.backend)
+    # Under `aggregate` the test set is scored per unit (study or patient), else per image.
+    units = units_of(store, settings.aggregate)
+    scored_ids, scored_labels, groups = test.ids, test.labels, store.groups("test")
+    if units is not None:
+        scored_ids, scored_labels = units.ids, units.labels(test.labels, task["kind"])
+        groups = None if groups is None else groups[units.first]
+    groupings = groupings_of(store, settings.subgroups, units)
+    # TPR and FPR need a threshold chosen on val: the probes then also score the val split.
+    with_val = needs_val_scores(task, groupings, val is not None)
+    predicted = test
+    if with_val:
+        predicted = SplitArrays(
+            np.concatenate([test.ids, val.ids]),
+            np.concatenate([test.embeddings, val.embeddings]),
+            np.concatenate([test.labels, val.labels]),
+        )
     counts = None
     if settings.bootstrap:
-        groups = store.groups("test")
-        counts = shared_test_resamples(target.dataset, test.ids, groups, settings.bootstrap)
+        counts = shared_test_resamples(target.dataset, scored_ids, groups, settings.bootstrap)
     outcome = TargetOutcome(target, [], test.ids)
+    if units is not None:
+        unit, pool = settings.aggregate.split(":")
+        outcome.units = {
+            "unit": unit,
+            "pool": pool,
+            "n_units": len(units),
+            "n_images": len(test.ids),
+        }
     for budget in settings.budgets:
         seeds = settings.seeds_for(budget)
         support_rows = [
             np.array([row_of[i] for i in supports[(target.dataset, budget, s)]]) for s in seeds
         ]
-        step = _Step(train, test, val, support_rows, seeds, budget, task)
+        step = _Step(train, predicted, val, support_rows, seeds, budget, task)
         score = _multilabel if task["kind"] == "multilabel" else _single_label
         scored_cells = score(backend, step, settings)
         for report in backend.fit_reports:
@@ -206,12 +240,22 @@ def probe_target(
                 }
             )
         backend.fit_reports.clear()
-        for method, seed, scores in scored_cells:
+        for method, seed, all_scores in scored_cells:
+            scores, val_scores = all_scores[: len(test.ids)], all_scores[len(test.ids) :]
             cell = (method, budget.label, seed)
             # full budgets keep their scores for DeLong's paired test
             if settings.save_predictions or budget.kind == "full":
                 outcome.scores[cell] = scores.astype(np.float32)
-            scored = score_cell(test.labels, scores, task, counts)
+            if units is not None:
+                scores = units.scores(scores, task["kind"])
+            scored = score_cell(scored_labels, scores, task, counts)
+            if groupings:
+                thresholds = thresholds_on_val(
+                    task, val.labels if with_val else None, val_scores if with_val else None
+                )
+                outcome.subgroups[cell] = subgroup_cell(
+                    scored_labels, scores, task, groupings, counts, thresholds
+                )
             if scored.resampled is not None:
                 outcome.resampled[cell] = scored.resampled
             outcome.reliability[cell] = scored.reliability

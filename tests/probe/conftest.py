@@ -29,9 +29,11 @@ def write_blob_store(
     images_per_patient: int = 0,
     preprocessing: dict | None = None,
     complete: bool = True,
+    metadata: dict[str, list[str]] | None = None,
 ) -> Path:
     """Class means at distance ~`separation` apart plus unit noise; the same ids and labels for
-    every model of a dataset (they come from `seed`), embeddings differ by model."""
+    every model of a dataset (they come from `seed`), embeddings differ by model. `metadata`:
+    column -> one str per row in id order ('' missing)."""
     rng = np.random.default_rng(seed)
     n_rows = n_train + n_val + n_test
     splits = np.array(["train"] * n_train + ["val"] * n_val + ["test"] * n_test)
@@ -60,6 +62,9 @@ def write_blob_store(
         labels=labels[order],
         label_mask=None if mask is None else mask[order],
         groups=None if groups is None else groups[order].tolist(),
+        metadata=None
+        if metadata is None
+        else {c: np.asarray(v, dtype=object)[order].tolist() for c, v in metadata.items()},
     )
     task = {
         "kind": "multilabel" if n_labels else kind,
