@@ -23,7 +23,7 @@ from medprobe.probe.report.console import print_report
 from medprobe.probe.report.markdown import write_report
 from medprobe.probe.run.results import Results
 from medprobe.probe.run.runner import run_probes
-from medprobe.probe.run.settings import KNN_VOTES, METHODS, ProbeSettings
+from medprobe.probe.run.settings import DEFAULT_METHODS, KNN_VOTES, METHODS, ProbeSettings
 from medprobe.probe.similarity.compare import SPLIT_CHOICES
 from medprobe.probe.similarity.compare import similarity as compare_representations
 from medprobe.probe.similarity.measures import METRICS
@@ -54,7 +54,9 @@ def run(
     models: Annotated[str | None, typer.Option(help="only these models (comma-separated)")] = None,
     datasets: Annotated[str | None, typer.Option(help="only these datasets")] = None,
     poolings: Annotated[str | None, typer.Option(help="only these poolings, e.g. cls")] = None,
-    methods: Annotated[str, typer.Option(help=f"probes: {','.join(METHODS)}")] = ",".join(METHODS),
+    methods: Annotated[
+        str, typer.Option(help=f"probes: {','.join(METHODS)} (retrieval: only when asked)")
+    ] = ",".join(DEFAULT_METHODS),
     knn_k: Annotated[
         str, typer.Option(help="k for k-NN (list; capped by the support size)")
     ] = "20",

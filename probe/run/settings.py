@@ -23,7 +23,8 @@ from medprobe.probe.stats.bootstrap import DEFAULT_RESAMPLES, MIN_RESAMPLES
 from medprobe.probe.stats.subgroups import parse_subgroups
 from medprobe.probe.stats.units import parse_aggregate
 
-METHODS = ("logreg", "knn", "prototype")
+METHODS = ("logreg", "knn", "prototype", "retrieval")
+DEFAULT_METHODS = ("logreg", "knn", "prototype")  # retrieval only when asked
 KNN_VOTES = ("weighted", "majority")
 # Guards against a typo that would run for days or fill the memory, checked before any work.
 MAX_SEEDS = 10_000
@@ -38,7 +39,9 @@ class ProbeSettings:
     shots: labelled images per class ('1,5,10', 5 or [1, 5, 10]); fractions: of the train
     split; full: every training label as well. seeds: support sets drawn per sampled budget.
     models, datasets, poolings: only these (names, comma-separated or a list); include_trials:
-    also trial stores (`extract run --limit`). methods: any of 'logreg', 'knn', 'prototype';
+    also trial stores (`extract run --limit`). methods: any of 'logreg', 'knn', 'prototype'
+    (the default: all three), 'retrieval' (test images query the support set, or the train
+    split at full budget: precision@1/5/10, mAP@R, majority@5/10);
     knn_k: k for k-NN (one or more; capped by the support size); knn_vote: 'weighted' (DINO's
     temperature-weighted vote) or 'majority'. allow_fewer: a class with fewer training images
     than asked gives what it has. backend: 'auto' | 'torch' (batched, CUDA when present) |
@@ -62,7 +65,7 @@ class ProbeSettings:
     datasets: tuple[str, ...] | None = None
     poolings: tuple[str, ...] | None = None
     include_trials: bool = False
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     knn_k: tuple[int, ...] = KNN_KS
     knn_vote: str = "weighted"
     allow_fewer: bool = False

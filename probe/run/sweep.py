@@ -22,6 +22,7 @@ from medprobe.probe.fit.backends import (
     TorchBackend,
     resolve_backend,
 )
+from medprobe.probe.fit.retrieval import retrieval_per_query
 from medprobe.probe.run.breakdown import (
     groupings_of,
     needs_val_scores,
@@ -31,6 +32,7 @@ from medprobe.probe.run.breakdown import (
 )
 from medprobe.probe.run.settings import ProbeSettings
 from medprobe.probe.stats.calibration import ReliabilityBins
+from medprobe.probe.stats.retrieval import retrieval_metrics
 from medprobe.probe.stats.scoring import score_cell, shared_test_resamples
 from medprobe.probe.targets import ProbeTarget, SplitArrays, read_split, task_of
 
@@ -206,9 +208,15 @@ def probe_target(
             np.concatenate([test.embeddings, val.embeddings]),
             np.concatenate([test.labels, val.labels]),
         )
-    counts = None
+    counts = image_counts = None
     if settings.bootstrap:
         counts = shared_test_resamples(target.dataset, scored_ids, groups, settings.bootstrap)
+        image_counts = counts  # retrieval scores images, also when the others score units
+        if units is not None:
+            image_groups = store.groups("test")
+            image_counts = shared_test_resamples(
+                target.dataset, test.ids, image_groups, settings.bootstrap
+            )
     outcome = TargetOutcome(target, [], test.ids)
     if units is not None:
         unit, pool = settings.aggregate.split(":")
@@ -240,6 +248,17 @@ def probe_target(
                 }
             )
         backend.fit_reports.clear()
+        if "retrieval" in settings.methods:
+            # each seed's support set (the train split at full budget) is the gallery
+            for seed, rows in zip(seeds, support_rows, strict=True):
+                per_query = retrieval_per_query(
+                    train.embeddings[rows], train.labels[rows], test.embeddings, test.labels
+                )
+                metrics, resampled = retrieval_metrics(per_query, image_counts)
+                if resampled is not None:
+                    outcome.resampled[("retrieval", budget.label, seed)] = resampled
+                for metric, value in metrics.items():
+                    outcome.rows.append(_row(target, budget, "retrieval", seed, metric, value))
         for method, seed, all_scores in scored_cells:
             scores, val_scores = all_scores[: len(test.ids)], all_scores[len(test.ids) :]
             cell = (method, budget.label, seed)
@@ -264,21 +283,26 @@ def probe_target(
                 scored.metrics.items(), key=lambda item: item[0] != task["headline_metric"]
             )
             for metric, value in ordered:
-                outcome.rows.append(
-                    {
-                        "dataset": target.dataset,
-                        "model": target.model,
-                        "pooling": target.pooling,
-                        "method": method,
-                        "budget": budget.label,
-                        "budget_kind": budget.kind,
-                        "budget_value": budget.value,
-                        "seed": seed,
-                        "metric": metric,
-                        "value": value,
-                    }
-                )
+                outcome.rows.append(_row(target, budget, method, seed, metric, value))
     return outcome
+
+
+def _row(
+    target: ProbeTarget, budget: Budget, method: str, seed: int, metric: str, value: float
+) -> dict[str, Any]:
+    """One tidy row of results.csv."""
+    return {
+        "dataset": target.dataset,
+        "model": target.model,
+        "pooling": target.pooling,
+        "method": method,
+        "budget": budget.label,
+        "budget_kind": budget.kind,
+        "budget_value": budget.value,
+        "seed": seed,
+        "metric": metric,
+        "value": value,
+    }
 
 
 def _n_classes(task: dict[str, Any], *label_arrays: np.ndarray) -> int:
