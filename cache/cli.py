@@ -41,7 +41,6 @@ COLUMNS = (
     "dtype",
     "size",
     "trial",
-    "metadata",
     "complete",
 )
 
@@ -74,7 +73,10 @@ def ls(cache_dir: CacheDirOption = None) -> None:
         console.print(f"no stores under {escape(str(root))}")
         return
     table = Table(title=escape(f"stores under {root}"))
-    for column in COLUMNS:
+    # the metadata column only where a store has some: the table stays as narrow as it was
+    with_metadata = any(e.metadata for e in entries)
+    columns = [*COLUMNS[:-1], "metadata", COLUMNS[-1]] if with_metadata else COLUMNS
+    for column in columns:
         numeric = column in ("train", "val", "test", "dim")
         table.add_column(column, justify="right" if numeric else "left")
     for e in entries:
@@ -89,7 +91,7 @@ def ls(cache_dir: CacheDirOption = None) -> None:
             escape(e.dtype),
             human_size(e.size_bytes),
             "yes" if e.trial else "",
-            escape(",".join(e.metadata)),
+            *([escape(",".join(e.metadata))] if with_metadata else []),
             _status(e),
         )
     console.print(table)

@@ -45,6 +45,8 @@ def test_metadata_is_outside_the_key_and_reads_back_with_missing_kept_missing(tm
     assert test["sex"].tolist() == ["", "F", "M", "F", ""]
     assert test["age"].tolist() == AGE[5:]
     assert [e.metadata for e in list_stores(tmp_path)] == [("age", "sex")]
+    listed = CliRunner().invoke(app, ["ls", "--cache-dir", str(tmp_path)], terminal_width=250)
+    assert "metadata" in listed.output and "age,sex" in listed.output
     assert stores(tmp_path)["metadata"].tolist() == ["age,sex"]
 
 
