@@ -13,6 +13,10 @@ Sections (`--sections`, comma-separated; all by default):
   in one solve against one solve per label.
 - memory: peak resident memory of `probe run --full --methods knn,prototype` on 200,000 x 1,024
   train / 20,000 test rows, as a subprocess; and chunked against one-pass scores.
+- breakdown: the ISIC-shaped part of the seed study (12 models; shots 1,5,10,25 x 10 seeds x 3
+  probes + full, test bootstrap), a default run against the same run with `subgroups="sex,age"`
+  and retrieval added to the methods; and retrieval's peak memory (tracemalloc, which numpy
+  reports to) at 200,000 x 1,024 gallery / 20,000 queries, against the 4 GiB bound.
 - seed-study: 12 models x the seed study's four datasets at their real sizes (ISIC 2019, APTOS
   2019, CBIS-DDSM, CheXpert), shots 1,5,10,25 x 10 seeds x 3 probes plus the full budget, end
   to end through the library.
@@ -43,7 +47,7 @@ from medprobe.probe.run.settings import ProbeSettings
 from medprobe.probe.run.sweep import draw_supports, run_sweep
 from medprobe.probe.targets import select_targets
 
-SECTIONS = ("sweep", "full", "multilabel", "memory", "seed-study")
+SECTIONS = ("sweep", "full", "multilabel", "memory", "seed-study", "breakdown")
 MODEL_SEPARATION = {"model-a": 0.9, "model-b": 0.7, "model-c": 0.5, "model-d": 0.35}
 GIB = 1024**3
 SHOTS = (1, 5, 10, 25)
@@ -387,6 +391,60 @@ def seed_study_section(root: Path, quick: bool, jobs: int, bootstrap: int) -> No
     print(f"seed study end to end:     {total:7.1f} s ({unconverged} of {fits} fits not converged)")
 
 
+def breakdown_section(root: Path, quick: bool, bootstrap: int) -> None:
+    import tracemalloc
+
+    from medprobe.probe.fit.retrieval import retrieval_per_query
+
+    n_models = 3 if quick else 12
+    shape = SEED_STUDY[0]  # ISIC 2019
+    if quick:
+        shape = replace(shape, n_train=shape.n_train // 10, n_val=shape.n_val // 10)
+    separations = {f"model-{m:02d}": s for m, s in enumerate(np.linspace(0.03, 0.09, n_models))}
+    write_dataset(root, shape, separations, dim=768, metadata=True)
+    print(
+        f"\n== breakdown: {shape.name}-shaped, {n_models} models, {shape.n_train:,} train / "
+        f"{shape.n_test:,} test; shots 1,5,10,25 x 10 seeds + full; test bootstrap {bootstrap}"
+    )
+    default = ProbeSettings(shots=SHOTS, full=True, allow_fewer=quick, bootstrap=bootstrap)
+    seconds = {}
+    for name, config in (
+        ("default run", default),
+        ("+ subgroups sex,age", replace(default, subgroups=("sex", "age"))),
+        ("+ retrieval", replace(default, methods=(*default.methods, "retrieval"))),
+        (
+            "+ both",
+            replace(default, subgroups=("sex", "age"), methods=(*default.methods, "retrieval")),
+        ),
+    ):
+        sweep, _, _, setup = timed_sweep(root, config)
+        seconds[name] = sweep + setup
+        added = seconds[name] / seconds["default run"] - 1
+        print(f"  {name:22s} {seconds[name]:7.1f} s ({added:+.0%} against the default run)")
+    n_gallery, n_queries, dim = (20_000, 2_000, 256) if quick else (200_000, 20_000, 1024)
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 10, n_gallery)
+    gallery = conditioned(
+        rng,
+        rng.normal(size=(10, dim)).astype(np.float32)[labels] * 0.06,
+        mixing_basis(rng, dim),
+        0.0,
+    )
+    queries, query_labels = gallery[:n_queries] + 0.01, labels[:n_queries]
+    resident = gallery.nbytes + queries.nbytes
+    tracemalloc.start()
+    started = time.perf_counter()
+    per_query = retrieval_per_query(gallery, labels, queries, query_labels)
+    elapsed = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(
+        f"retrieval {n_gallery:,} x {dim} gallery / {n_queries:,} queries: {elapsed:.1f} s, "
+        f"peak {peak / GIB:.2f} GiB allocated during the call (+ {resident / GIB:.2f} GiB of "
+        f"inputs held by the caller); mAP@R {np.nanmean(per_query['map@r']):.3f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
@@ -425,6 +483,8 @@ def main() -> None:
                 multilabel_section(args.quick)
             elif section == "memory":
                 memory_section(folder, args.quick)
+            elif section == "breakdown":
+                breakdown_section(folder, args.quick, args.bootstrap)
             else:
                 seed_study_section(folder, args.quick, args.jobs, args.bootstrap)
         finally:

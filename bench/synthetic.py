@@ -114,17 +114,29 @@ def write_dataset(
     seed: int = 0,
     chunk_rows: int = 32_768,
     on_store: Callable[[str], None] | None = None,
+    metadata: bool = False,
 ) -> None:
     """One store per model of `separations` (model -> scale of the class signal), all with the
-    same ids, labels and splits, written chunk by chunk (never the whole split in memory)."""
+    same ids, labels and splits, written chunk by chunk (never the whole split in memory).
+    `metadata`: also sex (F/M, 3 % missing) and age (18-90) per image, as ISIC's CSV has."""
     rng = np.random.default_rng(seed)
     labels, known = draw_labels(shape, rng)
     splits = ["train"] * shape.n_train + ["val"] * shape.n_val + ["test"] * shape.n_test
+    columns = None
+    if metadata:
+        side = np.random.default_rng([seed, 99])
+        sex = np.where(side.random(shape.n_rows) < 0.5, "F", "M")
+        sex[side.random(shape.n_rows) < 0.03] = ""
+        columns = {
+            "sex": sex.tolist(),
+            "age": side.integers(18, 91, shape.n_rows).astype(str).tolist(),
+        }
     rows = RowTable(
         ids=[f"{shape.name}/img{i:07d}.png" for i in range(shape.n_rows)],
         splits=splits,
         labels=labels,
         label_mask=known,
+        metadata=columns,
     )
     n_signals = len(shape.prevalences) or len(shape.class_frequencies)
     directions = rng.normal(size=(n_signals, dim)).astype(np.float32)

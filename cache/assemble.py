@@ -27,6 +27,7 @@ from medprobe.cache.schema import (
     CONTAINER_FORMAT,
     CONTAINER_FORMAT_ATTR,
     EMBEDDINGS_GROUP,
+    METADATA_GROUP,
     SKIPPED_GROUP,
     SPLITS,
 )
@@ -57,6 +58,10 @@ def assembled_bytes(rows: RowTable, parts: list[Path]) -> int:
     numbers the store does not keep) and the row table, plus HDF5's overhead."""
     longest_id = max((len(i.encode()) for i in rows.ids), default=1)
     longest_group = max((len(g.encode()) for g in rows.groups or []), default=0)
+    longest_group += sum(
+        max((len(v.encode()) for v in values), default=0)
+        for values in (rows.metadata or {}).values()
+    )
     label_bytes = rows.labels.itemsize * int(np.prod(rows.labels.shape[1:], dtype=np.int64))
     mask_bytes = 0 if rows.label_mask is None else rows.label_mask[0:1].size
     per_row = longest_id + longest_group + label_bytes + mask_bytes
@@ -164,3 +169,10 @@ def _write_split_table(group: h5py.Group, rows: RowTable, split_rows: np.ndarray
         checksummed_dataset(group, "label_mask", rows.label_mask[split_rows])
     if rows.groups is not None:
         checksummed_dataset(group, "groups", string_array([rows.groups[r] for r in split_rows]))
+    write_metadata(group, {c: [v[r] for r in split_rows] for c, v in (rows.metadata or {}).items()})
+
+
+def write_metadata(split_group: h5py.Group, columns: Mapping[str, list[str]]) -> None:
+    """`<split>/metadata/<column>`: one checksummed utf-8 dataset per column ('' missing)."""
+    for column, values in columns.items():
+        checksummed_dataset(split_group, f"{METADATA_GROUP}/{column}", string_array(values))

@@ -1,4 +1,4 @@
-"""`cache ls | verify | rm`: look after the stores under a cache root."""
+"""`cache ls | verify | rm | annotate`: look after the stores under a cache root."""
 
 from pathlib import Path
 from typing import Annotated
@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from medprobe.cache.annotate import annotate_store, read_metadata_table
 from medprobe.cache.console import EXIT_CHECK_FAILED, run_app, table_console
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.files.disk import human_size
@@ -72,7 +73,10 @@ def ls(cache_dir: CacheDirOption = None) -> None:
         console.print(f"no stores under {escape(str(root))}")
         return
     table = Table(title=escape(f"stores under {root}"))
-    for column in COLUMNS:
+    # the metadata column only where a store has some: the table stays as narrow as it was
+    with_metadata = any(e.metadata for e in entries)
+    columns = [*COLUMNS[:-1], "metadata", COLUMNS[-1]] if with_metadata else COLUMNS
+    for column in columns:
         numeric = column in ("train", "val", "test", "dim")
         table.add_column(column, justify="right" if numeric else "left")
     for e in entries:
@@ -87,6 +91,7 @@ def ls(cache_dir: CacheDirOption = None) -> None:
             escape(e.dtype),
             human_size(e.size_bytes),
             "yes" if e.trial else "",
+            *([escape(",".join(e.metadata))] if with_metadata else []),
             _status(e),
         )
     console.print(table)
@@ -151,6 +156,24 @@ def rm(
     for target in dict.fromkeys(targets):
         for item in remove_store(target):
             Console(highlight=False, soft_wrap=True).print(f"removed {escape(str(item))}")
+
+
+@app.command()
+def annotate(
+    paths: Annotated[list[Path], typer.Argument(help="stores (.h5) to add metadata to")],
+    table: Annotated[
+        Path, typer.Option("--table", help="CSV: an id column and one column per metadata field")
+    ],
+    id_column: Annotated[str, typer.Option("--id-column", help="the CSV's image-id column")] = "id",
+) -> None:
+    """Add per-image metadata (sex, age, view, study, ...) to finished stores, matched by image
+    id. The key and every embedding stay byte for byte; earlier metadata is replaced."""
+    ids, metadata = read_metadata_table(table, id_column)
+    for path in paths:
+        store = annotate_store(path, ids, metadata)
+        Console(highlight=False, soft_wrap=True).print(
+            f"annotated {escape(str(store.path))}: {', '.join(store.metadata_columns)}"
+        )
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from medprobe.cache.key import CONTENT_VERSION
 from medprobe.cache.schema import (
     CONTAINER_FORMAT_ATTR,
     EMBEDDINGS_GROUP,
+    METADATA_GROUP,
     SKIPPED_GROUP,
     SPLITS,
     STORE_SUFFIX,
@@ -226,6 +227,30 @@ class Store:
         self._require_split(split)
         groups = self._strings(f"{split}/groups")
         return None if groups is None else self._require_rows(f"{split}/groups", groups, split)
+
+    @cached_property
+    def metadata_columns(self) -> tuple[str, ...]:
+        """The per-image metadata columns the store holds (sorted; () for none)."""
+        with self.h5() as handle:
+            columns: set[str] = set()
+            for split in self.splits:
+                group = handle[split].get(METADATA_GROUP)
+                columns.update(group.keys() if isinstance(group, h5py.Group) else ())
+        return tuple(sorted(columns))
+
+    def metadata(self, split: str) -> dict[str, np.ndarray]:
+        """column -> (N,) str per image of `split`, '' where missing (a column the split lacks
+        is all missing)."""
+        self._require_split(split)
+        columns = {}
+        for column in self.metadata_columns:
+            values = self._strings(f"{split}/{METADATA_GROUP}/{column}")
+            if values is None:
+                values = np.full(self.n_rows[split], "", dtype=object)
+            columns[column] = self._require_rows(
+                f"{split}/{METADATA_GROUP}/{column}", values, split
+            )
+        return columns
 
     def embeddings(
         self, split: str, pooling: str, dtype: Any = np.float32, rows: slice | None = None

@@ -1,6 +1,6 @@
 """The fixed table of rows a store will hold, known before the first image is decoded."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +16,12 @@ class RowTable:
 
     ids: image path relative to the dataset root; splits: 'train' | 'val' | 'test';
     labels: (N,) int64 class index, or (N, L) int8 for multi-label with `label_mask` (N, L) bool
-    marking known labels; groups: patient or lesion id per row, or None.
+    marking known labels; groups: patient or lesion id per row, or None. metadata: column name
+    -> one str per row ('' where the dataset does not say: missing stays missing), e.g. sex, age,
+    view, and `study` (the unit `--aggregate study` pools: '' makes an image its own unit).
+
+    Metadata is not part of the fingerprint (nor of the store key): it describes the images and
+    changes no embedding, so `cache annotate` can add it to a store extracted before.
     """
 
     ids: Sequence[str]
@@ -24,6 +29,7 @@ class RowTable:
     labels: np.ndarray
     label_mask: np.ndarray | None = None
     groups: Sequence[str] | None = None
+    metadata: Mapping[str, Sequence[str]] | None = None
 
     def __post_init__(self) -> None:
         n_rows = len(self.ids)
@@ -31,6 +37,8 @@ class RowTable:
             value = getattr(self, name)
             if value is not None and len(value) != n_rows:
                 raise ToolkitError(f"RowTable.{name} has {len(value)} rows but ids has {n_rows}")
+        for column, values in (self.metadata or {}).items():
+            check_metadata_column(column, len(values), n_rows)
         unknown = sorted(set(self.splits) - set(SPLITS))
         if unknown:
             raise ToolkitError(f"unknown split name(s) {unknown}; splits are {list(SPLITS)}")
@@ -58,3 +66,21 @@ class RowTable:
             # Unknown labels are part of the content: encode them as -1 before hashing.
             labels = np.where(self.label_mask, labels, -1).astype(np.int8)
         return dataset_fingerprint(self.ids, self.splits, labels, self.groups)
+
+
+def check_metadata_column(column: str, n_values: int, n_rows: int) -> None:
+    """A metadata column is one HDF5 dataset name with one value per row."""
+    if not column or "/" in column or column.startswith("."):
+        raise ToolkitError(
+            f"metadata column {column!r}: a name without '/' and not starting with '.'"
+        )
+    if n_values != n_rows:
+        raise ToolkitError(f"metadata column {column!r} has {n_values} values for {n_rows} rows")
+
+
+def metadata_value(text: object) -> str:
+    """One metadata value as stored: '' for missing (blank, NaN, NA, None), never the text 'nan'."""
+    if text is None:
+        return ""
+    value = str(text).strip()
+    return "" if value.casefold() in {"", "nan", "na", "n/a", "none", "null"} else value

@@ -16,6 +16,9 @@
   /<split>/labels             (N,)    int64       class index, or (N, L) int8 for multi-label
   /<split>/label_mask         (N, L)  bool        multi-label only: False where a label is unknown
   /<split>/groups             (N,)    utf-8 str   patient / lesion id, when the dataset has one
+  /<split>/metadata/<column> (N,)  utf-8 str   per-image facts from the dataset's own files
+                                              (sex, age, view, `study`, ...); '' where missing.
+                                              Outside the key: `cache annotate` adds them later
   /<split>/embeddings/<pool>  (N, D)  float16 (or float32), one dataset per pooling
   /<split>/tokens             (N, T, D) float16 only in a store extracted with `--tokens`:
                                       each image's token grid, chunked (1, T, D) (one image a
@@ -44,6 +47,8 @@ how those bytes are packed and changes no key, so a new container never recomput
 SPLITS = ("train", "val", "test")
 EMBEDDINGS_GROUP = "embeddings"
 TOKENS_DATASET = "tokens"
+METADATA_GROUP = "metadata"
+STUDY_COLUMN = "study"  # the metadata column naming an image's study (`--aggregate study`)
 SKIPPED_GROUP = "skipped"
 STORE_SUFFIX = ".h5"
 JOURNAL_SUFFIX = ".journal"

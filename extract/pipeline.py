@@ -2,7 +2,8 @@
 
 Each image is decoded once (in loader workers) and cut to every input geometry the models need;
 each model normalises its geometry on the device and writes all its poolings from one forward
-pass. Stores already complete are skipped before anything is built; partial ones resume.
+pass. Stores already complete are skipped before anything is built (gaining the dataset's
+metadata columns when they lack them: metadata is outside the key); partial ones resume.
 """
 
 import contextlib
@@ -24,8 +25,10 @@ from medprobe.cache import (
     StoreWriter,
     ToolkitError,
     find_complete_store,
+    open_store,
     store_path,
 )
+from medprobe.cache.annotate import annotate_store
 from medprobe.cache.errors import Interrupted
 from medprobe.cache.files.paths import lock_path
 from medprobe.cache.lock import StoreLock
@@ -144,6 +147,11 @@ def extract_dataset(
         if done is not None:
             logger.info("%s x %s: complete store %s, skipped", dataset.name, spec.name, done)
             report.skipped_complete.append(done)
+            # Metadata is outside the key: a store extracted before gains the adapter's columns.
+            missing = set(full_rows.metadata or {}) - set(open_store(done).metadata_columns)
+            if missing and options.shard is None:
+                annotate_store(done, full_rows.ids, full_rows.metadata)
+                logger.info("%s: added metadata %s", done, sorted(missing))
             continue
         root = cache_root if options.shard is None else shard_root(cache_root)
         targets.append(_Target(store_spec, store_path(root, store_spec), spec.preprocessing, spec))

@@ -37,6 +37,9 @@ def subset_rows(rows: RowTable, positions: np.ndarray) -> RowTable:
         labels=rows.labels[positions],
         label_mask=None if rows.label_mask is None else rows.label_mask[positions],
         groups=None if rows.groups is None else [rows.groups[i] for i in positions],
+        metadata=None
+        if rows.metadata is None
+        else {c: [v[i] for i in positions] for c, v in rows.metadata.items()},
     )
 
 

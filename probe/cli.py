@@ -36,7 +36,7 @@ from medprobe.probe.report.html import HTML_FILE, write_html_report, write_simil
 from medprobe.probe.report.markdown import write_report
 from medprobe.probe.run.results import Results
 from medprobe.probe.run.runner import run_probes
-from medprobe.probe.run.settings import KNN_VOTES, KNOWN_METHODS, METHODS, ProbeSettings
+from medprobe.probe.run.settings import DEFAULT_METHODS, KNN_VOTES, METHODS, ProbeSettings
 from medprobe.probe.similarity.compare import SPLIT_CHOICES
 from medprobe.probe.similarity.compare import similarity as compare_representations
 from medprobe.probe.similarity.measures import METRICS
@@ -71,9 +71,10 @@ def run(
     methods: Annotated[
         str,
         typer.Option(
-            help=f"probes: {','.join(KNOWN_METHODS)} ('attentive' needs stores with tokens)"
+            help=f"probes: {','.join(METHODS)} (retrieval and attentive only when asked; "
+            "attentive needs stores with tokens)"
         ),
-    ] = ",".join(METHODS),
+    ] = ",".join(DEFAULT_METHODS),
     knn_k: Annotated[
         str, typer.Option(help="k for k-NN (list; capped by the support size)")
     ] = "20",
@@ -118,6 +119,20 @@ def run(
         Path | None, typer.Option(help="results folder (default ./results/<timestamp>)")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing --out folder")] = False,
+    subgroups: Annotated[
+        str | None,
+        typer.Option(
+            help="metadata columns to break results down by, e.g. sex,age:0,40,60,80 "
+            "(numeric: bins at the edges given, else quartiles) -> subgroups.csv"
+        ),
+    ] = None,
+    aggregate: Annotated[
+        str | None,
+        typer.Option(
+            help="score the test set per study or patient: study | patient, pooled by mean "
+            "(default) or max, e.g. study:max"
+        ),
+    ] = None,
 ) -> None:
     """Fit logistic-regression, k-NN and prototype probes for every complete store, print the
     tables and write results.csv, summary.csv, paired.csv, supports.json, run.json, report.md,
@@ -143,6 +158,8 @@ def run(
         cache_dir=cache_dir,
         out=out or default_out_dir(),
         overwrite=overwrite,
+        subgroups=subgroups or (),
+        aggregate=aggregate,
     )
     with _failures_exit_1():
         results = run_probes(settings, command=_command_line(context))

@@ -39,16 +39,29 @@ class SplitArrays:
 @dataclass(frozen=True)
 class StoreTokens:
     """A store's token grids as the attentive probe reads them (`probe.fit.protocol.TokenSource`):
-    only the rows asked for, from the file, at each call."""
+    only the rows asked for, from the file, at each call. `val_after_test`: the probes score the
+    test rows followed by the val rows (to choose subgroup thresholds on val), so "test" rows
+    from this index on are val's."""
 
     store: Store
+    val_after_test: int | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.store.token_shape
 
     def read(self, split: str, rows: np.ndarray) -> np.ndarray:
-        return self.store.tokens(split, rows)
+        """(len(rows), T, D) float32, in the order of `rows`."""
+        if split != "test" or self.val_after_test is None:
+            return self.store.tokens(split, rows)
+        rows = np.asarray(rows)
+        in_val = rows >= self.val_after_test
+        values = np.empty((len(rows), *self.shape), np.float32)
+        if (~in_val).any():
+            values[~in_val] = self.store.tokens("test", rows[~in_val])
+        if in_val.any():
+            values[in_val] = self.store.tokens("val", rows[in_val] - self.val_after_test)
+        return values
 
 
 def refuse_without_tokens(targets: Sequence[ProbeTarget]) -> None:

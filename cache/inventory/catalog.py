@@ -63,6 +63,7 @@ class StoreEntry:
     trial: bool = False  # written by `extract run --limit` on part of the images
     misnamed: Path | None = None  # where its key says it belongs, when it lies elsewhere
     same_key: tuple[Path, ...] = ()  # other files that hold the same key
+    metadata: tuple[str, ...] = ()  # per-image metadata columns (sex, age, view, study, ...)
     problem: str | None = None  # "not a store: …", "damaged: …"
 
     @property
@@ -85,6 +86,7 @@ def _entry_for_store(path: Path) -> StoreEntry:
         return _not_a_store(path, f"{error.reason}: give this user read access (`chmod u+r`)")
     try:
         rows, dim, dtype = store.n_rows, store.dim, str(store.spec["dtype"])
+        metadata = store.metadata_columns
     except (ToolkitError, OSError, KeyError, IndexError, ValueError) as error:
         return _not_a_store(path, f"damaged: {error}")
     expected = expected_location(path, store.dataset_name, store.model_id, store.key)
@@ -102,6 +104,7 @@ def _entry_for_store(path: Path) -> StoreEntry:
         outdated=store.outdated,
         trial=store.trial,
         misnamed=None if expected == path else expected,
+        metadata=metadata,
     )
 
 

@@ -22,7 +22,8 @@ def _status(entry: StoreEntry) -> str:
 
 def stores(cache_dir: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     """One row per store (and unfinished journal) under the cache root: dataset, model, key,
-    poolings, rows per split, dim, dtype, status (complete | outdated | incomplete), size, path."""
+    poolings, rows per split, dim, dtype, status (complete | outdated | incomplete), metadata
+    (the per-image metadata columns, comma-separated), size, path."""
     root = resolve_cache_root(cache_dir)
     columns = ["dataset", "model", "key", "poolings", *SPLITS, "dim", "dtype", "status"]
     rows = [
@@ -35,12 +36,13 @@ def stores(cache_dir: str | os.PathLike[str] | None = None) -> pd.DataFrame:
             "dim": e.dim,
             "dtype": e.dtype,
             "status": _status(e),
+            "metadata": ",".join(e.metadata),
             "size_bytes": e.size_bytes,
             "path": str(e.path),
         }
         for e in list_stores(root)
     ]
-    return pd.DataFrame(rows, columns=[*columns, "size_bytes", "path"])
+    return pd.DataFrame(rows, columns=[*columns, "metadata", "size_bytes", "path"])
 
 
 def _choices(names: Sequence[str]) -> str:

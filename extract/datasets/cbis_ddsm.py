@@ -34,6 +34,11 @@ are swapped in some CSV rows, so the crop is found among both series' files as t
 is 10% of the train patients, stratified, seed 42. `split_by="patient"` (default) also leaves
 out of train any patient of the official test set, so no patient straddles splits;
 `split_by="image"` keeps the official split as is and carves val by image.
+
+Metadata per image from the same CSVs: density (`breast_density` / `breast density`), side
+(LEFT/RIGHT), view (CC/MLO), abnormality (mass/calcification; values an image has several of are
+joined with '+'), and study: patient, side and abnormality kind (with the abnormality id for
+`roi=True`), so a lesion's CC and MLO images are one unit for `--aggregate study`.
 """
 
 import logging
@@ -44,7 +49,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from medprobe.cache.errors import ToolkitError
-from medprobe.cache.rows import RowTable
+from medprobe.cache.rows import RowTable, metadata_value
 from medprobe.extract.datasets.base import ImageFilesDataset, TaskInfo, layout_error
 from medprobe.extract.datasets.csv_table import read_csv_table
 from medprobe.extract.datasets.images import DICOM_WINDOWS
@@ -72,6 +77,13 @@ DICOM_INFO = "dicom_info.csv"
 # The NBIA retriever ends a descriptive folder name with the UID's last 5 digits.
 UID_TAIL = 5
 _UID_TAIL_NAME = re.compile(r"-(\d+)$")
+# metadata column -> the case-table columns it may come from (mass and calc spell density apart)
+METADATA_COLUMNS = {
+    "density": ("breast_density", "breast density"),
+    "side": ("left or right breast",),
+    "view": ("image view",),
+    "abnormality": ("abnormality type",),
+}
 
 
 def holds_case_tables(folder: Path) -> bool:
@@ -125,6 +137,7 @@ class CbisDdsmDataset(ImageFilesDataset):
         label_of: dict[str, int] = {}
         official_of: dict[str, str] = {}
         patient_of: dict[str, str] = {}
+        facts_of: dict[str, dict[str, set[str]]] = {}
         unmatched: list[str] = []
         for table_path, _, official in tables:
             table = read_csv_table(table_path, CASE_COLUMNS)
@@ -149,19 +162,39 @@ class CbisDdsmDataset(ImageFilesDataset):
                 label_of[image_id] = max(label, label_of.get(image_id, 0))
                 official_of[image_id] = official
                 patient_of[image_id] = record["patient_id"]
+                facts = facts_of.setdefault(image_id, {})
+                for name, value in self._facts(record).items():
+                    if value:
+                        facts.setdefault(name, set()).add(value)
         if unmatched:
             raise ToolkitError(
                 f"cbis_ddsm: {len(unmatched)} CSV path(s) match no image under {self.root} "
                 f"({resolver.describe()}): " + "; ".join(unmatched[:10])
             )
-        self._build_rows(label_of, official_of, patient_of)
+        self._build_rows(label_of, official_of, patient_of, facts_of)
         self.options.update(
             task="roi" if self.roi else "whole", abnormality=self.abnormality, window=self.window
         )
         self.info["layout"] = resolver.describe()
 
+    def _facts(self, record: dict[str, str]) -> dict[str, str]:
+        """One case-table record's metadata values and study ('' where it says nothing)."""
+        facts = {
+            name: next((metadata_value(record[c]) for c in columns if c in record), "")
+            for name, columns in METADATA_COLUMNS.items()
+        }
+        study = [record["patient_id"], facts["side"], facts["abnormality"]]
+        if self.roi:
+            study.append(metadata_value(record.get("abnormality id")))
+        facts["study"] = "/".join(study) if facts["side"] and facts["abnormality"] else ""
+        return facts
+
     def _build_rows(
-        self, label_of: dict[str, int], official_of: dict[str, str], patient_of: dict[str, str]
+        self,
+        label_of: dict[str, int],
+        official_of: dict[str, str],
+        patient_of: dict[str, str],
+        facts_of: dict[str, dict[str, set[str]]],
     ) -> None:
         ids = sorted(label_of)
         groups = [patient_of[i] for i in ids]
@@ -187,8 +220,17 @@ class CbisDdsmDataset(ImageFilesDataset):
             seed=self.seed,
             groups=[groups[i] for i in train] if by_patient else None,
         )
+        columns = sorted({name for i in ids for name in facts_of.get(i, {})})
         self.rows = RowTable(
-            ids=ids, splits=splits.astype(str).tolist(), labels=labels, groups=groups
+            ids=ids,
+            splits=splits.astype(str).tolist(),
+            labels=labels,
+            groups=groups,
+            metadata={
+                name: ["+".join(sorted(facts_of.get(i, {}).get(name, ()))) for i in ids]
+                for name in columns
+            }
+            or None,
         )
         self.task = TaskInfo(kind="binary", label_names=LABEL_NAMES, headline_metric="roc_auc")
         unit = "patients" if by_patient else "images"

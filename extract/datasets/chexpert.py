@@ -8,7 +8,8 @@ they are relative to <root>. Labels are 1.0, 0.0, -1.0 (uncertain) or blank (not
 read as 0). Uncertain labels follow `uncertain`: "zeros" (default, as the published studies),
 "ones", or "ignore" (masked out of training and scoring). The official train set is used for
 training with 10% of its patients carved out as val (seed 42); the official valid set is the
-test set. Patients never straddle splits.
+test set. Patients never straddle splits. Metadata per image: sex, age, view (Frontal/Lateral),
+projection (AP/PA) and study (`patientN/studyM`, the unit CheXpert's official evaluation scores).
 """
 
 import re
@@ -18,7 +19,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from medprobe.cache.errors import ToolkitError
-from medprobe.cache.rows import RowTable
+from medprobe.cache.rows import RowTable, metadata_value
 from medprobe.extract.datasets.base import ImageFilesDataset, TaskInfo, layout_error
 from medprobe.extract.datasets.csv_table import read_csv_table, refuse_duplicates
 from medprobe.extract.datasets.splits import stratified_split
@@ -45,6 +46,9 @@ UNCERTAIN_POLICIES = ("zeros", "ones", "ignore")
 LABEL_CODES = {"": 0, "0": 0, "0.0": 0, "1": 1, "1.0": 1, "-1": -1, "-1.0": -1}
 VAL_FRACTION = 0.1
 PATIENT = re.compile(r"(patient\d+)")
+STUDY = re.compile(r"(patient\d+/study\d+)")
+# metadata column -> the CSV column it comes from (absent columns are left out)
+METADATA_COLUMNS = {"sex": "Sex", "age": "Age", "view": "Frontal/Lateral", "projection": "AP/PA"}
 TABLES = (("train.csv", "train"), ("valid.csv", "test"))
 
 
@@ -72,6 +76,7 @@ class CheXpertDataset(ImageFilesDataset):
                 holds_chexpert,
             )
         ids, labels, masks, groups, official, places = [], [], [], [], [], []
+        metadata: dict[str, list[str]] = {name: [] for name in (*METADATA_COLUMNS, "study")}
         for table_name, split in TABLES:
             table = read_csv_table(
                 self.root / table_name, ("Path", "Frontal/Lateral", *CHEXPERT_LABELS)
@@ -92,6 +97,10 @@ class CheXpertDataset(ImageFilesDataset):
                 masks.append(known)
                 groups.append(patient.group(1))
                 official.append(split)
+                for name, column in METADATA_COLUMNS.items():
+                    metadata[name].append(metadata_value(record.get(column)))
+                study = STUDY.search(record["Path"])
+                metadata["study"].append(study.group(1) if study else "")
         refuse_duplicates(ids, places, "image")
         absent = [i for i in ids if not (self.root / i).is_file()]
         if absent:
@@ -123,6 +132,7 @@ class CheXpertDataset(ImageFilesDataset):
             labels=np.asarray(labels, dtype=np.int8),
             label_mask=np.asarray(masks, dtype=bool),
             groups=groups,
+            metadata={name: values for name, values in metadata.items() if any(values)} or None,
         )
         self.task = TaskInfo(
             kind="multilabel",

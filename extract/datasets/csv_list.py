@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from medprobe.cache.errors import ToolkitError
-from medprobe.cache.rows import RowTable
+from medprobe.cache.rows import RowTable, metadata_value
 from medprobe.extract.datasets.base import ImageFilesDataset, TaskInfo, single_file
 from medprobe.extract.datasets.csv_table import (
     MISSING_VALUES,
@@ -91,7 +91,10 @@ def read_labels(table: CsvTable) -> tuple[tuple[str, ...], np.ndarray]:
 class CsvDataset(ImageFilesDataset):
     """Labels by the rule above; the split is the `split` column when present (train/val/test),
     else stratified 70/15/15 with seed 42 (grouped by `group` when that column exists, unless
-    split_by=image)."""
+    split_by=image). `metadata` names further columns to keep as per-image metadata
+    ('sex,age'); they stay out of the store key."""
+
+    metadata: str = ""
 
     def __post_init__(self) -> None:
         list_file = single_file(self.root, ".csv", "csv")
@@ -136,11 +139,28 @@ class CsvDataset(ImageFilesDataset):
             )
             self.options["split_seed"] = self.seed
         self.rows = RowTable(
-            ids=ids, splits=splits, labels=labels, groups=groups if has_groups else None
+            ids=ids,
+            splits=splits,
+            labels=labels,
+            groups=groups if has_groups else None,
+            metadata=self._metadata(table),
         )
         kind = "binary" if len(label_names) == 2 else "multiclass"
         self.task = TaskInfo(kind=kind, label_names=label_names)
         self.info["list_file"] = list_file.name
+
+    def _metadata(self, table: CsvTable) -> dict[str, list[str]] | None:
+        """The columns named by `metadata`, one value per record ('' where missing)."""
+        names = [n.strip() for n in str(self.metadata).split(",") if n.strip()]
+        absent = [n for n in names if n not in table.columns]
+        if absent:
+            raise ToolkitError(
+                f"metadata={self.metadata!r}: {table.path.name} has no column(s) {absent}; it "
+                f"has {list(table.columns)}"
+            )
+        if names:
+            self.info["metadata"] = names
+        return {n: [metadata_value(r.get(n)) for _, r in table] for n in names} or None
 
     def _image_id(self, path_text: str) -> str:
         """The path relative to the CSV's folder when it lies inside it (written absolute or

@@ -2,10 +2,12 @@
 
     <root>/ISIC_2019_Training_Input/<image>.jpg
     <root>/ISIC_2019_Training_GroundTruth.csv    image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK (one-hot)
-    <root>/ISIC_2019_Training_Metadata.csv       optional: image,...,lesion_id,...
+    <root>/ISIC_2019_Training_Metadata.csv       optional: image,age_approx,anatom_site_general,
+                                                 lesion_id,sex
 
 UNK has no training images; a row marked UNK is refused. Default split 80/10/10 stratified with
-seed 42, as the published studies; `split_by="patient"` keeps each lesion_id in one split.
+seed 42, as the published studies; `split_by="patient"` keeps each lesion_id in one split. The
+metadata CSV also gives each image's metadata columns (age_approx, sex, anatom_site_general).
 """
 
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from medprobe.cache.errors import ToolkitError
-from medprobe.cache.rows import RowTable
+from medprobe.cache.rows import RowTable, metadata_value
 from medprobe.extract.datasets.base import ImageFilesDataset, TaskInfo, layout_error
 from medprobe.extract.datasets.csv_table import (
     check_files_match,
@@ -28,6 +30,7 @@ IMAGE_DIR = "ISIC_2019_Training_Input"
 GROUND_TRUTH = "ISIC_2019_Training_GroundTruth.csv"
 METADATA = "ISIC_2019_Training_Metadata.csv"
 FRACTIONS = (0.8, 0.1, 0.1)
+METADATA_COLUMNS = ("age_approx", "sex", "anatom_site_general")
 
 
 @dataclass
@@ -72,7 +75,13 @@ class Isic2019Dataset(ImageFilesDataset):
         splits = stratified_split(
             labels_array, fractions=FRACTIONS, seed=self.seed, groups=groups if by_group else None
         )
-        self.rows = RowTable(ids=ids, splits=splits.tolist(), labels=labels_array, groups=groups)
+        self.rows = RowTable(
+            ids=ids,
+            splits=splits.tolist(),
+            labels=labels_array,
+            groups=groups,
+            metadata=self._metadata(ids),
+        )
         self.task = TaskInfo(
             kind="multiclass", label_names=ISIC_CLASSES, headline_metric="balanced_accuracy"
         )
@@ -92,3 +101,17 @@ class Isic2019Dataset(ImageFilesDataset):
             if record["lesion_id"]:
                 lesion_of[record["image"]] = record["lesion_id"]
         return [lesion_of.get(Path(i).stem, Path(i).stem) for i in ids]
+
+    def _metadata(self, ids: list[str]) -> dict[str, list[str]] | None:
+        """age_approx, sex and anatom_site_general per image from the metadata CSV (the columns
+        it has; '' for an image it does not list), or None without the CSV."""
+        path = self.root / METADATA
+        if not path.is_file():
+            return None
+        table = read_csv_table(path, ("image",))
+        columns = [c for c in METADATA_COLUMNS if c in table.columns]
+        record_of = {record["image"]: record for _, record in table}
+        return {
+            column: [metadata_value(record_of.get(Path(i).stem, {}).get(column)) for i in ids]
+            for column in columns
+        } or None

@@ -11,6 +11,7 @@ from medprobe.probe.report.figures import (
     reliability_figure,
     save_figure,
 )
+from medprobe.probe.report.subgroups import subgroup_section
 from medprobe.probe.report.tables import CELL_KEY, RunTables, headline_table, metrics_table
 from medprobe.probe.stats.paired import INTERVAL_NOTES, headline_of, ranking
 
@@ -53,9 +54,16 @@ def write_report(results: RunTables, out_dir: Path, *, title: str | None = None)
             continue
         metric = headline_of(task, part)
         answers = budget_answers(summary, all_paired, dataset, metric)
+        lines += [f"## {dataset} — headline metric: {metric}", ""]
+        aggregated = results.run.get("aggregated", {}).get(dataset)
+        if aggregated:
+            lines += [
+                f"Scored per {aggregated['unit']}: {aggregated['n_units']} units from "
+                f"{aggregated['n_images']} test images, image probabilities pooled by "
+                f"{aggregated['pool']}.",
+                "",
+            ]
         lines += [
-            f"## {dataset} — headline metric: {metric}",
-            "",
             *[f"- {answer.sentence}" for answer in answers],
             "",
             headline_table(part, metric).reset_index().to_markdown(index=False),
@@ -114,6 +122,9 @@ def write_report(results: RunTables, out_dir: Path, *, title: str | None = None)
                 f"![{dataset} reliability]({reliability.name})",
                 "",
             ]
+        subgroups = getattr(results, "subgroups_table", None)
+        if subgroups is not None and not subgroups.empty:
+            lines += subgroup_section(subgroups, part, dataset, metric, out_dir)
         lines += [
             f"### All metrics (mean over seeds; {metric} first; per-label values in summary.csv)",
             "",

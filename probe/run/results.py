@@ -36,6 +36,7 @@ PAIRED_FILE = "paired.csv"
 CALIBRATION_FILE = "calibration.csv"
 SUPPORTS_FILE = "supports.json"
 RUN_FILE = "run.json"
+SUBGROUPS_FILE = "subgroups.csv"
 
 
 @dataclass
@@ -46,7 +47,9 @@ class Results:
     calibration: reliability-diagram bins per (dataset, entry, method, budget), summed over
     seeds (calibration.csv); run: settings, datasets' tasks, stores, versions (run.json);
     supports: support ids per 'dataset|budget|seed<k>' (supports.json); predictions: per-image
-    test scores, when the run kept them (predictions.h5)."""
+    test scores, when the run kept them (predictions.h5); subgroups_table: per metadata group,
+    the headline metric, ECE, TPR/FPR, gaps and paired gap comparisons (subgroups.csv, see
+    `probe.run.breakdown`), empty without `subgroups`."""
 
     frame: pd.DataFrame
     summary_table: pd.DataFrame
@@ -55,6 +58,7 @@ class Results:
     run: dict[str, Any]
     supports: dict[str, list[str]]
     predictions: Predictions | None = field(default=None, repr=False)
+    subgroups_table: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def datasets(self) -> list[str]:
@@ -67,6 +71,11 @@ class Results:
     def paired(self) -> pd.DataFrame:
         """Per (dataset, method, budget): each entry minus the best on the headline metric."""
         return self.paired_table
+
+    def subgroups(self) -> pd.DataFrame:
+        """Per (dataset, entry, method, budget, attribute, group): metric, n, value, 95 % interval
+        (subgroups.csv; empty without `subgroups=`)."""
+        return self.subgroups_table
 
     def plot(self, dataset: str, metric: str | None = None) -> "Figure":
         """The label-efficiency figure of `dataset`: `metric` (default: the headline) against
@@ -107,6 +116,8 @@ class Results:
                 paired = pd.DataFrame(columns=["dataset", "metric", *PAIRED_COLUMNS])
             paired.to_csv(folder / PAIRED_FILE, index=False)
             self.calibration.to_csv(folder / CALIBRATION_FILE, index=False)
+            if not self.subgroups_table.empty:
+                self.subgroups_table.to_csv(folder / SUBGROUPS_FILE, index=False)
             (folder / SUPPORTS_FILE).write_text(json.dumps(self.supports, indent=0))
             (folder / RUN_FILE).write_text(json.dumps(self.run, indent=1))
             if self.predictions is not None:
@@ -142,6 +153,7 @@ class Results:
             run=_read_json(out_dir / RUN_FILE),
             supports=_read_json(supports_path) if supports_path.is_file() else {},
             predictions=_read_predictions(predictions_path),
+            subgroups_table=_read_subgroups(out_dir / SUBGROUPS_FILE),
         )
 
 
@@ -196,3 +208,17 @@ def _read_predictions(path: Path) -> Predictions | None:
         return Predictions.load(path)
     except (OSError, KeyError, ValueError) as error:
         raise _damaged(path, f"cannot be read ({str(error).splitlines()[0]})") from None
+
+
+def _read_subgroups(path: Path) -> pd.DataFrame:
+    """subgroups.csv as written: a group or note read as text ('' for none, and a group named
+    'NA' stays 'NA'), numbers as numbers (empty: NaN)."""
+    if not path.is_file():
+        return pd.DataFrame()
+    text = ["dataset", "model", "pooling", "method", "budget", "attribute", "group", "note"]
+    return pd.read_csv(
+        path,
+        dtype=dict.fromkeys(text, str),
+        keep_default_na=False,
+        na_values={column: [""] for column in ("n", "value", "low", "high")},
+    )

@@ -28,6 +28,7 @@ from medprobe.cache.files.atomic import check_folder_target
 from medprobe.cache.files.root import resolve_cache_root
 from medprobe.probe.budgets import Budget
 from medprobe.probe.guards import check_bootstrap_memory, check_seeds_memory
+from medprobe.probe.run.breakdown import SubgroupCells, check_breakdowns, subgroup_table
 from medprobe.probe.run.cluster import parallel_backend, parse_cluster
 from medprobe.probe.run.results import RUN_FILE, Results
 from medprobe.probe.run.settings import ProbeSettings, keyword_signature
@@ -95,6 +96,9 @@ def run_probes(settings: ProbeSettings, *, command: str | None = None) -> Result
         len(targets),
         ", ".join(f"{t.dataset}/{t.model}:{t.pooling}" for t in targets),
     )
+    if settings.subgroups or settings.aggregate:
+        first_paths = {t.dataset: t.path for t in reversed(targets)}
+        check_breakdowns(list(first_paths.values()), settings.subgroups, settings.aggregate)
     cluster_spec = parse_cluster(settings.cluster) if settings.cluster is not None else None
     workers = settings.jobs if settings.jobs > 0 else (os.cpu_count() or 1) + 1 + settings.jobs
     if cluster_spec is not None:  # a remote cluster's workers use their own machines' memory
@@ -222,7 +226,9 @@ def assemble_results(
     for dataset, task in tasks.items():
         part = frame[frame["dataset"] == dataset]
         metric = headline_of(task, summary[summary["dataset"] == dataset])
-        paired = paired_differences(part, metric, resampled, scores.datasets.get(dataset))
+        # DeLong reads per-image scores: under `aggregate` the test set is scored per unit
+        image_scores = None if settings.aggregate else scores.datasets.get(dataset)
+        paired = paired_differences(part, metric, resampled, image_scores)
         if not paired.empty:
             paired.insert(0, "dataset", dataset)
             paired.insert(1, "metric", metric)
@@ -234,7 +240,15 @@ def assemble_results(
         if paired_tables
         else pd.DataFrame(),
         calibration=_calibration_table(targets, outcomes),
+        subgroups_table=subgroup_table(_subgroup_cells(targets, outcomes), summary, tasks)
+        if settings.subgroups
+        else pd.DataFrame(),
         run={
+            "aggregated": {
+                t.dataset: outcome.units
+                for t, outcome in zip(targets, outcomes, strict=True)
+                if outcome.units is not None
+            },
             "datasets": tasks,
             "logistic_regression_fits": _fit_record(outcomes),
             "resampled_by_group": {
@@ -245,6 +259,19 @@ def assemble_results(
         supports=supports_record(supports),
         predictions=scores if settings.save_predictions else None,
     )
+
+
+def _subgroup_cells(
+    targets: Sequence[ProbeTarget], outcomes: Sequence[TargetOutcome]
+) -> SubgroupCells:
+    """Every probe's per-attribute group numbers, the seeds of a cell together."""
+    cells: SubgroupCells = {}
+    for target, outcome in zip(targets, outcomes, strict=True):
+        for (method, budget, _), per_attribute in outcome.subgroups.items():
+            for scores in per_attribute:
+                key = (target.dataset, target.model, target.pooling, method, budget)
+                cells.setdefault((*key, scores.attribute), []).append(scores)
+    return cells
 
 
 def _fit_record(outcomes: Sequence[TargetOutcome]) -> dict[str, Any]:

@@ -20,10 +20,13 @@ from medprobe.probe.fit.backends import BACKENDS
 from medprobe.probe.fit.neighbors import KNN_KS
 from medprobe.probe.run.cluster import parse_cluster
 from medprobe.probe.stats.bootstrap import DEFAULT_RESAMPLES, MIN_RESAMPLES
+from medprobe.probe.stats.subgroups import parse_subgroups
+from medprobe.probe.stats.units import parse_aggregate
 
-METHODS = ("logreg", "knn", "prototype")  # the default
-# Opt-in: the attentive probe trains on every image's tokens (stores written with --tokens).
-KNOWN_METHODS = (*METHODS, "attentive")
+DEFAULT_METHODS = ("logreg", "knn", "prototype")
+# Opt-in: retrieval ranks the gallery for every test image; the attentive probe trains on every
+# image's tokens (stores written with --tokens).
+METHODS = (*DEFAULT_METHODS, "retrieval", "attentive")
 KNN_VOTES = ("weighted", "majority")
 # Guards against a typo that would run for days or fill the memory, checked before any work.
 MAX_SEEDS = 10_000
@@ -38,8 +41,10 @@ class ProbeSettings:
     shots: labelled images per class ('1,5,10', 5 or [1, 5, 10]); fractions: of the train
     split; full: every training label as well. seeds: support sets drawn per sampled budget.
     models, datasets, poolings: only these (names, comma-separated or a list); include_trials:
-    also trial stores (`extract run --limit`). methods: any of 'logreg', 'knn', 'prototype' (the
-    default) and 'attentive' (stores with tokens only);
+    also trial stores (`extract run --limit`). methods: any of 'logreg', 'knn', 'prototype'
+    (the default: all three), 'retrieval' (test images query the support set, or the train
+    split at full budget: precision@1/5/10, mAP@R, majority@5/10) and 'attentive' (a
+    cross-attention probe over stored tokens; stores written with --tokens only);
     knn_k: k for k-NN (one or more; capped by the support size); knn_vote: 'weighted' (DINO's
     temperature-weighted vote) or 'majority'. allow_fewer: a class with fewer training images
     than asked gives what it has. backend: 'auto' | 'torch' (batched, CUDA when present) |
@@ -49,6 +54,10 @@ class ProbeSettings:
     every probe's test scores (predictions.h5). cache_dir: the cache root (default:
     $MEDPROBE_CACHE_DIR, else ./embeddings); out: also save the results there (an existing
     folder only with overwrite=True). progress: a progress bar on the terminal.
+    subgroups: metadata columns to break the test results down by ('sex,age:0,40,60,80': a
+    numeric column binned at the edges given, else at its quartiles), giving subgroups.csv.
+    aggregate: 'study' or 'patient' (':mean', the default, or ':max'): each unit's image
+    probabilities are pooled before the test set is scored.
     """
 
     shots: tuple[int, ...] = ()
@@ -59,7 +68,7 @@ class ProbeSettings:
     datasets: tuple[str, ...] | None = None
     poolings: tuple[str, ...] | None = None
     include_trials: bool = False
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     knn_k: tuple[int, ...] = KNN_KS
     knn_vote: str = "weighted"
     allow_fewer: bool = False
@@ -72,6 +81,8 @@ class ProbeSettings:
     out: Path | None = None
     overwrite: bool = False
     progress: bool = True
+    subgroups: tuple[str, ...] = ()
+    aggregate: str | None = None
 
     def __post_init__(self) -> None:
         """Normalise every field to its one form and check it; errors name the argument."""
@@ -85,10 +96,10 @@ class ProbeSettings:
         seeds = arguments.whole("seeds", self.seeds, 1, "support sets per budget", MAX_SEEDS)
         set_(self, "seeds", seeds)
         methods = arguments.names("methods", self.methods) or ()
-        unknown = [m for m in methods if m not in KNOWN_METHODS]
+        unknown = [m for m in methods if m not in METHODS]
         if unknown or not methods:
             raise ToolkitError(
-                f"methods={list(methods)}: choose one or more of {list(KNOWN_METHODS)}",
+                f"methods={list(methods)}: choose one or more of {list(METHODS)}",
                 argument="methods",
             )
         set_(self, "methods", methods)
@@ -123,6 +134,8 @@ class ProbeSettings:
             )
         set_(self, "cache_dir", arguments.folder("cache_dir", self.cache_dir))
         set_(self, "out", arguments.folder("out", self.out))
+        set_(self, "subgroups", tuple(spec.text for spec in parse_subgroups(self.subgroups)))
+        set_(self, "aggregate", parse_aggregate(self.aggregate))
         self.budgets  # noqa: B018 (the budgets are checked now, not at first use)
 
     @cached_property

@@ -22,8 +22,17 @@ from medprobe.probe.fit.backends import (
     TorchBackend,
     resolve_backend,
 )
+from medprobe.probe.fit.retrieval import retrieval_per_query
+from medprobe.probe.run.breakdown import (
+    groupings_of,
+    needs_val_scores,
+    subgroup_cell,
+    thresholds_on_val,
+    units_of,
+)
 from medprobe.probe.run.settings import ProbeSettings
 from medprobe.probe.stats.calibration import ReliabilityBins
+from medprobe.probe.stats.retrieval import retrieval_metrics
 from medprobe.probe.stats.scoring import score_cell, shared_test_resamples
 from medprobe.probe.targets import (
     ProbeTarget,
@@ -92,6 +101,10 @@ class TargetOutcome:
     resampled: dict[Cell, dict[str, np.ndarray]] = field(default_factory=dict)
     reliability: dict[Cell, ReliabilityBins] = field(default_factory=dict)
     fit_reports: list[dict[str, Any]] = field(default_factory=list)
+    # per cell, one GroupScores per `subgroups` attribute (see probe.run.breakdown)
+    subgroups: dict[Cell, list[Any]] = field(default_factory=dict)
+    # under `aggregate`: unit, pool, n_units, n_images of the test split
+    units: dict[str, Any] | None = None
 
 
 def run_sweep(
@@ -189,18 +202,49 @@ def probe_target(
     val = read_split(store, "val", target.pooling) if "val" in store.splits else None
     row_of = {image_id: row for row, image_id in enumerate(train.ids)}
     backend = resolve_backend(settings.backend)
-    counts = None
+    # Under `aggregate` the test set is scored per unit (study or patient), else per image.
+    units = units_of(store, settings.aggregate)
+    scored_ids, scored_labels, groups = test.ids, test.labels, store.groups("test")
+    if units is not None:
+        scored_ids, scored_labels = units.ids, units.labels(test.labels, task["kind"])
+        groups = None if groups is None else groups[units.first]
+    groupings = groupings_of(store, settings.subgroups, units)
+    # TPR and FPR need a threshold chosen on val: the probes then also score the val split.
+    with_val = needs_val_scores(task, groupings, val is not None)
+    predicted = test
+    if with_val:
+        predicted = SplitArrays(
+            np.concatenate([test.ids, val.ids]),
+            np.concatenate([test.embeddings, val.embeddings]),
+            np.concatenate([test.labels, val.labels]),
+        )
+    counts = image_counts = None
     if settings.bootstrap:
-        groups = store.groups("test")
-        counts = shared_test_resamples(target.dataset, test.ids, groups, settings.bootstrap)
+        counts = shared_test_resamples(target.dataset, scored_ids, groups, settings.bootstrap)
+        image_counts = counts  # retrieval scores images, also when the others score units
+        if units is not None:
+            image_groups = store.groups("test")
+            image_counts = shared_test_resamples(
+                target.dataset, test.ids, image_groups, settings.bootstrap
+            )
     outcome = TargetOutcome(target, [], test.ids)
+    if units is not None:
+        unit, pool = settings.aggregate.split(":")
+        outcome.units = {
+            "unit": unit,
+            "pool": pool,
+            "n_units": len(units),
+            "n_images": len(test.ids),
+        }
     for budget in settings.budgets:
         seeds = settings.seeds_for(budget)
         support_rows = [
             np.array([row_of[i] for i in supports[(target.dataset, budget, s)]]) for s in seeds
         ]
-        tokens = StoreTokens(store) if "attentive" in settings.methods else None
-        step = _Step(train, test, val, support_rows, seeds, budget, task, tokens)
+        tokens = None
+        if "attentive" in settings.methods:  # the probes' "test" rows are test, then val's
+            tokens = StoreTokens(store, val_after_test=len(test.ids) if with_val else None)
+        step = _Step(train, predicted, val, support_rows, seeds, budget, task, tokens)
         score = _multilabel if task["kind"] == "multilabel" else _single_label
         scored_cells = score(backend, step, settings)
         for report in backend.fit_reports:
@@ -217,12 +261,33 @@ def probe_target(
                 }
             )
         backend.fit_reports.clear()
-        for method, seed, scores in scored_cells:
+        if "retrieval" in settings.methods:
+            # each seed's support set (the train split at full budget) is the gallery
+            for seed, rows in zip(seeds, support_rows, strict=True):
+                per_query = retrieval_per_query(
+                    train.embeddings[rows], train.labels[rows], test.embeddings, test.labels
+                )
+                metrics, resampled = retrieval_metrics(per_query, image_counts)
+                if resampled is not None:
+                    outcome.resampled[("retrieval", budget.label, seed)] = resampled
+                for metric, value in metrics.items():
+                    outcome.rows.append(_row(target, budget, "retrieval", seed, metric, value))
+        for method, seed, all_scores in scored_cells:
+            scores, val_scores = all_scores[: len(test.ids)], all_scores[len(test.ids) :]
             cell = (method, budget.label, seed)
             # full budgets keep their scores for DeLong's paired test
             if settings.save_predictions or budget.kind == "full":
                 outcome.scores[cell] = scores.astype(np.float32)
-            scored = score_cell(test.labels, scores, task, counts)
+            if units is not None:
+                scores = units.scores(scores, task["kind"])
+            scored = score_cell(scored_labels, scores, task, counts)
+            if groupings:
+                thresholds = thresholds_on_val(
+                    task, val.labels if with_val else None, val_scores if with_val else None
+                )
+                outcome.subgroups[cell] = subgroup_cell(
+                    scored_labels, scores, task, groupings, counts, thresholds
+                )
             if scored.resampled is not None:
                 outcome.resampled[cell] = scored.resampled
             outcome.reliability[cell] = scored.reliability
@@ -231,21 +296,26 @@ def probe_target(
                 scored.metrics.items(), key=lambda item: item[0] != task["headline_metric"]
             )
             for metric, value in ordered:
-                outcome.rows.append(
-                    {
-                        "dataset": target.dataset,
-                        "model": target.model,
-                        "pooling": target.pooling,
-                        "method": method,
-                        "budget": budget.label,
-                        "budget_kind": budget.kind,
-                        "budget_value": budget.value,
-                        "seed": seed,
-                        "metric": metric,
-                        "value": value,
-                    }
-                )
+                outcome.rows.append(_row(target, budget, method, seed, metric, value))
     return outcome
+
+
+def _row(
+    target: ProbeTarget, budget: Budget, method: str, seed: int, metric: str, value: float
+) -> dict[str, Any]:
+    """One tidy row of results.csv."""
+    return {
+        "dataset": target.dataset,
+        "model": target.model,
+        "pooling": target.pooling,
+        "method": method,
+        "budget": budget.label,
+        "budget_kind": budget.kind,
+        "budget_value": budget.value,
+        "seed": seed,
+        "metric": metric,
+        "value": value,
+    }
 
 
 def _n_classes(task: dict[str, Any], *label_arrays: np.ndarray) -> int:

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -271,3 +272,29 @@ def test_one_pass_for_two_models_equals_two_single_passes(folder_dataset, tmp_pa
                 np.testing.assert_array_equal(
                     a.embeddings(split, pooling), b.embeddings(split, pooling)
                 )
+
+
+def test_a_rerun_adds_metadata_to_an_earlier_store_keeping_key_and_embeddings(
+    folder_dataset, tmp_path, tiny_vit_weights, monkeypatch
+):
+    """Metadata is outside the key: a store extracted before the adapter recorded it gains it on
+    the next `extract run`, with no model built and every embedding byte as it was."""
+    dataset = build_dataset("folder", folder_dataset)
+    options = ExtractionOptions(weights=tiny_vit_weights, **FAST)
+    first = extract_dataset(dataset, [tiny_vit_spec()], cache_root=tmp_path, options=options)
+    before = open_store(first.written[0])
+    embeddings = {s: before.embeddings(s, "cls", dtype=None).tobytes() for s in before.splits}
+    views = ["CC" if i % 2 else "MLO" for i in range(len(dataset.rows))]
+    dataset.rows = replace(dataset.rows, metadata={"view": views})
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("adding metadata must not build a model")
+
+    monkeypatch.setattr("medprobe.extract.pipeline.build_backbone", no_build)
+    second = extract_dataset(dataset, [tiny_vit_spec()], cache_root=tmp_path, options=options)
+    after = open_store(second.skipped_complete[0])
+    assert after.path == before.path and after.key == before.key
+    assert after.metadata_columns == ("view",)
+    assert {s: after.embeddings(s, "cls", dtype=None).tobytes() for s in after.splits} == embeddings
+    view_of = dict(zip(dataset.rows.ids, views, strict=True))
+    assert after.metadata("test")["view"].tolist() == [view_of[i] for i in after.ids("test")]

@@ -35,13 +35,14 @@ def write_blob_store(
     token_signal: str = "spread",
     edit_labels: Callable[[np.ndarray, np.ndarray], None] | None = None,
     spectrum: float = 0.0,
+    metadata: dict[str, list[str]] | None = None,
 ) -> Path:
     """Class means at distance ~`separation` apart plus unit noise; the same ids and labels for
     every model of a dataset (they come from `seed`), embeddings differ by model.
     `edit_labels(labels, splits)` may change the drawn labels in place before anything uses
     them (e.g. a label with no positive in train). spectrum > 0 mixes the features through a
     random rotation with singular values k^-spectrum and an offset, ill-conditioned as real
-    embeddings are.
+    embeddings are. `metadata`: column -> one str per row in id order ('' missing).
 
     tokens=s > 0 also stores (N, prefix_tokens + s*s, dim) tokens on an s x s grid
     (`synthetic_tokens`): the prefix tokens are the `cls` embedding, and the grid carries the
@@ -83,6 +84,9 @@ def write_blob_store(
         labels=labels[order],
         label_mask=None if mask is None else mask[order],
         groups=None if groups is None else groups[order].tolist(),
+        metadata=None
+        if metadata is None
+        else {c: np.asarray(v, dtype=object)[order].tolist() for c, v in metadata.items()},
     )
     task = {
         "kind": "multilabel" if n_labels else kind,

@@ -1,0 +1,97 @@
+"""Retrieval's precision@k, mAP@R and majority vote against the definitions written plainly
+(a full sort per query), chunked or not; and end to end, against the run's support sets."""
+
+import numpy as np
+import pytest
+
+import medprobe as mp
+from medprobe.cache import open_store
+from medprobe.probe.fit.retrieval import retrieval_per_query
+from medprobe.probe.stats.retrieval import retrieval_metrics
+
+
+def _reference(gallery, gallery_labels, queries, query_labels):
+    """Every query by a full sort on cosine similarity, metric by metric from the definitions."""
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    similarity = unit(queries.astype(np.float64)) @ unit(gallery.astype(np.float64)).T
+    multilabel = gallery_labels.ndim == 2
+    out = {name: [] for name in ("precision@1", "precision@5", "precision@10", "map@r")}
+    if not multilabel:
+        out.update({"majority@5": [], "majority@10": []})
+    for q in range(len(queries)):
+        order = np.argsort(-similarity[q], kind="stable")
+        if multilabel:
+            relevant = ((gallery_labels == 1) & (query_labels[q] == 1)).any(1)
+        else:
+            relevant = gallery_labels == query_labels[q]
+        ranked = relevant[order]
+        for k in (1, 5, 10):
+            value = ranked[:k].mean()
+            out[f"precision@{k}"].append(value if relevant.any() or not multilabel else np.nan)
+        r = relevant.sum()
+        out["map@r"].append(
+            np.nan
+            if r == 0
+            else sum(ranked[:i].mean() for i in range(1, r + 1) if ranked[i - 1]) / r
+        )
+        if not multilabel:
+            for k in (5, 10):
+                votes = np.bincount(gallery_labels[order[:k]], minlength=query_labels.max() + 1)
+                out[f"majority@{k}"].append(votes.argmax() == query_labels[q])
+    return {name: np.array(values, dtype=float) for name, values in out.items()}
+
+
+@pytest.mark.parametrize("similarity_bytes", [256 << 20, 4 * 90 * 7])  # one chunk; 7 queries
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_retrieval_metrics_match_the_definitions(similarity_bytes, multilabel):
+    rng = np.random.default_rng(3)
+    if multilabel:
+        gallery_labels = rng.integers(-1, 2, (90, 3)).astype(np.int8)
+        query_labels = rng.integers(-1, 2, (40, 3)).astype(np.int8)
+        query_labels[0] = 0  # a query with no positive label has nothing relevant
+        signal = rng.normal(size=(3, 12))
+        gallery = (gallery_labels == 1) @ signal + rng.normal(size=(90, 12))
+        queries = (query_labels == 1) @ signal + rng.normal(size=(40, 12))
+    else:
+        gallery_labels, query_labels = rng.integers(0, 4, 90), rng.integers(0, 4, 40)
+        means = rng.normal(size=(4, 12))
+        gallery = means[gallery_labels] + rng.normal(size=(90, 12))
+        queries = means[query_labels] + rng.normal(size=(40, 12))
+    got = retrieval_per_query(
+        gallery, gallery_labels, queries, query_labels, similarity_bytes=similarity_bytes
+    )
+    expected = _reference(gallery, gallery_labels, queries, query_labels)
+    assert set(got) == set(expected)
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], atol=1e-12, err_msg=name)
+    if multilabel:
+        assert np.isnan(got["map@r"][0]) and np.isnan(got["precision@1"][0])
+    counts = rng.integers(0, 3, (5, 40))
+    metrics, resampled = retrieval_metrics(got, counts)
+    defined = np.isfinite(expected["map@r"])
+    assert metrics["map@r"] == pytest.approx(expected["map@r"][defined].mean())
+    weights = counts[:, defined]
+    np.testing.assert_allclose(
+        resampled["map@r"],
+        (weights * expected["map@r"][defined]).sum(1) / weights.sum(1),
+        rtol=1e-6,
+    )
+
+
+def test_retrieval_in_a_run_queries_each_support_set(blob_root):
+    results = mp.probe(blob_root, shots=5, seeds=2, methods="retrieval", progress=False)
+    frame = results.frame
+    assert set(frame["method"]) == {"retrieval"}
+    store = open_store(next(p for p in blob_root.rglob("strong*.h5")))
+    train_ids = list(store.ids("train"))
+    train, labels = store.embeddings("train", "cls"), store.labels("train")
+    test, test_labels = store.embeddings("test", "cls"), store.labels("test")
+    for seed in (0, 1):
+        support = [train_ids.index(i) for i in results.supports[f"blobs|5-shot|seed{seed}"]]
+        expected = _reference(train[support], labels[support], test, test_labels)
+        row = frame[
+            (frame["model"] == "strong") & (frame["seed"] == seed) & (frame["metric"] == "map@r")
+        ]
+        assert row["value"].iloc[0] == pytest.approx(expected["map@r"].mean(), abs=1e-9)
+    summary = results.summary()
+    assert summary[summary["metric"] == "precision@1"]["ci_seeds_and_test_low"].notna().all()
