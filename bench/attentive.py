@@ -35,7 +35,8 @@ from medprobe.probe.fit.attentive import ArrayTokens, attentive_scores
 from medprobe.probe.fit.backends import TorchBackend
 from medprobe.probe.fit.protocol import ProbeInputs
 from medprobe.probe.run.settings import ProbeSettings
-from medprobe.probe.run.sweep import draw_supports, run_sweep
+from medprobe.probe.run.supports import draw_supports
+from medprobe.probe.run.sweep import run_sweep
 from medprobe.probe.targets import select_targets
 
 SECTIONS = ("contrast", "sweep", "full", "memory")

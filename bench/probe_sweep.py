@@ -44,7 +44,8 @@ import pandas as pd
 from bench.synthetic import SEED_STUDY, DatasetShape, conditioned, mixing_basis, write_dataset
 from medprobe.probe.budgets import make_budgets
 from medprobe.probe.run.settings import ProbeSettings
-from medprobe.probe.run.sweep import draw_supports, run_sweep
+from medprobe.probe.run.supports import draw_supports
+from medprobe.probe.run.sweep import run_sweep
 from medprobe.probe.targets import select_targets
 
 SECTIONS = ("sweep", "full", "multilabel", "memory", "seed-study", "breakdown")

@@ -14,6 +14,7 @@ from medprobe.cache.files.root import CACHE_DIR_ENV
 from medprobe.extract.api import extract
 from medprobe.extract.config import DATA_CONFIG_ENV, ConfiguredDataset, load_data_config
 from medprobe.extract.datasets import DATASETS
+from medprobe.extract.options import parse_options
 from medprobe.extract.progress import ProgressLines
 from medprobe.extract.scaleout.shards import resolve_shard, shard_device
 from medprobe.extract.scaleout.submit import DEFAULT_TIME, SlurmResources, plan_request
@@ -24,34 +25,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-
-
-def parse_options(pairs: list[str]) -> dict[str, Any]:
-    """`key=value` adapter options; values that read as int, float or bool become those."""
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key:
-            raise ToolkitError(f"--option {pair!r}: expected key=value, e.g. uncertain=ones")
-        lowered = text.lower()
-        value: Any = text
-        if lowered in ("true", "false"):
-            value = lowered == "true"
-        else:
-            for cast in (int, float):
-                try:
-                    value = cast(text)
-                    break
-                except ValueError:
-                    continue
-        name = key.replace("-", "_")
-        if name in options:
-            raise ToolkitError(
-                f"--option {key} is given twice ({name}={options[name]!r} and {pair!r}); "
-                "give each option once"
-            )
-        options[name] = value
-    return options
 
 
 def _datasets_to_run(

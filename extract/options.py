@@ -161,3 +161,31 @@ def check_writable(folders: Sequence[Path]) -> None:
                 f"cannot write stores into {folder} ({error.strerror or error}); make it "
                 "writable or pass another --cache-dir"
             ) from None
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """`key=value` adapter options; values that read as int, float or bool become those."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ToolkitError(f"--option {pair!r}: expected key=value, e.g. uncertain=ones")
+        lowered = text.lower()
+        value: Any = text
+        if lowered in ("true", "false"):
+            value = lowered == "true"
+        else:
+            for cast in (int, float):
+                try:
+                    value = cast(text)
+                    break
+                except ValueError:
+                    continue
+        name = key.replace("-", "_")
+        if name in options:
+            raise ToolkitError(
+                f"--option {key} is given twice ({name}={options[name]!r} and {pair!r}); "
+                "give each option once"
+            )
+        options[name] = value
+    return options

@@ -32,12 +32,8 @@ from medprobe.probe.run.breakdown import SubgroupCells, check_breakdowns, subgro
 from medprobe.probe.run.cluster import parallel_backend, parse_cluster
 from medprobe.probe.run.results import RUN_FILE, Results
 from medprobe.probe.run.settings import ProbeSettings, keyword_signature
-from medprobe.probe.run.sweep import (
-    SupportSets,
-    TargetOutcome,
-    draw_supports,
-    run_sweep,
-)
+from medprobe.probe.run.supports import SupportSets, draw_supports
+from medprobe.probe.run.sweep import TargetOutcome, run_sweep
 from medprobe.probe.stats.paired import Resampled, headline_of, paired_differences, summarise
 from medprobe.probe.stats.predictions import DatasetPredictions, Predictions
 from medprobe.probe.targets import ProbeTarget, headline_left_out, select_targets, task_of

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from joblib import Parallel, delayed
 
-from medprobe.cache import ToolkitError, open_store
-from medprobe.probe.budgets import Budget, draw_support
+from medprobe.cache import open_store
+from medprobe.probe.budgets import Budget
 from medprobe.probe.fit.backends import (
     EstimatorBackend,
     ProbeInputs,
@@ -31,6 +31,7 @@ from medprobe.probe.run.breakdown import (
     units_of,
 )
 from medprobe.probe.run.settings import ProbeSettings
+from medprobe.probe.run.supports import SupportSets
 from medprobe.probe.stats.calibration import ReliabilityBins
 from medprobe.probe.stats.retrieval import retrieval_metrics
 from medprobe.probe.stats.scoring import score_cell, shared_test_resamples
@@ -44,40 +45,6 @@ from medprobe.probe.targets import (
 )
 
 logger = logging.getLogger(__name__)
-
-SupportSets = dict[tuple[str, Budget, int], np.ndarray]
-
-
-def draw_supports(targets: Sequence[ProbeTarget], settings: ProbeSettings) -> SupportSets:
-    """Support ids per (dataset, budget, seed), drawn once from each dataset's train split."""
-    supports: SupportSets = {}
-    for dataset in dict.fromkeys(t.dataset for t in targets):
-        store = open_store(next(t.path for t in targets if t.dataset == dataset))
-        ids, labels = store.ids("train"), store.labels("train")
-        mask = store.label_mask("train")
-        if mask is not None:
-            labels = np.where(mask, labels, -1)
-        names = task_of(store)["label_names"]
-        if labels.ndim == 1 and len(np.unique(labels)) < 2:
-            only = names[labels[0]] if len(labels) and labels[0] < len(names) else labels[:1]
-            raise ToolkitError(
-                f"dataset {dataset!r}: every training image is of one class ({only!r}), so "
-                "there is nothing to tell apart and every probe would score perfectly; check "
-                "the labels (or the split) of the dataset and extract again"
-            )
-        for budget in settings.budgets:
-            for seed in settings.seeds_for(budget):
-                supports[(dataset, budget, seed)] = draw_support(
-                    ids,
-                    labels,
-                    budget,
-                    dataset=dataset,
-                    seed=seed,
-                    label_names=names,
-                    allow_fewer=settings.allow_fewer,
-                )
-    return supports
-
 
 # (method, budget label, seed): one probe of a target
 Cell = tuple[str, str, int]

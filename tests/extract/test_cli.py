@@ -4,8 +4,9 @@ import pytest
 from typer.testing import CliRunner
 
 from medprobe.cache import complete_stores
-from medprobe.extract.cli import app, parse_options
+from medprobe.extract.cli import app
 from medprobe.extract.config import load_data_config
+from medprobe.extract.options import parse_options
 
 runner = CliRunner()
 

@@ -195,7 +195,8 @@ def test_a_fit_that_runs_out_of_iterations_is_reported_and_warned_about(
     from functools import partialmethod
 
     from medprobe.probe.run.settings import ProbeSettings
-    from medprobe.probe.run.sweep import draw_supports, run_sweep
+    from medprobe.probe.run.supports import draw_supports
+    from medprobe.probe.run.sweep import run_sweep
     from medprobe.probe.targets import select_targets
     from tests.probe.conftest import write_blob_store
 
@@ -217,7 +218,8 @@ def test_a_fit_that_runs_out_of_iterations_is_reported_and_warned_about(
 
 def test_fit_reports_of_a_multilabel_store_name_its_labels(tmp_path):
     from medprobe.probe.run.settings import ProbeSettings
-    from medprobe.probe.run.sweep import draw_supports, run_sweep
+    from medprobe.probe.run.supports import draw_supports
+    from medprobe.probe.run.sweep import run_sweep
     from medprobe.probe.targets import select_targets
     from tests.probe.conftest import write_blob_store
 

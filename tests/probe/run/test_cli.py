@@ -57,7 +57,8 @@ def test_support_sets_are_shared_across_stores_whatever_their_row_order(tmp_path
     """Two stores with identical embeddings in different row order must score identically:
     supports are drawn and looked up by id, so every model sees the same labelled images."""
     from medprobe.probe.run.settings import ProbeSettings
-    from medprobe.probe.run.sweep import draw_supports, run_sweep
+    from medprobe.probe.run.supports import draw_supports
+    from medprobe.probe.run.sweep import run_sweep
     from medprobe.probe.targets import select_targets
 
     root = tmp_path / "embeddings"

@@ -26,8 +26,15 @@ ERRORS = [
     ({"seeds": "3"}, "seeds='3': expected a whole number"),
     ({"seeds": 0}, "seeds=0: must be at least 1 (support sets per budget)"),
     ({"seeds": 10**18}, f"seeds={10**18}: at most 10,000 (support sets per budget)"),
-    ({"methods": "svm"}, "methods=['svm']: choose one or more of ['logreg', 'knn', 'prototype']"),
-    ({"methods": ""}, "methods=[]: choose one or more of ['logreg', 'knn', 'prototype']"),
+    (
+        {"methods": "svm"},
+        "methods=['svm']: choose one or more of "
+        "['logreg', 'knn', 'prototype', 'retrieval', 'attentive']",
+    ),
+    (
+        {"methods": ""},
+        "methods=[]: choose one or more of ['logreg', 'knn', 'prototype', 'retrieval', 'attentive']",
+    ),
     ({"knn_k": 0}, "knn_k=[0]: every k must be at least 1"),
     (
         {"knn_k": "5,5"},
