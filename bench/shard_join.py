@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 
 from medprobe.cache import RowTable, StoreSpec, StoreWriter, open_store, store_path
-from medprobe.cache.schema import SPLITS
+from medprobe.cache.layout.schema import SPLITS
 from medprobe.extract.scaleout.shards import JOIN_CHUNK_ROWS, join_shards, shard_root, shard_spec
 
 POOLINGS = ("cls", "mean", "patch_max")

@@ -1,7 +1,7 @@
 """The embedding store: HDF5 files keyed by content, resumable, never half-published.
 
 Knows nothing of models or probes. `extract` writes through `StoreWriter`; `probe` reads through
-`open_store` / `complete_stores`. The schema is documented in `cache.schema`.
+`open_store` / `complete_stores`. The schema is documented in `cache.layout.schema`.
 """
 
 from medprobe.cache.errors import ToolkitError
@@ -10,7 +10,8 @@ from medprobe.cache.files.root import resolve_cache_root
 from medprobe.cache.inventory.catalog import complete_stores, find_complete_store, list_stores
 from medprobe.cache.inventory.verify import verify_store
 from medprobe.cache.key import StoreSpec
-from medprobe.cache.reader import Store, open_store
+from medprobe.cache.opening import open_store
+from medprobe.cache.reader import Store
 from medprobe.cache.rows import RowTable
 from medprobe.cache.writer import StoreWriter
 

@@ -17,10 +17,11 @@ from medprobe.cache.assemble import write_metadata
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.files.atomic import write_atomically
 from medprobe.cache.files.paths import lock_path
+from medprobe.cache.layout.schema import METADATA_GROUP
 from medprobe.cache.lock import StoreLock
-from medprobe.cache.reader import Store, open_store
+from medprobe.cache.opening import open_store
+from medprobe.cache.reader import Store
 from medprobe.cache.rows import check_metadata_column, metadata_value
-from medprobe.cache.schema import METADATA_GROUP
 
 
 def annotate_store(

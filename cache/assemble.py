@@ -3,8 +3,9 @@
 every dataset checksummed.
 
 Free space is checked before the first byte. A store of up to `IN_MEMORY_BYTES` is built in memory
-and written with plain file I/O, so even a disk that fills up meanwhile fails cleanly; a larger one
-is written by HDF5 in place, where only the check guards it (see `cache.container.write_hdf5`).
+and written with plain file I/O, so even a disk that fills up meanwhile fails cleanly; a larger
+one is written by HDF5 in place, where only the check guards it (see
+`cache.layout.container.write_hdf5`).
 """
 
 from collections.abc import Mapping
@@ -16,14 +17,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from medprobe.cache.container import checksummed_dataset, string_array, write_hdf5
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.files.atomic import write_atomically
 from medprobe.cache.files.disk import require_free_space
 from medprobe.cache.journal import read_part_embeddings, read_part_table, read_part_tokens
 from medprobe.cache.key import CONTENT_VERSION, StoreSpec, canonical_json
-from medprobe.cache.rows import RowTable
-from medprobe.cache.schema import (
+from medprobe.cache.layout.container import checksummed_dataset, string_array, write_hdf5
+from medprobe.cache.layout.schema import (
     CONTAINER_FORMAT,
     CONTAINER_FORMAT_ATTR,
     EMBEDDINGS_GROUP,
@@ -31,7 +31,8 @@ from medprobe.cache.schema import (
     SKIPPED_GROUP,
     SPLITS,
 )
-from medprobe.cache.tokens import copy_tokens
+from medprobe.cache.layout.tokens import copy_tokens
+from medprobe.cache.rows import RowTable
 
 IN_MEMORY_BYTES = 256 << 20
 # Embedding chunks of at most 4096 rows and 1 MiB: whole-split reads stay fast, and a damaged

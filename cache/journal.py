@@ -15,10 +15,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from medprobe.cache.container import checksummed_dataset, string_array, write_hdf5
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.files.atomic import write_atomically
-from medprobe.cache.schema import EMBEDDINGS_GROUP, TOKENS_DATASET
+from medprobe.cache.layout.container import checksummed_dataset, string_array, write_hdf5
+from medprobe.cache.layout.schema import EMBEDDINGS_GROUP, TOKENS_DATASET
 
 logger = logging.getLogger(__name__)
 

@@ -14,14 +14,14 @@ from typing import Any
 import numpy as np
 
 from medprobe.cache.errors import ToolkitError
-from medprobe.cache.tokens import TokenLayout
+from medprobe.cache.layout.tokens import TokenLayout
 
 # The version that keys content: bump when the embedding bytes written for the same inputs change
 # (dtype handling, row order, the pixels a preprocessing cuts), which recomputes every store.
 # 2: resize and centre-crop arithmetic exactly torchvision's. How those bytes are packed in the
-# file (checksums, string layout) is the container format, `cache.schema.CONTAINER_FORMAT`, which
-# keys nothing. In the spec it keeps its first name, "format_version": renaming it would change
-# every key.
+# file (checksums, string layout) is the container format,
+# `cache.layout.schema.CONTAINER_FORMAT`, which keys nothing. In the spec it keeps its first
+# name, "format_version": renaming it would change every key.
 CONTENT_VERSION = 2
 # Embeddings are float16 or float32; uint8 holds decoded pixels (the preprocessed-image cache).
 STORE_DTYPES = ("float16", "float32", "uint8")
@@ -99,7 +99,8 @@ class StoreSpec:
     poolings: tuple[str, ...]
     dtype: str = "float16"
     task: Mapping[str, Any] = field(default_factory=dict)
-    # The token grid layout (`cache.tokens.TokenLayout.from_spec`) when the store holds tokens.
+    # The token grid layout (`cache.layout.tokens.TokenLayout.from_spec`) when the store holds
+    # tokens.
     tokens: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.key import dataset_fingerprint
-from medprobe.cache.schema import SPLITS
+from medprobe.cache.layout.schema import SPLITS
 
 
 @dataclass(frozen=True, eq=False)

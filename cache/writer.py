@@ -32,9 +32,9 @@ from medprobe.cache.journal import (
     write_part,
 )
 from medprobe.cache.key import StoreSpec
+from medprobe.cache.layout.tokens import check_token_batch
 from medprobe.cache.lock import StoreLock
 from medprobe.cache.rows import RowTable
-from medprobe.cache.tokens import check_token_batch
 
 logger = logging.getLogger(__name__)
 

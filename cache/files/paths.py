@@ -6,7 +6,7 @@ from pathlib import Path
 
 from medprobe.cache.files.atomic import TEMPORARY_MARK
 from medprobe.cache.key import StoreSpec
-from medprobe.cache.schema import JOURNAL_SUFFIX, LOCK_SUFFIX, STORE_SUFFIX
+from medprobe.cache.layout.schema import JOURNAL_SUFFIX, LOCK_SUFFIX, STORE_SUFFIX
 
 # `<model slug>--<16 hex digits of the key>.h5`: what the toolkit names a store.
 STORE_NAME = re.compile(r"^[\w.-]+--[0-9a-f]{16}\.h5$")

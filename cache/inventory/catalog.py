@@ -26,16 +26,10 @@ from medprobe.cache.files.paths import (
 )
 from medprobe.cache.journal import contiguous_parts, read_header
 from medprobe.cache.key import StoreSpec
+from medprobe.cache.layout.schema import JOURNAL_SUFFIX, STORE_SUFFIX
 from medprobe.cache.lock import StoreLock
-from medprobe.cache.reader import (
-    NotAStore,
-    Store,
-    UnreadableFile,
-    display_model_name,
-    open_store,
-    read_attrs,
-)
-from medprobe.cache.schema import JOURNAL_SUFFIX, STORE_SUFFIX
+from medprobe.cache.opening import NotAStore, UnreadableFile, open_store, read_attrs
+from medprobe.cache.reader import Store, display_model_name
 
 logger = logging.getLogger(__name__)
 

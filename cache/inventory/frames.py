@@ -10,8 +10,8 @@ import pandas as pd
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.files.root import resolve_cache_root
 from medprobe.cache.inventory.catalog import StoreEntry, list_stores
-from medprobe.cache.reader import open_store
-from medprobe.cache.schema import SPLITS
+from medprobe.cache.layout.schema import SPLITS
+from medprobe.cache.opening import open_store
 
 
 def _status(entry: StoreEntry) -> str:

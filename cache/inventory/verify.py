@@ -9,19 +9,20 @@ from pathlib import Path
 
 import numpy as np
 
-from medprobe.cache.container import read_block_rows
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.files.paths import expected_location
 from medprobe.cache.inventory.checks import nonfinite_rows
 from medprobe.cache.key import STORE_DTYPES, StoreSpec
-from medprobe.cache.reader import Store, damaged, open_store
-from medprobe.cache.schema import (
+from medprobe.cache.layout.container import read_block_rows
+from medprobe.cache.layout.schema import (
     CONTAINER_FORMAT,
     EMBEDDINGS_GROUP,
     HEADLINE_METRICS,
     TASK_KINDS,
     UNCHECKSUMMED_CONTAINER_FORMAT,
 )
+from medprobe.cache.opening import open_store
+from medprobe.cache.reader import Store, damaged
 
 logger = logging.getLogger(__name__)
 KNOWN_CONTAINER_FORMATS = (UNCHECKSUMMED_CONTAINER_FORMAT, CONTAINER_FORMAT)
@@ -72,7 +73,7 @@ def verify_notes(path: Path) -> list[str]:
 
 
 def _format_problems(store: Store) -> list[str]:
-    """The two version numbers (`cache.schema`): the root attribute must repeat the spec's
+    """The two version numbers (`cache.layout.schema`): the root attribute must repeat the spec's
     content version, and the container format must be one this toolkit reads."""
     problems = []
     attribute = store.attrs.get("format_version")
@@ -90,7 +91,7 @@ def _format_problems(store: Store) -> list[str]:
 
 
 def _task_problems(store: Store) -> list[str]:
-    """The spec's task against what probes can score (`cache.schema.TASK_KINDS`)."""
+    """The spec's task against what probes can score (`cache.layout.schema.TASK_KINDS`)."""
     task, problems = store.task, []
     if "kind" in task and task["kind"] not in TASK_KINDS:
         problems.append(

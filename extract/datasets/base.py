@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 from PIL import Image
 
 from medprobe.cache.errors import ToolkitError
+from medprobe.cache.layout.schema import HEADLINE_METRICS, TASK_KINDS
 from medprobe.cache.rows import RowTable
-from medprobe.cache.schema import HEADLINE_METRICS, TASK_KINDS
 from medprobe.extract.datasets.images import open_image
 
 SPLIT_BY = ("image", "patient")

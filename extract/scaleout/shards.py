@@ -28,8 +28,8 @@ from medprobe.cache import (
     store_path,
 )
 from medprobe.cache.inventory.catalog import remove_store
-from medprobe.cache.reader import open_store
-from medprobe.cache.schema import SPLITS
+from medprobe.cache.layout.schema import SPLITS
+from medprobe.cache.opening import open_store
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from medprobe.cache import Store, ToolkitError, open_store
-from medprobe.cache.schema import STUDY_COLUMN
+from medprobe.cache.layout.schema import STUDY_COLUMN
 from medprobe.probe.stats.bootstrap import paired_difference, seeds_and_resamples_interval
 from medprobe.probe.stats.calibration import mean_of_finite
 from medprobe.probe.stats.paired import headline_of

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import medprobe.cache.assemble as assemble_module
-import medprobe.cache.container as container_module
+import medprobe.cache.layout.container as container_module
 from medprobe.cache import RowTable, ToolkitError, open_store, store_path
 from medprobe.cache.inventory.verify import verify_notes, verify_store
 from medprobe.cache.key import CONTENT_VERSION
-from medprobe.cache.schema import CONTAINER_FORMAT, CONTAINER_FORMAT_ATTR
+from medprobe.cache.layout.schema import CONTAINER_FORMAT, CONTAINER_FORMAT_ATTR
 from tests.cache.conftest import (
     embeddings_for,
     flip_bytes,

@@ -5,10 +5,10 @@ import h5py
 import numpy as np
 import pytest
 
-import medprobe.cache.tokens as tokens_module
+import medprobe.cache.layout.tokens as tokens_module
 from medprobe.cache import StoreWriter, ToolkitError, open_store, store_path
 from medprobe.cache.inventory.verify import verify_store
-from medprobe.cache.tokens import TokenLayout
+from medprobe.cache.layout.tokens import TokenLayout
 from tests.cache.conftest import embeddings_for, flip_bytes, make_rows, make_spec
 from tests.probe.conftest import write_blob_store
 

@@ -33,7 +33,8 @@ ERRORS = [
     ),
     (
         {"methods": ""},
-        "methods=[]: choose one or more of ['logreg', 'knn', 'prototype', 'retrieval', 'attentive']",
+        "methods=[]: choose one or more of "
+        "['logreg', 'knn', 'prototype', 'retrieval', 'attentive']",
     ),
     ({"knn_k": 0}, "knn_k=[0]: every k must be at least 1"),
     (

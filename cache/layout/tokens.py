@@ -15,9 +15,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from medprobe.cache.container import checksummed_dataset
 from medprobe.cache.errors import ToolkitError
-from medprobe.cache.schema import SPLITS, TOKENS_DATASET
+from medprobe.cache.layout.container import checksummed_dataset
+from medprobe.cache.layout.schema import SPLITS, TOKENS_DATASET
 
 TOKEN_DTYPE = np.dtype("float16")
 # Images per read when rows are gathered: bounds the float16 block beside the float32 result.
