@@ -70,6 +70,20 @@ def _size(pool: "torch.Tensor", rows: "torch.Tensor | None") -> int:
     return len(pool) if rows is None else len(rows)
 
 
+def top_k_lowest_index_first(values: "torch.Tensor", k: int) -> "tuple[torch.Tensor, torch.Tensor]":
+    """The k largest of each row of values (Q, C) and their columns, in column order; among
+    equal values the lower column wins (torch.topk leaves ties to the kernel, so an all-zero
+    query or duplicate support rows would vote differently with another chunk size). Chunks
+    that are merged in column order therefore select exactly what one pass over all would."""
+    kth = values.topk(k, dim=1).values[:, -1:]
+    greater = values > kth
+    tied = values == kth
+    needed = k - greater.sum(1, keepdim=True)
+    chosen = greater | (tied & (tied.cumsum(1) <= needed))
+    columns = chosen.nonzero()[:, 1].view(len(values), k)
+    return values.gather(1, columns), columns
+
+
 def knn_scores(
     pool: "torch.Tensor",
     supports: "list[tuple[torch.Tensor | None, torch.Tensor]]",
@@ -87,8 +101,10 @@ def knn_scores(
     pool row in order; labels (S,) int64, -1 for a row the set leaves out); queries (Q, D).
     Cosine similarity on L2-normalised features; the k most similar support images vote, each
     with weight exp(similarity / 0.07) ('weighted', DINO) or 1 ('majority'); k is capped by the
-    set's size. Queries go in chunks; for each, the support rows go in blocks and a running
-    top-k per set keeps the k best seen so far (the same k as one top-k over all of them).
+    set's size. Among equally similar support rows the lower row wins (`top_k_lowest_index_first`),
+    so ties vote the same whatever the chunk sizes. Queries go in chunks; for each, the support
+    rows go in blocks and a running top-k per set keeps the k best seen so far (the same k as
+    one top-k over all of them).
     """
     import torch
 
@@ -124,14 +140,16 @@ def knn_scores(
                     if any_left_out[index]:
                         out = left_out[index][start:stop]
                         candidates = block.masked_fill(out, float("-inf"))
-                    top_similarity, top_index = candidates.topk(
-                        min(keep[index], stop - start), dim=1
+                    top_similarity, top_index = top_k_lowest_index_first(
+                        candidates, min(keep[index], stop - start)
                     )
                     top_index += start
-                    if best[index] is not None:
+                    if best[index] is not None:  # earlier blocks hold lower indices: first
                         top_similarity = torch.cat([best[index][0], top_similarity], dim=1)
                         top_index = torch.cat([best[index][1], top_index], dim=1)
-                        top_similarity, order = top_similarity.topk(keep[index], dim=1)
+                        top_similarity, order = top_k_lowest_index_first(
+                            top_similarity, min(keep[index], top_similarity.shape[1])
+                        )
                         top_index = top_index.gather(1, order)
                     best[index] = (top_similarity, top_index)
         for index, (_, labels) in enumerate(supports):

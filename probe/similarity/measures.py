@@ -140,7 +140,8 @@ def nearest_neighbours(embeddings: np.ndarray, k: int) -> np.ndarray:
     """(n, k) int32: the k rows of highest cosine similarity to each row, itself excluded.
 
     Queries go in chunks so the similarities held at once stay near SIMILARITIES_PER_CHUNK
-    whatever n is; ties are broken by argpartition, the same way for the same input.
+    whatever n is. Among equally similar rows the lower row index wins (one rule, the k-NN
+    probe's too), so tied neighbours give the same overlap whatever the chunking.
     """
     dtype = compute_dtype(embeddings)
     unit = np.array(embeddings, dtype=dtype, copy=True)
@@ -153,8 +154,20 @@ def nearest_neighbours(embeddings: np.ndarray, k: int) -> np.ndarray:
         stop = min(n, start + rows_per_chunk)
         similarities = unit[start:stop] @ unit.T
         similarities[np.arange(stop - start), np.arange(start, stop)] = -np.inf
-        neighbours[start:stop] = np.argpartition(similarities, n - k, axis=1)[:, n - k :]
+        neighbours[start:stop] = _top_k_lowest_index_first(similarities, k)
     return neighbours
+
+
+def _top_k_lowest_index_first(similarities: np.ndarray, k: int) -> np.ndarray:
+    """(rows, k) column indices of each row's k largest values, in column order, the lower
+    column first among ties (what a stable sort by decreasing value keeps)."""
+    n = similarities.shape[1]
+    kth = np.partition(similarities, n - k, axis=1)[:, n - k, None]
+    greater = similarities > kth
+    tied = similarities == kth
+    needed = k - greater.sum(1, keepdims=True)
+    chosen = greater | (tied & (np.cumsum(tied, axis=1) <= needed))
+    return np.nonzero(chosen)[1].reshape(len(similarities), k)
 
 
 def neighbour_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -160,3 +160,40 @@ def test_a_query_equal_to_a_one_image_class_is_at_distance_zero():
     assert distances[0, 0] < 1e-12
     expected = np.exp(-distances) / np.exp(-distances).sum(1, keepdims=True)
     np.testing.assert_allclose(scores.numpy(), expected, rtol=0, atol=2e-7)
+
+
+def _knn_reference(support, labels, query, k, n_classes):
+    """DINO's weighted vote written plainly, with the tie rule made explicit: support rows in
+    order of decreasing cosine similarity, the lower row first among equals (a stable sort)."""
+    unit = support / np.maximum(np.linalg.norm(support, axis=1, keepdims=True), 1e-12)
+    q = query / max(np.linalg.norm(query), 1e-12)
+    similarity = (unit @ q).astype(np.float32)
+    nearest = sorted(range(len(support)), key=lambda row: (-similarity[row], row))[:k]
+    votes = np.zeros(n_classes)
+    for row in nearest:
+        votes[labels[row]] += np.exp(similarity[row] / 0.07)
+    return votes / votes.sum()
+
+
+@pytest.mark.parametrize("support_chunk,query_chunk", [(1, 1), (3, 2), (4, 5), (1000, 1000)])
+def test_ties_go_to_the_lower_support_row_whatever_the_chunk_sizes(support_chunk, query_chunk):
+    """An all-zero query ties with every support row; duplicate support rows of different
+    labels tie at the k boundary. Both must vote as the stable-order reference does, for every
+    chunking (torch.topk alone left these to the kernel and the block boundaries)."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(4, 6)).astype(np.float32)
+    support = np.concatenate([base, base[[1, 1, 2]], rng.normal(size=(3, 6)).astype(np.float32)])
+    labels = np.array([0, 1, 2, 0, 2, 1, 0, 1, 2, 0])
+    queries = np.stack([np.zeros(6, np.float32), base[1], base[2] * 2.0, base[0] + base[1]])
+    pool = torch.tensor(support)
+    ours = knn_scores(
+        pool,
+        [(None, torch.tensor(labels))],
+        torch.tensor(queries),
+        3,
+        k=3,
+        support_chunk=support_chunk,
+        query_chunk=query_chunk,
+    )[0].numpy()
+    for query, row in zip(queries, ours, strict=True):
+        np.testing.assert_allclose(row, _knn_reference(support, labels, query, 3, 3), atol=1e-6)

@@ -568,3 +568,33 @@ def test_on_real_stores_cka_equals_an_independent_n_by_n_hsic_and_the_diagonal_i
         y = np.stack([rows[b][i] for i in ids])
         assert value == pytest.approx(cka_reference(x, y), abs=0.01)
     assert (out / "digits_cka.png").stat().st_size > 5000
+
+
+def _published_mutual_knn(x: np.ndarray, y: np.ndarray, k: int) -> float:
+    """Huh et al. (2024)'s `mutual_knn` written plainly: each row's k nearest by cosine, itself
+    excluded, then the mean fraction shared; ties made explicit as the lower row first."""
+
+    def nearest(values):
+        unit = values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-12)
+        similarity = unit @ unit.T
+        return [
+            set(
+                sorted(
+                    (j for j in range(len(values)) if j != i), key=lambda j: (-similarity[i, j], j)
+                )[:k]
+            )
+            for i in range(len(values))
+        ]
+
+    return float(np.mean([len(a & b) / k for a, b in zip(nearest(x), nearest(y), strict=True)]))
+
+
+@pytest.mark.parametrize("chunk", [30 * 1, 30 * 7, 1 << 24])
+def test_mutual_knn_with_tied_neighbours_equals_the_published_rule(monkeypatch, chunk):
+    """Duplicate rows make tied neighbours; one rule (the lower row wins) for any chunking."""
+    monkeypatch.setattr(similarity_module, "SIMILARITIES_PER_CHUNK", chunk)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(5, 6))[rng.integers(0, 5, 30)]  # 30 rows, 5 distinct: many ties
+    y = rng.normal(size=(3, 4))[rng.integers(0, 3, 30)]
+    for k in (3, 6, 10):
+        assert mutual_knn_alignment(x, y, k=k) == pytest.approx(_published_mutual_knn(x, y, k))
