@@ -21,14 +21,13 @@ token noise; the class signal rides on that.
 
 import argparse
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from bench.memory import peak_of_probe_run
 from bench.synthetic import SEED_STUDY, mixing_basis
 from medprobe.cache import RowTable, StoreSpec, StoreWriter, store_path
 from medprobe.probe.fit.attentive import ArrayTokens, attentive_scores
@@ -171,29 +170,12 @@ def headline(outcomes) -> str:
 
 
 def memory_section(root: Path) -> None:
-    report = root / "peak.txt"
-    launcher = (
-        "import atexit, sys\n"
-        "from pathlib import Path\n"
-        "def peak():\n"
-        "    status = Path('/proc/self/status').read_text().splitlines()\n"
-        f"    Path({str(report)!r}).write_text(next(l for l in status if l.startswith('VmHWM')))\n"
-        "atexit.register(peak)\n"
-        "from medprobe.probe.cli import main\n"
-        "sys.argv[0] = 'probe'\n"
-        "main()\n"
-    )
     arguments = ["run", "--full", "--shots", "1,5,10,25", "--methods", "attentive", "--allow-fewer"]
     arguments += ["--cache-dir", str(root), "--bootstrap", "0", "--out", str(root / "results")]
-    started = time.perf_counter()
-    child = subprocess.run([sys.executable, "-c", launcher, *arguments], check=False)
-    seconds = time.perf_counter() - started
-    if child.returncode != 0:
-        raise SystemExit(f"probe run failed with exit code {child.returncode}")
-    peak_kib = int(report.read_text().split()[1])
+    peak_bytes, seconds = peak_of_probe_run(arguments, root)
     print(
         f"\n== memory: probe run {' '.join(arguments[1:6])}: peak resident memory "
-        f"{peak_kib * 1024 / GIB:.2f} GiB in {seconds:.1f} s (child's VmHWM)"
+        f"{peak_bytes / GIB:.2f} GiB in {seconds:.1f} s (child's VmHWM)"
     )
 
 

@@ -30,7 +30,6 @@ All data is synthetic and as ill-conditioned as real embeddings (`bench.syntheti
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.memory import peak_of_probe_run
 from bench.synthetic import SEED_STUDY, DatasetShape, conditioned, mixing_basis, write_dataset
 from medprobe.probe.budgets import make_budgets
 from medprobe.probe.run.settings import ProbeSettings
@@ -294,30 +294,9 @@ def memory_section(root: Path, quick: bool) -> None:
         f"\n== memory: probe run --full --methods knn,prototype, {n_train:,} x {dim} train, "
         f"{n_test:,} test (float16 store)"
     )
-    # The child reports its own high-water mark (VmHWM, of the address space exec gave it): the
-    # rusage of a child counts the parent's peak from before the exec, which here would be the
-    # earlier sections' gigabytes.
-    report = root / "peak.txt"
-    launcher = (
-        "import atexit, sys\n"
-        "from pathlib import Path\n"
-        "def peak():\n"
-        "    status = Path('/proc/self/status').read_text().splitlines()\n"
-        f"    Path({str(report)!r}).write_text(next(l for l in status if l.startswith('VmHWM')))\n"
-        "atexit.register(peak)\n"
-        "from medprobe.probe.cli import main\n"
-        "sys.argv[0] = 'probe'\n"
-        "main()\n"
-    )
     arguments = ["run", "--full", "--methods", "knn,prototype", "--cache-dir", str(root)]
-    command = [sys.executable, "-c", launcher, *arguments, "--out", str(root / "results")]
-    started = time.perf_counter()
-    child = subprocess.run(command, stdout=subprocess.DEVNULL, check=False)
-    seconds = time.perf_counter() - started
-    if child.returncode != 0:
-        raise SystemExit(f"probe run failed with exit code {child.returncode}")
-    peak_kib = int(report.read_text().split()[1])
-    print(f"peak resident memory: {peak_kib * 1024 / GIB:.2f} GiB in {seconds:.1f} s")
+    peak_bytes, seconds = peak_of_probe_run([*arguments, "--out", str(root / "results")], root)
+    print(f"peak resident memory: {peak_bytes / GIB:.2f} GiB in {seconds:.1f} s")
     split_gib = n_train * dim * 4 / GIB
     print(f"(the train split alone is {split_gib:.2f} GiB as float32)")
     # Chunked against one pass over everything, on a slice small enough for one pass.
