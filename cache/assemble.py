@@ -8,7 +8,7 @@ one is written by HDF5 in place, where only the check guards it (see
 `cache.layout.container.write_hdf5`).
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -31,7 +31,7 @@ from medprobe.cache.layout.schema import (
     SKIPPED_GROUP,
     SPLITS,
 )
-from medprobe.cache.layout.tokens import copy_tokens
+from medprobe.cache.layout.tokens import token_dataset
 from medprobe.cache.rows import RowTable
 
 IN_MEMORY_BYTES = 256 << 20
@@ -108,7 +108,13 @@ def assemble_store(
         for pooling in spec.poolings:
             _copy_pooling(store, pooling, parts, split_of_written)
         if spec.token_layout is not None:
-            copy_tokens(store, spec.token_layout, parts, split_of_written, read_part_tokens)
+            layout = spec.token_layout
+            _stream_by_split(
+                parts,
+                read_part_tokens,
+                split_of_written,
+                lambda split, n_rows, _: token_dataset(store, split, n_rows, layout),
+            )
         if reasons:
             group = store.create_group(SKIPPED_GROUP)
             checksummed_dataset(group, "ids", string_array([rows.ids[r] for r in skipped]))
@@ -132,13 +138,38 @@ def _copy_pooling(
 ) -> None:
     """Stream one pooling from the parts into per-split datasets, one part in memory at a
     time, so assembling a large store (or a pixel cache) needs little memory."""
-    name = f"{EMBEDDINGS_GROUP}/{pooling}"
+
+    def create(split: str, n_rows: int, values: np.ndarray) -> h5py.Dataset:
+        row_bytes = values.shape[1] * values.dtype.itemsize
+        chunk_rows = max(1, min(n_rows, CHUNK_ROWS, CHUNK_BYTES // row_bytes))
+        return checksummed_dataset(
+            store,
+            f"{split}/{EMBEDDINGS_GROUP}/{pooling}",
+            shape=(n_rows, values.shape[1]),
+            dtype=values.dtype,
+            chunks=(chunk_rows, values.shape[1]),
+        )
+
+    _stream_by_split(
+        parts, lambda path: read_part_embeddings(path, pooling), split_of_written, create
+    )
+
+
+def _stream_by_split(
+    parts: list[Path],
+    read_part: Callable[[Path], np.ndarray | None],
+    split_of_written: np.ndarray,
+    create: Callable[[str, int, np.ndarray], h5py.Dataset],
+) -> None:
+    """Copy the rows of each journal part (`read_part`: None where every image of the part
+    failed) into one dataset per split, made by `create(split, n_rows, first_values)` when
+    that split's first rows arrive; one part in memory at a time."""
     datasets: dict[str, h5py.Dataset] = {}
     offsets = dict.fromkeys(SPLITS, 0)
     cursor = 0
     for part_path in parts:
-        values = read_part_embeddings(part_path, pooling)
-        if values is None:  # every image of this part failed
+        values = read_part(part_path)
+        if values is None:
             continue
         part_splits = split_of_written[cursor : cursor + len(values)]
         cursor += len(values)
@@ -148,15 +179,7 @@ def _copy_pooling(
                 continue
             if split not in datasets:
                 n_rows = int((split_of_written == split).sum())
-                row_bytes = values.shape[1] * values.dtype.itemsize
-                chunk_rows = max(1, min(n_rows, CHUNK_ROWS, CHUNK_BYTES // row_bytes))
-                datasets[split] = checksummed_dataset(
-                    store,
-                    f"{split}/{name}",
-                    shape=(n_rows, values.shape[1]),
-                    dtype=values.dtype,
-                    chunks=(chunk_rows, values.shape[1]),
-                )
+                datasets[split] = create(split, n_rows, values)
             block = values[in_split]
             datasets[split][offsets[split] : offsets[split] + len(block)] = block
             offsets[split] += len(block)

@@ -9,7 +9,6 @@ image: the writer checks every batch against it and the plan can state the bytes
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import h5py
@@ -17,7 +16,7 @@ import numpy as np
 
 from medprobe.cache.errors import ToolkitError
 from medprobe.cache.layout.container import checksummed_dataset
-from medprobe.cache.layout.schema import SPLITS, TOKENS_DATASET
+from medprobe.cache.layout.schema import TOKENS_DATASET
 
 TOKEN_DTYPE = np.dtype("float16")
 # Images per read when rows are gathered: bounds the float16 block beside the float32 result.
@@ -85,42 +84,19 @@ def check_token_batch(layout: TokenLayout, tokens: np.ndarray, n_ok: int) -> np.
         return tokens.astype(TOKEN_DTYPE)
 
 
-def copy_tokens(
-    store: h5py.File,
-    layout: TokenLayout,
-    parts: list[Path],
-    split_of_written: np.ndarray,
-    read_part: Any,
-) -> None:
-    """Stream the tokens of journal `parts` (read with `read_part(path)`, None where every image
-    of the part failed) into one `(n, T, D)` dataset per split, one part in memory at a time."""
-    datasets: dict[str, h5py.Dataset] = {}
-    offsets = dict.fromkeys(SPLITS, 0)
-    cursor = 0
-    for part_path in parts:
-        values = read_part(part_path)
-        if values is None:
-            continue
-        part_splits = split_of_written[cursor : cursor + len(values)]
-        cursor += len(values)
-        for split in SPLITS:
-            in_split = part_splits == split
-            if not in_split.any():
-                continue
-            if split not in datasets:
-                n_rows = int((split_of_written == split).sum())
-                datasets[split] = dataset = checksummed_dataset(
-                    store,
-                    f"{split}/{TOKENS_DATASET}",
-                    shape=(n_rows, *layout.shape),
-                    dtype=TOKEN_DTYPE,
-                    chunks=(1, *layout.shape),
-                )
-                dataset.attrs["token_grid"] = list(layout.grid)
-                dataset.attrs["prefix_tokens"] = layout.prefix_tokens
-            block = values[in_split]
-            datasets[split][offsets[split] : offsets[split] + len(block)] = block
-            offsets[split] += len(block)
+def token_dataset(store: h5py.File, split: str, n_rows: int, layout: TokenLayout) -> h5py.Dataset:
+    """The empty `(n_rows, T, D)` float16 tokens dataset of `split`, one image a chunk, carrying
+    its grid and prefix count; the assembly streams the journal's parts into it."""
+    dataset = checksummed_dataset(
+        store,
+        f"{split}/{TOKENS_DATASET}",
+        shape=(n_rows, *layout.shape),
+        dtype=TOKEN_DTYPE,
+        chunks=(1, *layout.shape),
+    )
+    dataset.attrs["token_grid"] = list(layout.grid)
+    dataset.attrs["prefix_tokens"] = layout.prefix_tokens
+    return dataset
 
 
 def read_token_rows(dataset: h5py.Dataset, rows: slice | np.ndarray) -> np.ndarray:
