@@ -153,21 +153,20 @@ def fit_logistic(
         eigenvalues, eigenvectors = torch.linalg.eigh(gram)
         kept = eigenvalues > EIGEN_FLOOR * eigenvalues[:, -1:].clamp_min(1e-30)
         root = torch.where(kept, eigenvalues.clamp_min(0).sqrt(), 0.0)
-        inverse_root = torch.where(kept, 1.0 / root.clamp_min(1e-30), 0.0)
         design = eigenvectors * root[:, None, :]  # (sets, rows, n_max)
         # Z'Z = Λ, so the curvature near the start is about a·Λ/n + penalty, diagonal (a: the
         # loss's curvature at equal probabilities): L-BFGS runs on β with
         # coef = β·(a·Λ/n + penalty)^-½, which turns the spread of Λ into a spread near 1.
+        # (The same change of variables on XᵀX's eigenbasis, tried for rows >= features, made
+        # the slowest problems of a weakly penalised grid several times slower.)
         curvature = eigenvalues.clamp_min(0)[:, None, :] / n_known[:, :, None]
         precondition = (curvature * curvature_at_start + penalty[:, :, None]).rsqrt()
         precondition = torch.where(kept[:, None, :], precondition, 0.0)
     else:
         design = standardised  # (sets, rows, dim)
         precondition = torch.ones(n_sets, width, dim, dtype=torch.float64, device=device)
-    n_columns = design.shape[2]
     # Class-major layout (sets, width * K, rows): narrow-by-wide batched products run about
     # twice as fast on CPU as wide-by-narrow ones.
-    shape = (n_sets, width, outputs, -1)
     design_by_column = design.transpose(1, 2).contiguous()
     if binary:  # the target of the one logit: is it the second class
         one_hot = (targets == 1).double()[:, :, None, :]  # (sets, width, 1, rows)
@@ -175,48 +174,43 @@ def fit_logistic(
         one_hot = torch.nn.functional.one_hot(targets, n_classes).transpose(2, 3).double()
     one_hot = one_hot * known[:, :, None, :]  # (sets, width, K, rows)
     row_weight = (known.double() / n_known[:, :, None])[:, :, None, :]  # a mean over its rows
-    scale = penalty[:, :, None, None]
-    n_coef = outputs * n_columns
-    # (sets, width * outputs, columns); the intercept's curvature is the loss's.
-    coef_scale = precondition[:, :, None, :].expand(shape).reshape(n_sets, -1, n_columns)
+    batch = _Batch(design, design_by_column, one_hot, row_weight, penalty, precondition)
+    # The intercept's curvature is the loss's.
     intercept_scale = curvature_at_start**-0.5
+    n_coef = outputs * design.shape[2]
+    taken: list[tuple[torch.Tensor, torch.Tensor, _Batch]] = []
 
     def objective(flat: torch.Tensor, moving: torch.Tensor):
-        """Objective and analytic gradient of every problem: one batched product with the
-        design matrix each way, instead of autograd's several.
-        flat (sets * width, K * columns + K) -> values (sets * width,), gradients (same shape),
-        and the largest entry of each gradient with respect to the unscaled coefficients."""
+        """Objective and analytic gradient of every moving problem, evaluated on the smallest
+        rectangle of (row sets x columns) that holds them: the problems of a batch converge
+        after very different numbers of steps (a weak penalty on a near-separable support takes
+        ten times the median), and evaluating the finished ones at every step of the slowest
+        was most of a sweep's time. Problems outside the rectangle get zeros (the solver
+        ignores them). flat (sets * width, K * columns + K) -> values (sets * width,),
+        gradients (same shape as flat), sizes (sets * width,)."""
+        live = moving.view(n_sets, width)
+        sets = live.any(1).nonzero().squeeze(1)
+        columns = live.any(0).nonzero().squeeze(1)
         state = flat.view(n_sets, width, -1)
-        coef = state[:, :, :n_coef].reshape(n_sets, width * outputs, n_columns) * coef_scale
-        intercept = state[:, :, n_coef:] * intercept_scale
-        logits = (coef @ design_by_column).view(shape) + intercept[..., None]
-        squared_norm = (coef.view(shape) ** 2).sum((2, 3))
-        if binary:
-            losses = torch.nn.functional.softplus(logits) - one_hot * logits
-            probabilities = torch.sigmoid(logits)
-        else:  # by hand: torch's log_softmax over a short axis is slow on CPU
-            largest = logits.amax(2, keepdim=True)
-            probabilities = (logits - largest).exp_()
-            total = probabilities.sum(2, keepdim=True)
-            probabilities /= total
-            losses = (total.log_() + largest - logits) * one_hot
-        data_term = (losses * row_weight).sum((2, 3))
-        residual = (probabilities - one_hot) * row_weight  # d(data term)/d(logits)
-        penalty_grad = (scale * coef.view(shape)).view(n_sets, -1, n_columns)
-        coef_grad = residual.reshape(n_sets, -1, n_max) @ design + penalty_grad
-        intercept_grad = residual.sum(3)
-        sizes = torch.maximum(
-            coef_grad.reshape(n_sets, width, n_coef).abs().amax(2), intercept_grad.abs().amax(2)
-        )
-        grad = torch.cat(
-            [
-                (coef_grad * coef_scale).reshape(n_sets, width, n_coef),
-                intercept_grad * intercept_scale,
-            ],
-            dim=2,
-        )
-        values = data_term + 0.5 * penalty * squared_norm
-        return values.reshape(-1), grad.reshape(n_sets * width, -1), sizes.reshape(-1)
+        if len(sets) == n_sets and len(columns) == width:
+            values, grad, sizes = _evaluate(batch, state, binary, intercept_scale)
+            return values.reshape(-1), grad.reshape(len(flat), -1), sizes.reshape(-1)
+        # An iteration's first trial and its backtracks see two rectangles, which change
+        # only when a problem stops: each is gathered once and kept.
+        for known_sets, known_columns, known_part in taken:
+            if torch.equal(known_sets, sets) and torch.equal(known_columns, columns):
+                part = known_part
+                break
+        else:
+            part = batch.take(sets, columns)
+            taken[:] = [*taken[-1:], (sets, columns, part)]
+        values, grad, sizes = _evaluate(part, state[sets][:, columns], binary, intercept_scale)
+        where = (sets[:, None], columns[None, :])
+        all_values = flat.new_zeros(n_sets, width)
+        all_grad = torch.zeros_like(state)
+        all_sizes = flat.new_zeros(n_sets, width)
+        all_values[where], all_grad[where], all_sizes[where] = values, grad, sizes
+        return all_values.reshape(-1), all_grad.reshape(len(flat), -1), all_sizes.reshape(-1)
 
     start = torch.zeros(n_sets * width, n_coef + outputs, dtype=torch.float64, device=device)
     minimum = minimise(
@@ -227,10 +221,10 @@ def fit_logistic(
         relative_decrease=RELATIVE_DECREASE,
     )
     with torch.no_grad():
-        state = minimum.x.view(n_sets, width, -1)
-        coef = state[:, :, :n_coef].reshape(n_sets, width * outputs, n_columns) * coef_scale
-        intercept = state[:, :, n_coef:] * intercept_scale
+        coef, intercept = batch.unscaled(minimum.x.view(n_sets, width, -1), intercept_scale)
+        coef = coef.reshape(n_sets, width * outputs, -1)
         if reduced:  # W = Xᵀ·U·Λ^-½·β, back in the standardised feature space
+            inverse_root = torch.where(kept, 1.0 / root.clamp_min(1e-30), 0.0)
             back = (eigenvectors * inverse_root[:, None, :]).transpose(1, 2)
             coef = (coef @ back) @ standardised  # this order: (width·K x n x n), not (n x n x D)
         weights = coef.view(n_sets, width, outputs, dim)
@@ -250,3 +244,81 @@ def fit_logistic(
         minimum.gradient_size[flat],
         minimum.stop[flat],
     )
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """The solver's inputs for S row sets x W problems each (K logits per problem):
+    design (S, rows, columns) and design_by_column (S, columns, rows) float64; one_hot
+    (S, W, K, rows) (zero on rows out of the loss); row_weight (S, W, 1, rows), 1/n on a
+    problem's rows; penalty (S, W) = 1/(C·n); precondition (S, W, columns), the scale of the
+    solver's variables (coef = variables · precondition)."""
+
+    design: "torch.Tensor"
+    design_by_column: "torch.Tensor"
+    one_hot: "torch.Tensor"
+    row_weight: "torch.Tensor"
+    penalty: "torch.Tensor"
+    precondition: "torch.Tensor"
+
+    def take(self, sets: "torch.Tensor", columns: "torch.Tensor") -> "_Batch":
+        """The rectangle of row sets `sets` (s,) x problems `columns` (w,)."""
+        return _Batch(
+            self.design[sets],
+            self.design_by_column[sets],
+            self.one_hot[sets][:, columns],
+            self.row_weight[sets][:, columns],
+            self.penalty[sets][:, columns],
+            self.precondition[sets][:, columns],
+        )
+
+    def unscaled(
+        self, state: "torch.Tensor", intercept_scale: float
+    ) -> tuple["torch.Tensor", "torch.Tensor"]:
+        """Solver variables (S, W, K·columns + K) -> coef (S, W, K, columns), intercept (S, W, K)
+        in the problem's own units."""
+        n_sets, width, outputs = self.one_hot.shape[:3]
+        n_coef = outputs * self.design.shape[2]
+        coef = state[:, :, :n_coef].reshape(n_sets, width, outputs, -1)
+        return coef * self.precondition[:, :, None, :], state[:, :, n_coef:] * intercept_scale
+
+
+def _evaluate(batch: _Batch, state: "torch.Tensor", binary: bool, intercept_scale: float):
+    """Values (S, W), gradients (S, W, P) with respect to the solver's variables and the largest
+    gradient entry with respect to the unscaled coefficients (S, W), of every problem of `batch`
+    at `state` (S, W, P): one batched product with the design matrix each way, instead of
+    autograd's several."""
+    import torch
+
+    n_sets, width, outputs, n_rows = batch.one_hot.shape
+    coef, intercept = batch.unscaled(state, intercept_scale)  # (S, W, K, columns), (S, W, K)
+    logits = (coef.reshape(n_sets, width * outputs, -1) @ batch.design_by_column).view(
+        batch.one_hot.shape
+    ) + intercept[..., None]
+    one_hot = batch.one_hot
+    if binary:
+        losses = torch.nn.functional.softplus(logits) - one_hot * logits
+        probabilities = torch.sigmoid(logits)
+    else:  # by hand: torch's log_softmax over a short axis is slow on CPU
+        largest = logits.amax(2, keepdim=True)
+        probabilities = (logits - largest).exp_()
+        total = probabilities.sum(2, keepdim=True)
+        probabilities /= total
+        losses = (total.log_() + largest - logits) * one_hot
+    data_term = (losses * batch.row_weight).sum((2, 3))
+    residual = (probabilities - one_hot) * batch.row_weight  # d(data term)/d(logits)
+    penalty = batch.penalty[:, :, None, None]
+    coef_grad = (residual.reshape(n_sets, width * outputs, n_rows) @ batch.design).view(
+        coef.shape
+    ) + penalty * coef
+    intercept_grad = residual.sum(3)
+    sizes = torch.maximum(coef_grad.abs().amax((2, 3)), intercept_grad.abs().amax(2))
+    grad = torch.cat(
+        [
+            (coef_grad * batch.precondition[:, :, None, :]).reshape(n_sets, width, -1),
+            intercept_grad * intercept_scale,
+        ],
+        dim=2,
+    )
+    values = data_term + 0.5 * batch.penalty * (coef**2).sum((2, 3))
+    return values, grad, sizes
