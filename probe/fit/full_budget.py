@@ -3,19 +3,21 @@ chunked solve over the train rows (`probe.fit.full_logistic`), and the protocol'
 
 With a val split, the fit at the chosen C is the final model: it is the model scikit-learn fits
 at that C on the same rows, so a second fit would only repeat it. Nothing is approximated: C is
-chosen on the whole train split, and each fit is solved to the optimum in float64 where the
-train split is small (`full_logistic.FLOAT64_ELEMENTS`), so its numbers do not depend on threads
-or workers, and to scikit-learn's own criterion (the largest entry of the same objective's
-gradient below 1e-4) in float32 above that; fits that use up max_iter say so. Without a
-val split, each (label, fold) of the stratified k-fold split is one more head of the same solve
-(a mask over the rows), and one more solve refits every label at its chosen C.
+chosen on the whole train split, and each kept fit is solved to the optimum in float64 (largest
+gradient entry 1e-10), so its numbers do not depend on threads or workers: from the start where
+the train split is small (`full_logistic.FLOAT64_ELEMENTS`), else the grid is solved in float32
+to scikit-learn's criterion (1e-4), where a pass over the rows is the cost, and the kept fits are
+polished in float64 from there, with only the chosen C in the products. Fits that use up
+max_iter say so. Without a val split, each (label, fold) of the stratified k-fold split is one
+more head of the same solve (a mask over the rows), and one more solve refits every label at its
+chosen C.
 """
 
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medprobe.probe.fit.full_logistic import fit_heads, mean_log_loss
+from medprobe.probe.fit.full_logistic import FLOAT64_ELEMENTS, fit_heads, mean_log_loss
 from medprobe.probe.fit.lbfgs import STOP_REASONS
 from medprobe.probe.fit.logistic import C_GRID, DEFAULT_C
 from medprobe.probe.fit.protocol import P_FLOOR, FitReport, best_c, binary_targets, cv_folds
@@ -78,6 +80,17 @@ def full_budget_logreg(
         chosen, unconverged = _cross_validation(features, targets, known, seed, solve)
         final = fit_heads(
             features, on_device(targets), on_device(known), np.array([chosen]), **solve
+        )
+        final_problems = list(range(n_heads))
+    if features.numel() > FLOAT64_ELEMENTS:  # solved in float32: polish the kept fits
+        final = fit_heads(
+            features,
+            on_device(targets),
+            on_device(known),
+            np.array([chosen]),
+            precise=True,
+            initial=final.select(final_problems),
+            **solve,
         )
         final_problems = list(range(n_heads))
     scores = final.probabilities(test, final_problems).float().cpu().numpy()

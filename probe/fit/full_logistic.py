@@ -40,12 +40,13 @@ PRECONDITIONER_ROWS = 32768  # rows whose covariance gives the preconditioner's 
 ABSENT_LOGIT = -1e4  # logit offset of a class a head never sees: probability 0, gradient 0
 CONSTANT_STD = 1e-8  # a feature whose std is below this is constant (scale 1, as sklearn)
 # Train sets up to this many feature values (4M: 4,096 rows of 1,024 dims) are solved in
-# float64 to the optimum (gradient 1e-10, the few-shot solver's rule): where a float32 fit
-# stopped at a gradient of 1e-4 depended on the rounding of its products, so log loss, ECE and
-# scores moved with the number of threads and workers (0.45 vs 0.51 log loss on 200 images).
-# Larger ones are solved in float32 to scikit-learn's stopping rule, where a pass over X, not
-# the arithmetic, is the cost: their scores may differ across thread counts by what that
-# tolerance leaves (C is chosen on held-out log loss, which it moves far less).
+# float64 to the optimum (gradient 1e-10, the few-shot solver's rule) from the start. Larger
+# grids are solved in float32 to scikit-learn's stopping rule, where a pass over X, not the
+# arithmetic, is the cost; that is enough to choose C (held-out log loss moves far less than the
+# choice needs), but where a float32 fit stops depends on the rounding of its products, so its
+# log loss, ECE and scores would move with the number of threads and workers (0.45 vs 0.51 log
+# loss on 200 images). The models kept are therefore polished in float64 to the same optimum,
+# started from the float32 fit (`initial`), with only the chosen C in the products.
 FLOAT64_ELEMENTS = 2**22
 PRECISE_TOLERANCE_GRAD = 1e-10
 # scikit-learn's lbfgs stopping rule: the largest entry of the gradient of this same objective.
@@ -72,6 +73,29 @@ class HeadFit:
     binary: bool
     n_heads: int
     minimum: Minimum
+
+    def select(self, problems: Sequence[int]) -> "HeadFit":
+        """The fit of `problems` only (their solver records with them), e.g. each head's
+        chosen C; `n_heads` becomes len(problems), so problem h is head h."""
+        import torch
+
+        index = torch.as_tensor(list(problems), device=self.weights.device)
+        record = self.minimum
+        minimum = Minimum(
+            record.x[index],
+            record.iterations[index],
+            record.gradient_size[index],
+            record.stop[index],
+        )
+        return HeadFit(
+            self.weights[index],
+            self.bias[index],
+            self.mean,
+            self.std,
+            self.binary,
+            len(index),
+            minimum,
+        )
 
     def probabilities(
         self, features: "torch.Tensor", problems: Sequence[int], *, chunk_rows: int = CHUNK_ROWS
@@ -133,6 +157,7 @@ def fit_heads(
     relative_decrease: float | None = None,
     chunk_rows: int = CHUNK_ROWS,
     precise: bool | None = None,
+    initial: HeadFit | None = None,
 ) -> HeadFit:
     """Fit every (C, head) problem on the shared rows in one solve.
 
@@ -142,7 +167,8 @@ def fit_heads(
     or (G, H): C value g of head h. Every head must see at least 2 classes.
     precise: solve in float64 to `PRECISE_TOLERANCE_GRAD` (None: when the features hold at most
     `FLOAT64_ELEMENTS` values), else in float32 to `TOLERANCE_GRAD`; `tolerance_grad` and
-    `relative_decrease` override the chosen rule's.
+    `relative_decrease` override the chosen rule's. initial: a fit of the same problems to
+    start from (e.g. the float32 fit of the chosen C values, polished here in float64).
     """
     import torch
 
@@ -292,7 +318,21 @@ def fit_heads(
         return values, gradients, sizes
 
     start = torch.zeros(n_problems, dim + 1, k_out, dtype=real, device=device)
-    start[:, dim] = start_bias[head_of] / intercept_scale[:, None]
+    if initial is None:
+        start[:, dim] = start_bias[head_of] / intercept_scale[:, None]
+    else:  # its weights and bias, back through the change of variables of `parameters`
+        in_z = initial.weights.to(real) * (std / initial.std).to(real)[None, :, None]
+        coefficients = torch.where(scale[head_of, :, None] > 0, in_z, 0.0) / torch.where(
+            scale[head_of, :, None] > 0, scale[head_of, :, None], 1.0
+        )
+        intercept = (
+            initial.bias.to(real)
+            + (in_z * ((mean - initial.mean.to(real)) / std)[None, :, None]).sum(1)
+            - (shift[head_of, :, None] * coefficients).sum(1)
+            - offset[head_of]
+        )
+        start[:, :dim] = (basis.T @ coefficients) / precondition[:, :, None]
+        start[:, dim] = intercept / intercept_scale[:, None]
     minimum = minimise(
         objective,
         start.view(n_problems, -1),

@@ -106,6 +106,45 @@ def test_full_budget_equals_sklearn_at_the_c_it_chooses_on_val(n_classes):
     assert (ours.argmax(1) == theirs.argmax(1)).mean() >= 0.99
 
 
+@pytest.mark.parametrize(("n_classes", "with_val"), [(3, True), (2, True), (3, False)])
+def test_a_large_full_budget_is_polished_to_sklearns_optimum_whatever_the_threads(
+    n_classes, with_val, monkeypatch
+):
+    """Above FLOAT64_ELEMENTS the grid is solved in float32 to sklearn's 1e-4 criterion, whose
+    stopping point depends on the rounding of the products; the kept fit is then polished in
+    float64, so it is sklearn's tol=1e-10 optimum at the chosen C, and the same on 1 or 2
+    threads."""
+    import torch
+
+    from medprobe.probe.fit import full_budget, full_logistic
+
+    monkeypatch.setattr(full_budget, "FLOAT64_ELEMENTS", 0)  # every store counts as large
+    monkeypatch.setattr(full_logistic, "FLOAT64_ELEMENTS", 0)
+    features, labels = separable(700, 20, n_classes)
+    data = full_inputs(labels, features, with_val=with_val)
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for n_threads in (1, 2):
+            torch.set_num_threads(n_threads)
+            backend = TorchBackend()
+            (scores,) = backend.logreg(data)
+            runs.append((scores, backend.fit_reports[0]))
+    finally:
+        torch.set_num_threads(threads)
+    (ours, report), (other_threads, _) = runs
+    assert report.converged and report.max_gradient < 1e-9
+    # The reference is scikit-learn's Newton solver: its lbfgs stops on its own ftol first.
+    train = features[:400].astype(np.float64)
+    scaler = StandardScaler().fit(train)
+    model = LogisticRegression(
+        C=report.c, max_iter=10_000, tol=1e-10, solver="newton-cholesky"
+    ).fit(scaler.transform(train), labels[:400])
+    exact = model.predict_proba(scaler.transform(features[500:].astype(np.float64)))
+    np.testing.assert_allclose(ours, exact, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(ours, other_threads, atol=1e-9)
+
+
 def test_full_budget_without_val_chooses_c_by_the_same_folds_as_sklearn():
     features, labels = separable(700, 12, 3, seed=1)
     data = full_inputs(labels, features, with_val=False)
