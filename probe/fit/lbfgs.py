@@ -64,18 +64,45 @@ def minimise(
     """
     import torch
 
+    n_problems = len(start)
+    device = start.device
+    # The solver works on the problems still moving: when half of them have stopped, the rest
+    # are packed into smaller tensors (their histories with them), so that the last few of a
+    # large batch do not pay for every finished one at each step. `rows` maps the working set
+    # to the batch; a stopped problem's record is written back when it leaves.
+    rows = torch.arange(n_problems, device=device)
+    batch_x = start.clone()  # what the objective sees: the working set written into the batch
+
+    def evaluate(x: "torch.Tensor", moving: "torch.Tensor"):
+        if len(rows) == n_problems:
+            return objective(x, moving)
+        batch_x[rows] = x
+        batch_moving = torch.zeros(n_problems, dtype=torch.bool, device=device)
+        batch_moving[rows] = moving
+        value, grad, size = objective(batch_x, batch_moving)
+        return value[rows], grad[rows], size[rows]
+
     x = start.clone()
-    active = torch.ones(len(x), dtype=torch.bool, device=x.device)
-    value, grad, size = objective(x, active)
+    active = torch.ones(n_problems, dtype=torch.bool, device=device)
+    value, grad, size = evaluate(x, active)
     steps: list[torch.Tensor] = []
     changes: list[torch.Tensor] = []
     inverse_curvature: list[torch.Tensor] = []
     active = size > tolerance_grad
     stop = torch.where(active, STOP_REASONS.index("max_iter"), STOP_REASONS.index("gradient"))
-    iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
+    iterations = torch.zeros(n_problems, dtype=torch.long, device=device)
+    record = Minimum(x.clone(), iterations.clone(), size.clone(), stop.clone())
     for iteration in range(max_iter):
         if not active.any():
             break
+        if int(active.sum()) <= len(rows) // 2:
+            _write_back(record, rows, x, iterations, size, stop)
+            keep = active.nonzero().squeeze(1)
+            rows, x, value, grad, size = rows[keep], x[keep], value[keep], grad[keep], size[keep]
+            stop, iterations, active = stop[keep], iterations[keep], active[keep]
+            steps = [step[keep] for step in steps]
+            changes = [change[keep] for change in changes]
+            inverse_curvature = [rho[keep] for rho in inverse_curvature]
         direction = _two_loop(grad, steps, changes, inverse_curvature)
         slope = (grad * direction).sum(1)
         uphill = slope >= 0  # a stale history can point uphill: fall back to steepest descent
@@ -90,7 +117,7 @@ def minimise(
         new_x, new_value, new_grad, new_size = x.clone(), value.clone(), grad.clone(), size.clone()
         for _ in range(MAX_BACKTRACKS):
             trial = x + length[:, None] * direction
-            trial_value, trial_grad, trial_size = objective(trial, pending)
+            trial_value, trial_grad, trial_size = evaluate(trial, pending)
             # Armijo's sufficient decrease; or, where the value can no longer resolve the
             # decrease (within `relative_decrease` of it), a step that does not raise the value
             # and shrinks the gradient: near the optimum the gradient still tells progress
@@ -134,7 +161,14 @@ def minimise(
         ):
             stop[stopped] = STOP_REASONS.index(reason)
         active &= (size > tolerance_grad) & progress & ~pending
-    return Minimum(x, iterations, size, stop)
+    _write_back(record, rows, x, iterations, size, stop)
+    return record
+
+
+def _write_back(record: Minimum, rows, x, iterations, size, stop) -> None:
+    """Copy the working set's state into the batch's record, at the problems `rows`."""
+    record.x[rows], record.iterations[rows] = x, iterations
+    record.gradient_size[rows], record.stop[rows] = size, stop
 
 
 def _two_loop(grad, steps, changes, inverse_curvature):
