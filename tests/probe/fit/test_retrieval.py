@@ -12,7 +12,8 @@ from medprobe.probe.stats.retrieval import retrieval_metrics
 
 def _reference(gallery, gallery_labels, queries, query_labels):
     """Every query by a full sort on cosine similarity, metric by metric from the definitions."""
-    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    # an all-zero row stays zero (similarity 0 to everything), as the probe normalises it
+    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
     similarity = unit(queries.astype(np.float64)) @ unit(gallery.astype(np.float64)).T
     multilabel = gallery_labels.ndim == 2
     out = {name: [] for name in ("precision@1", "precision@5", "precision@10", "map@r")}
