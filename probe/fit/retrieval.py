@@ -13,7 +13,9 @@ equally similar gallery images the lower gallery row ranks first, the k-NN probe
 k-th place give the same scores whatever the chunk size (argpartition left them to the kernel).
 
 Queries are compared a chunk at a time: memory is the (chunk x gallery) similarities, at most
-SIMILARITY_BYTES, plus the normalised gallery (200,000 x 1,024 float32 is 0.8 GB).
+SIMILARITY_BYTES, and about four times that while the nearest are picked (the tie rule's running
+count is int64), over the caller's gallery. The gallery is not copied normalised (200,000 x 1,024
+float32 would be 0.8 GB more): each chunk's similarities are divided by the gallery norms.
 """
 
 import numpy as np
@@ -22,7 +24,7 @@ from medprobe.probe.fit.neighbors import top_k_lowest_index_first
 
 RETRIEVAL_KS = (1, 5, 10)
 MAJORITY_KS = (5, 10)
-SIMILARITY_BYTES = 256 << 20
+SIMILARITY_BYTES = 128 << 20
 
 
 def _normalised(values: np.ndarray) -> np.ndarray:
@@ -44,7 +46,9 @@ def retrieval_per_query(
     Labels (G,) / (Q,) int class indices, or (G, L) / (Q, L) int8 multi-label with -1 unknown
     (unknown counts as not positive)."""
     multilabel = np.ndim(gallery_labels) == 2
-    gallery = _normalised(gallery)
+    gallery = np.asarray(gallery, dtype=np.float32)
+    # einsum sums the squares row by row: np.linalg.norm would square a whole copy first
+    inverse_norms = 1 / np.maximum(np.sqrt(np.einsum("ij,ij->i", gallery, gallery)), 1e-12)
     if multilabel:
         gallery_positive = (np.asarray(gallery_labels) == 1).astype(np.float32)
     n_queries, n_gallery = len(queries), len(gallery)
@@ -57,6 +61,7 @@ def retrieval_per_query(
     for start in range(0, n_queries, chunk):
         stop = min(n_queries, start + chunk)
         similarity = _normalised(queries[start:stop]) @ gallery.T  # (c, G) float32
+        similarity *= inverse_norms
         if multilabel:
             query_positive = (np.asarray(query_labels[start:stop]) == 1).astype(np.float32)
             relevant = (query_positive @ gallery_positive.T) > 0
