@@ -7,17 +7,24 @@ the number of relevant gallery images; the mean of precision@i over the relevant
 R nearest, divided by R: Musgrave, Belongie & Lim 2020, "A metric learning reality check"), and
 for single-label tasks majority@k (the k nearest's most frequent class, ties to the lower index,
 is the query's). Relevant: the same class; multi-label, sharing a positive label. A query with
-nothing relevant in the gallery has NaN (its AP@R, and for multi-label every metric).
+nothing relevant in the gallery has NaN (its AP@R, and for multi-label every metric). Among
+equally similar gallery images the lower gallery row ranks first, the k-NN probe's rule
+(`neighbors.top_k_lowest_index_first`): duplicate gallery rows, an all-zero query or ties at the
+k-th place give the same scores whatever the chunk size (argpartition left them to the kernel).
 
 Queries are compared a chunk at a time: memory is the (chunk x gallery) similarities, at most
-SIMILARITY_BYTES, plus the normalised gallery (200,000 x 1,024 float32 is 0.8 GB).
+SIMILARITY_BYTES, and about four times that while the nearest are picked (the tie rule's running
+count is int64), over the caller's gallery. The gallery is not copied normalised (200,000 x 1,024
+float32 would be 0.8 GB more): each chunk's similarities are divided by the gallery norms.
 """
 
 import numpy as np
 
+from medprobe.probe.fit.neighbors import top_k_lowest_index_first
+
 RETRIEVAL_KS = (1, 5, 10)
 MAJORITY_KS = (5, 10)
-SIMILARITY_BYTES = 256 << 20
+SIMILARITY_BYTES = 128 << 20
 
 
 def _normalised(values: np.ndarray) -> np.ndarray:
@@ -39,7 +46,9 @@ def retrieval_per_query(
     Labels (G,) / (Q,) int class indices, or (G, L) / (Q, L) int8 multi-label with -1 unknown
     (unknown counts as not positive)."""
     multilabel = np.ndim(gallery_labels) == 2
-    gallery = _normalised(gallery)
+    gallery = np.asarray(gallery, dtype=np.float32)
+    # einsum sums the squares row by row: np.linalg.norm would square a whole copy first
+    inverse_norms = 1 / np.maximum(np.sqrt(np.einsum("ij,ij->i", gallery, gallery)), 1e-12)
     if multilabel:
         gallery_positive = (np.asarray(gallery_labels) == 1).astype(np.float32)
     n_queries, n_gallery = len(queries), len(gallery)
@@ -52,14 +61,13 @@ def retrieval_per_query(
     for start in range(0, n_queries, chunk):
         stop = min(n_queries, start + chunk)
         similarity = _normalised(queries[start:stop]) @ gallery.T  # (c, G) float32
+        similarity *= inverse_norms
         if multilabel:
             query_positive = (np.asarray(query_labels[start:stop]) == 1).astype(np.float32)
             relevant = (query_positive @ gallery_positive.T) > 0
         else:
             relevant = gallery_labels[None, :] == query_labels[start:stop, None]
-        nearest = np.argpartition(-similarity, top - 1, axis=1)[:, :top]
-        order = np.argsort(-np.take_along_axis(similarity, nearest, 1), axis=1, kind="stable")
-        nearest = np.take_along_axis(nearest, order, 1)  # (c, top) by decreasing similarity
+        nearest = _nearest(similarity, top)  # (c, top)
         hits = np.take_along_axis(relevant, nearest, 1)
         has_relevant = relevant.any(1)
         rows = slice(start, stop)
@@ -82,13 +90,22 @@ def retrieval_per_query(
     return results
 
 
+def _nearest(similarity: np.ndarray, k: int) -> np.ndarray:
+    """(rows, k) int64 gallery rows of the k most similar to each query of similarity (rows, G)
+    float32, by decreasing similarity and, among equal ones, increasing gallery row."""
+    import torch
+
+    values, rows = top_k_lowest_index_first(torch.from_numpy(similarity), k)
+    # the rows come in gallery order, so a stable sort keeps the lower row first among ties
+    order = torch.argsort(values, dim=1, descending=True, stable=True)
+    return rows.gather(1, order).numpy()
+
+
 def _average_precision_at_r(similarity: np.ndarray, relevant: np.ndarray) -> float:
     """AP@R of one query: similarity (G,), relevant (G,) bool; NaN without relevant items."""
     n_relevant = int(relevant.sum())
     if n_relevant == 0:
         return float("nan")
-    nearest = np.argpartition(-similarity, n_relevant - 1)[:n_relevant]
-    nearest = nearest[np.argsort(-similarity[nearest], kind="stable")]
-    hits = relevant[nearest]
+    hits = relevant[_nearest(similarity[None, :], n_relevant)[0]]
     precision_at_i = np.cumsum(hits) / np.arange(1, n_relevant + 1)
     return float((precision_at_i * hits).sum() / n_relevant)

@@ -96,29 +96,48 @@ def bootstrap_single_label(
     labels (N,) int; scores (N, K) class probabilities; counts (B, N) int multiplicities.
     Returns {metric: (B,) float64}, NaN where a resample leaves a metric undefined (no class
     with both outcomes for AUROC; kappa's zero denominator)."""
+    sums = WeightedSums(len(labels))
+    finish = add_single_label(
+        sums, labels, scores, kind, headline=headline, calibration=calibration
+    )
+    return in_chunks(sums, counts, finish)
+
+
+def add_single_label(
+    sums: WeightedSums,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    kind: str,
+    *,
+    headline: str = "accuracy",
+    calibration: bool = True,
+    auroc: bool = True,
+) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """Reserve `bootstrap_single_label`'s sums for images 0..N-1 of `sums`; returns the function
+    that reads its metrics, (B,) each, from a computed table. Without `auroc`, no AUROC slots
+    (a class's tie groups are most of the work) and no `macro_auroc` / `roc_auc`."""
     labels = np.asarray(labels, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float64)
     n_images, n_classes = scores.shape
-    sums = WeightedSums(n_images)
     images = np.arange(n_images)
     cells = sums.add(images, 1.0, labels * n_classes + scores.argmax(1), n_classes**2)
-    if n_classes == 2:
-        auroc = [_add_auroc(sums, images, labels == 1, scores[:, 1])]
-    else:
-        auroc = [_add_auroc(sums, images, labels == c, scores[:, c]) for c in range(n_classes)]
+    classes = ([1] if n_classes == 2 else range(n_classes)) if auroc else []
+    aurocs = [add_auroc(sums, images, labels == c, scores[:, c]) for c in classes]
     finish_calibration = add_calibration(sums, labels, scores) if calibration else None
     with_kappa = kind == "ordinal" or headline == "quadratic_kappa"
-    with_roc_auc = kind == "binary" or n_classes == 2 or headline == "roc_auc"
+    with_roc_auc = auroc and (kind == "binary" or n_classes == 2 or headline == "roc_auc")
 
     def finish(table: np.ndarray) -> dict[str, np.ndarray]:
         matrices = table[cells : cells + n_classes**2].T.reshape(-1, n_classes, n_classes)
-        accuracy, balanced_accuracy, macro_f1, kappa = _confusion_metrics(matrices)
+        accuracy, balanced_accuracy, macro_f1, kappa = confusion_metrics(matrices)
         values = {
             "accuracy": accuracy,
             "balanced_accuracy": balanced_accuracy,
             "macro_f1": macro_f1,
-            "macro_auroc": mean_of_finite(np.stack([read(table) for read in auroc]), axis=0),
         }
+        if aurocs:
+            stacked = np.stack([read(table) for read in aurocs])
+            values["macro_auroc"] = mean_of_finite(stacked, axis=0)
         if with_kappa:
             values["quadratic_kappa"] = kappa
         if with_roc_auc:
@@ -127,7 +146,7 @@ def bootstrap_single_label(
             values.update(finish_calibration(table))
         return values
 
-    return _in_chunks(sums, counts, finish)
+    return finish
 
 
 def bootstrap_multilabel(
@@ -146,9 +165,26 @@ def bootstrap_multilabel(
     for untrained labels; counts (B, N). The keys are those of the unweighted metrics on the
     whole test set; a label a resample leaves without both outcomes is NaN there and left out
     of that resample's means, as the unweighted metrics leave it out."""
+    sums = WeightedSums(len(labels))
+    finish = add_multilabel(
+        sums, labels, scores, label_names, competition_labels, calibration=calibration
+    )
+    return in_chunks(sums, counts, finish)
+
+
+def add_multilabel(
+    sums: WeightedSums,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    label_names: Sequence[str],
+    competition_labels: Sequence[str] = (),
+    *,
+    calibration: bool = True,
+) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """Reserve `bootstrap_multilabel`'s sums for images 0..N-1 of `sums`; returns the function
+    that reads its metrics, (B,) each, from a computed table."""
     labels = np.asarray(labels)
     scores = np.asarray(scores, dtype=np.float64)
-    sums = WeightedSums(len(labels))
     per_label: dict[str, Reader] = {}
     for column in range(labels.shape[1]):
         if np.isnan(scores[:, column]).any():
@@ -158,7 +194,7 @@ def bootstrap_multilabel(
         if positive.all() or not positive.any():
             continue  # no AUROC on the whole test set, so none on any resample
         name = label_names[column] if column < len(label_names) else str(column)
-        per_label[name] = _add_auroc(sums, known, positive, scores[known, column])
+        per_label[name] = add_auroc(sums, known, positive, scores[known, column])
     competition = [name for name in competition_labels if name in per_label]
     finish_calibration = add_multilabel_calibration(sums, labels, scores) if calibration else None
 
@@ -175,7 +211,7 @@ def bootstrap_multilabel(
             values.update(finish_calibration(table))
         return values
 
-    return _in_chunks(sums, counts, finish)
+    return finish
 
 
 def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -235,7 +271,7 @@ def seeds_and_resamples_interval(
     return percentile_interval(means, level)
 
 
-def _add_auroc(
+def add_auroc(
     sums: WeightedSums, images: np.ndarray, positive: np.ndarray, score: np.ndarray
 ) -> Reader:
     """Reserve the sums for one AUROC; returns the function that reads it, (B,), from a table.
@@ -277,7 +313,7 @@ def _add_auroc(
     return read
 
 
-def _confusion_metrics(matrices: np.ndarray) -> tuple[np.ndarray, ...]:
+def confusion_metrics(matrices: np.ndarray) -> tuple[np.ndarray, ...]:
     """Accuracy, balanced accuracy, macro-F1 and quadratic kappa (each (B,)) of confusion
     matrices (B, K, K) (rows true, columns predicted), by `probe.stats.metrics`' definitions."""
     n_classes = matrices.shape[1]
@@ -300,7 +336,7 @@ def _confusion_metrics(matrices: np.ndarray) -> tuple[np.ndarray, ...]:
     return hits.sum(1) / total, mean_of_finite(recall, axis=1), f1.mean(1), kappa
 
 
-def _in_chunks(
+def in_chunks(
     sums: WeightedSums, counts: np.ndarray, finish: Callable[[np.ndarray], dict[str, np.ndarray]]
 ) -> dict[str, np.ndarray]:
     """Compute the sums for a chunk of resamples at a time (bounded memory) and concatenate what

@@ -7,9 +7,16 @@ group's value on resample b is the metric on that resample's images of the group
 group, gap and model is scored on the same draws and differences between models are paired.
 A group where a metric is undefined (AUROC of a group holding one class; no image at all) gets
 NaN with a note, never a number.
+
+The groups of an attribute partition the test images, so resample b weighs group g's images by
+counts[b] on g's columns: every group reserves its own slots in one `WeightedSums` over all the
+test images, with the cell bootstrap's own arithmetic (`bootstrap.add_single_label`,
+`add_multilabel`), and one pass of products over the counts, after a row of ones for the
+groups' values, fills them all. Only what a group row reports is reserved: a balanced-accuracy
+task's eight AUROCs, most of a cell's bootstrap, are left out.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -17,13 +24,8 @@ from typing import Any
 import numpy as np
 
 from medprobe.cache.errors import ToolkitError
-from medprobe.probe.stats.bootstrap import bootstrap_multilabel, bootstrap_single_label
-from medprobe.probe.stats.calibration import (
-    calibration_metrics,
-    mean_of_finite,
-    multilabel_calibration_metrics,
-)
-from medprobe.probe.stats.metrics import multilabel_metrics, single_label_metrics
+from medprobe.probe.stats.bootstrap import add_multilabel, add_single_label, in_chunks
+from medprobe.probe.stats.calibration import WeightedSums, mean_of_finite
 
 QUANTILE_BINS = 4  # a numeric column without edges is cut at its quartiles
 NOT_DEFINED = "not defined: the group lacks one of the outcomes the metric needs"
@@ -207,6 +209,11 @@ def group_scores(
         metric_names += ["tpr", "fpr"]
     values = {m: np.full(n_groups, np.nan) for m in metric_names}
     resampled = {m: np.full((n_groups, n_resamples), np.nan) for m in metric_names}
+    # the value is the metric under weight 1 for every image: a first row of the one pass
+    once = np.ones((1, len(labels)), dtype=np.int32)
+    weights = once if counts is None else np.concatenate([once, counts])
+    for metric, drawn in _by_group(labels, scores, task, grouping, weights).items():
+        values[metric], resampled[metric] = drawn[:, 0], drawn[:, 1:]
     sizes = np.bincount(grouping.codes[grouping.codes >= 0], minlength=n_groups)
     notes = []
     for g in range(n_groups):
@@ -214,39 +221,78 @@ def group_scores(
         if len(rows) == 0:
             notes.append(NO_IMAGES)
             continue
-        group_labels, group_scores_ = labels[rows], scores[rows]
-        group_counts = None if counts is None else counts[:, rows]
-        if multilabel:
-            names, competition = task["label_names"], task.get("competition_labels", ())
-            point = multilabel_metrics(group_labels, group_scores_, names, competition)
-            point.update(multilabel_calibration_metrics(group_labels, group_scores_))
-            drawn = (
-                bootstrap_multilabel(group_labels, group_scores_, group_counts, names, competition)
-                if group_counts is not None
-                else {}
-            )
-        else:
-            point = single_label_metrics(
-                group_labels, group_scores_, task["kind"], headline=headline
-            )
-            point.update(calibration_metrics(group_labels, group_scores_))
-            drawn = (
-                bootstrap_single_label(
-                    group_labels, group_scores_, group_counts, task["kind"], headline=headline
-                )
-                if group_counts is not None
-                else {}
-            )
-        for metric in (headline, "ece"):
-            values[metric][g] = point.get(metric, np.nan)
-            if metric in drawn:
-                resampled[metric][g] = drawn[metric]
         if "tpr" in values:
-            rates = _equalized_odds(group_labels, group_scores_, thresholds, group_counts)
-            for name, (value, drawn) in rates.items():
-                values[name][g], resampled[name][g] = value, drawn
+            group_counts = None if counts is None else counts[:, rows]
+            rates = _equalized_odds(labels[rows], scores[rows], thresholds, group_counts)
+            for name, (value, drawn_rates) in rates.items():
+                values[name][g], resampled[name][g] = value, drawn_rates
         notes.append("" if np.isfinite(values[headline][g]) else NOT_DEFINED)
     return GroupScores(grouping.attribute, grouping.names, sizes, values, resampled, tuple(notes))
+
+
+class _GroupColumns:
+    """`WeightedSums` seen through one group's images: the group's image j is column images[j]
+    of the sums, so reservations written for a whole test set (images 0..n-1) reserve the
+    group's own slots unchanged."""
+
+    def __init__(self, sums: WeightedSums, images: np.ndarray) -> None:
+        self.sums, self.images = sums, images
+
+    def add(
+        self,
+        images: np.ndarray,
+        values: np.ndarray | float = 1.0,
+        slots: np.ndarray | None = None,
+        n_slots: int = 1,
+    ) -> int:
+        return self.sums.add(self.images[images], values, slots, n_slots)
+
+    def add_bins(
+        self, images: np.ndarray, confidence: np.ndarray, correct: np.ndarray, n_bins: int
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        return self.sums.add_bins(self.images[images], confidence, correct, n_bins)
+
+
+def _by_group(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    task: dict[str, Any],
+    grouping: Grouping,
+    weights: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """{headline: (G, R), "ece": (G, R)} float64 under each row of weights (R, N) int, from one
+    pass; NaN for a group without images or where a row leaves the metric undefined."""
+    headline, n_groups = task["headline_metric"], len(grouping.names)
+    sums = WeightedSums(len(labels))
+    readers = []
+    for g in range(n_groups):
+        rows = np.flatnonzero(grouping.codes == g)
+        if len(rows) == 0:
+            continue
+        group = _GroupColumns(sums, rows)
+        if task["kind"] == "multilabel":  # its one headline, mean_auroc, needs every label
+            names, competition = task["label_names"], task.get("competition_labels", ())
+            finish = add_multilabel(group, labels[rows], scores[rows], names, competition)
+        else:
+            auroc = headline in ("roc_auc", "macro_auroc")
+            finish = add_single_label(
+                group, labels[rows], scores[rows], task["kind"], headline=headline, auroc=auroc
+            )
+        readers.append((g, finish))
+
+    def finish_groups(table: np.ndarray) -> dict[str, np.ndarray]:
+        """{metric: (chunk, G)}: `in_chunks` joins chunks along the first axis."""
+        drawn = {m: np.full((table.shape[1], n_groups), np.nan) for m in (headline, "ece")}
+        for g, finish in readers:
+            values = finish(table)
+            for metric in drawn:
+                if metric in values:
+                    drawn[metric][:, g] = values[metric]
+        return drawn
+
+    # a resample may draw none of a small group's images: its metrics are 0/0, NaN
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {m: value.T for m, value in in_chunks(sums, weights, finish_groups).items()}
 
 
 def _equalized_odds(

@@ -12,7 +12,8 @@ from medprobe.probe.stats.retrieval import retrieval_metrics
 
 def _reference(gallery, gallery_labels, queries, query_labels):
     """Every query by a full sort on cosine similarity, metric by metric from the definitions."""
-    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    # an all-zero row stays zero (similarity 0 to everything), as the probe normalises it
+    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
     similarity = unit(queries.astype(np.float64)) @ unit(gallery.astype(np.float64)).T
     multilabel = gallery_labels.ndim == 2
     out = {name: [] for name in ("precision@1", "precision@5", "precision@10", "map@r")}
@@ -95,3 +96,35 @@ def test_retrieval_in_a_run_queries_each_support_set(blob_root):
         assert row["value"].iloc[0] == pytest.approx(expected["map@r"].mean(), abs=1e-9)
     summary = results.summary()
     assert summary[summary["metric"] == "precision@1"]["ci_seeds_and_test_low"].notna().all()
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_ties_rank_the_lower_gallery_row_first_whatever_the_chunks(multilabel):
+    """Gallery rows along six axes, ten each (scaled by powers of two: equal once normalised),
+    so a query along an axis ties ten rows at the top, one between two axes twenty, and an
+    all-zero query every row: precision@k, AP@R and the vote hang on which tied rows rank
+    first, and the rule is the stable sort's, the lower gallery row first."""
+    rng = np.random.default_rng(11)
+    axes = np.eye(6)
+    gallery = axes[rng.permutation(np.repeat(np.arange(6), 10))]
+    gallery *= 2.0 ** rng.integers(-2, 3, (60, 1))
+    queries = np.concatenate([np.zeros((1, 6)), axes, axes + np.roll(axes, 1, axis=1)])
+    if multilabel:
+        gallery_labels = rng.integers(-1, 2, (60, 3)).astype(np.int8)
+        query_labels = rng.integers(0, 2, (len(queries), 3)).astype(np.int8)
+    else:
+        gallery_labels, query_labels = rng.integers(0, 3, 60), rng.integers(0, 3, len(queries))
+    expected = _reference(gallery, gallery_labels, queries, query_labels)
+    one_chunk = retrieval_per_query(gallery, gallery_labels, queries, query_labels)
+    for name in expected:
+        np.testing.assert_allclose(one_chunk[name], expected[name], atol=1e-12, err_msg=name)
+    for queries_per_chunk in (1, 4):
+        got = retrieval_per_query(
+            gallery,
+            gallery_labels,
+            queries,
+            query_labels,
+            similarity_bytes=4 * 60 * queries_per_chunk,
+        )
+        for name in expected:  # bit for bit: the chunks change nothing
+            np.testing.assert_array_equal(got[name], one_chunk[name], err_msg=name)

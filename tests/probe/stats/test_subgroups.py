@@ -1,12 +1,23 @@
-"""Subgroup specs, binning, Youden's threshold, gaps and study pooling against plain references."""
+"""Subgroup specs, binning, Youden's threshold, gaps, study pooling, and each group's metrics on
+each resample, against plain references."""
+
+from itertools import pairwise
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_curve
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    cohen_kappa_score,
+    roc_auc_score,
+    roc_curve,
+)
 
 from medprobe.cache import ToolkitError
 from medprobe.probe.stats.subgroups import (
+    NO_IMAGES,
+    Grouping,
     SubgroupSpec,
+    group_scores,
     make_grouping,
     parse_subgroups,
     spread,
@@ -93,3 +104,101 @@ def test_units_pool_probabilities_and_labels_plainly():
         units.labels(np.array([0, 1, 2, 2, 2]), "multiclass")
     assert units.collapse(np.array(["F", "F", "M", "", "F"])).tolist() == ["", "F", ""]
     assert parse_aggregate("study") == "study:mean" and parse_aggregate(None) is None
+
+
+def _plain_ece(positive_or_labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Top-label ECE over 15 bins (b/15, (b+1)/15]; (N,) probabilities are a binary label's."""
+    if probabilities.ndim == 1:  # the two-class probabilities [1 - p, p]
+        probabilities = np.stack([1 - probabilities, probabilities], axis=1)
+        positive_or_labels = positive_or_labels.astype(int)
+    confidence = probabilities.max(1)
+    correct = probabilities.argmax(1) == positive_or_labels
+    edges = np.arange(16) / 15
+    total = 0.0
+    for low, high in pairwise(edges):
+        inside = (confidence > low) & (confidence <= high)
+        if inside.any():
+            total += inside.sum() * abs(correct[inside].mean() - confidence[inside].mean())
+    return total / len(confidence)
+
+
+def _plain_headline(headline: str, labels: np.ndarray, scores: np.ndarray) -> float:
+    """The headline metric by scikit-learn on one group's drawn images (repeated as drawn)."""
+    n_classes = scores.shape[1]
+    if headline == "balanced_accuracy":
+        return balanced_accuracy_score(labels, scores.argmax(1))
+    if headline == "quadratic_kappa":
+        return cohen_kappa_score(
+            labels, scores.argmax(1), weights="quadratic", labels=range(n_classes)
+        )
+    if headline == "mean_auroc":  # labels (n, L) with -1 unknown, scores (n, L), NaN: untrained
+        per_label = []
+        for column in np.flatnonzero(~np.isnan(scores).any(0)):
+            known = labels[:, column] >= 0
+            if len(np.unique(labels[known, column])) == 2:
+                per_label.append(roc_auc_score(labels[known, column], scores[known, column]))
+        return np.mean(per_label) if per_label else np.nan
+    # roc_auc: the positive class's for two classes, else the mean over classes with both outcomes
+    classes = [1] if n_classes == 2 else range(n_classes)
+    per_class = [
+        roc_auc_score(labels == c, scores[:, c])
+        for c in classes
+        if 0 < (labels == c).sum() < len(labels)
+    ]
+    return np.mean(per_class) if per_class else np.nan
+
+
+# a group's drawn images may hold one class: scikit-learn warns, and kappa is NaN as ours
+@pytest.mark.filterwarnings("ignore:A single label was found:UserWarning")
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
+@pytest.mark.parametrize(
+    ("kind", "headline"),
+    [
+        ("multiclass", "balanced_accuracy"),
+        ("ordinal", "quadratic_kappa"),
+        ("multiclass", "roc_auc"),
+        ("binary", "roc_auc"),
+        ("multilabel", "mean_auroc"),
+    ],
+)
+def test_group_scores_on_each_resample_equal_sklearn_on_the_groups_drawn_images(kind, headline):
+    """The one pass over all groups against each group scored alone on each resample."""
+    rng = np.random.default_rng(7)
+    n_images, n_resamples = 70, 25
+    if kind == "multilabel":
+        labels = rng.integers(-1, 2, (n_images, 3)).astype(np.int8)
+        scores = np.clip(0.3 * (labels == 1) + rng.random((n_images, 3)) * 0.7, 0, 1)
+        scores[:, 2] = np.nan  # a label no probe was trained for is left out
+        task = {"kind": kind, "headline_metric": headline, "label_names": ["a", "b", "c"]}
+    else:
+        n_classes = 2 if kind == "binary" else 4
+        labels = rng.integers(0, n_classes, n_images)
+        logits = rng.normal(size=(n_images, n_classes)) + np.eye(n_classes)[labels]
+        scores = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        task = {"kind": kind, "headline_metric": headline, "label_names": list("abcd")}
+    # three groups, one of three images (some resamples draw none of it), one empty; some in none
+    codes = rng.integers(0, 2, n_images)
+    codes[:3], codes[3:6] = 2, -1
+    grouping = Grouping("site", ("a", "b", "c", "d"), codes)
+    counts = rng.multinomial(n_images, np.full(n_images, 1 / n_images), size=n_resamples)
+    got = group_scores(labels, scores, task, grouping, counts)
+    assert np.isnan(got.values[headline][3]) and got.notes[3] == NO_IMAGES
+    for g in range(3):
+        rows = np.flatnonzero(codes == g)
+        for b, weights in enumerate([np.ones(n_images, int), *counts]):
+            drawn = np.repeat(rows, weights[rows])
+            expected_headline = expected_ece = np.nan
+            if len(drawn):
+                expected_headline = _plain_headline(headline, labels[drawn], scores[drawn])
+                if kind == "multilabel":
+                    eces = [
+                        _plain_ece(labels[drawn, j][known] == 1, scores[drawn, j][known])
+                        for j in range(2)
+                        if (known := labels[drawn, j] >= 0).any()
+                    ]
+                    expected_ece = np.mean(eces) if eces else np.nan
+                else:
+                    expected_ece = _plain_ece(labels[drawn], scores[drawn])
+            for metric, expected in ((headline, expected_headline), ("ece", expected_ece)):
+                value = got.values[metric][g] if b == 0 else got.resampled[metric][g, b - 1]
+                np.testing.assert_allclose(value, expected, atol=1e-12, err_msg=f"{metric} {g} {b}")
