@@ -229,10 +229,16 @@ def probe_target(
             )
         backend.fit_reports.clear()
         if "retrieval" in settings.methods:
-            # each seed's support set (the train split at full budget) is the gallery
+            # each seed's support set (the train split at full budget) is the gallery, in row
+            # order (the tie rule's "lower row"); the whole split is read in place, not copied
             for seed, rows in zip(seeds, support_rows, strict=True):
+                rows = np.sort(rows)
+                whole = len(rows) == len(train.labels) and rows[-1] == len(rows) - 1
                 per_query = retrieval_per_query(
-                    train.embeddings[rows], train.labels[rows], test.embeddings, test.labels
+                    train.embeddings if whole else train.embeddings[rows],
+                    train.labels if whole else train.labels[rows],
+                    test.embeddings,
+                    test.labels,
                 )
                 metrics, resampled = retrieval_metrics(per_query, image_counts)
                 if resampled is not None:

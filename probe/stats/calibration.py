@@ -5,21 +5,18 @@ Conventions (each written so a report can quote it):
 - ECE: top-label confidence (the largest class probability) in `N_BINS` = 15 equal-width bins,
   bin b holding confidences in (b/15, (b+1)/15] (Guo et al. 2017, "On calibration of modern neural
   networks", and their reference code, which compare `lo < c <= hi`; torchmetrics bins [lo, hi)
-  and gives confidence 1 a bin of its own). The edges are the exact fractions b/15, not a
-  rounded `linspace`: a confidence c is in bin b exactly when b/15 < c <= (b+1)/15 as real
-  numbers, so the bin does not depend on the dtype the edges would be rounded to. The
-  reliability diagram uses the same bins. ECE = sum over bins of (n_b/N)·|accuracy_b - confidence_b|
+  and gives confidence 1 a bin of its own). The edges are the exact fractions b/15, not a rounded
+  `linspace`, so a confidence's bin does not depend on the dtype the edges would be rounded to.
+  The reliability diagram uses the same bins. ECE = sum over bins of (n_b/N)·|acc_b - conf_b|
   (Naeini et al. 2015). Multi-label: the mean over labels of each label's binary ECE on its known
   images, a binary ECE being the top-label ECE of the two-class probabilities [1 - p, p].
 - Brier: multi-class, the mean over images of sum_k (p_k - y_k)² (range [0, 2]); two classes,
   half of that, (p_positive - y)² (range [0, 1]), as `sklearn.metrics.brier_score_loss` does for
   each. Multi-label: the mean over labels of the binary Brier score on the label's known images.
-- Log loss: -mean log p_true from the probabilities (not logits), clipped to [eps, 1 - eps] with
-  eps the machine epsilon of the probabilities' own dtype before any cast, as scikit-learn 1.9
-  clips (`sklearn.metrics.log_loss`): the probes' float32 scores clip at 1.2e-7, so a true-class
-  probability that underflows in float32 costs 15.9 nats, the most float32 can tell apart, not
-  the 36 of float64's 2.2e-16 (older scikit-learn clipped at 1e-15). Multi-label: the mean over
-  labels of the binary log loss on known images.
+- Log loss: -mean log p_true from the probabilities, clipped to [eps, 1 - eps] with eps the
+  machine epsilon of their own dtype, as scikit-learn 1.9's `log_loss`: an underflowing float32
+  true-class probability costs 15.9 nats (eps 1.2e-7), not float64's 36 (older scikit-learn: 1e-15).
+  Multi-label: the mean over labels of the binary log loss on known images.
 
 Every statistic is computed once, from multiplicity weights: `*_resampled` functions take
 `counts` (B, N), how many times each test image appears in each bootstrap resample, and return
@@ -28,18 +25,18 @@ the one resample that holds every image once. The bootstrap and the reported val
 share one definition.
 """
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 N_BINS = 15
 CALIBRATION_METRICS = ("ece", "brier", "log_loss")
-# A dense matrix product (BLAS) adds ~25x more terms per second than scipy's sparse product
-# (measured on the project's 2-core CPU machine), so a block of slots is summed densely when
-# (slots it uses x images) < DENSE_ADVANTAGE x (entries it has).
+# A dense product (BLAS) adds ~25x more terms per second than scipy's sparse one (2-core CPU
+# machine): a block is summed densely when (slots it uses x images) < this x (entries it has).
 DENSE_ADVANTAGE = 16
 
 
@@ -366,7 +363,7 @@ class WeightedSums:
         table = np.asarray(sparse_matrix @ weights)  # every slot's row; dense blocks' rows are 0
         # One BLAS thread: the sweep spreads work over the cores, and a multi-threaded BLAS on a
         # busy machine spins (this product ran 100x slower with 2 threads under load).
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _blas_controller().limit(limits=1, user_api="blas"):
             table[dense_rows] = dense_matrix @ weights
         return table
 
@@ -396,3 +393,8 @@ class WeightedSums:
             (sparse_values, (sparse_slots, sparse_images)), shape=(self.n_slots, self.n_images)
         )
         return dense_rows, dense_matrix, sparse_matrix
+
+
+@functools.cache  # threadpool_limits rescans every library per call (~7 ms); numpy's BLAS stays
+def _blas_controller() -> ThreadpoolController:
+    return ThreadpoolController()
