@@ -33,7 +33,9 @@ from medprobe.probe.fit.logistic import C_GRID, CV_FOLDS, DEFAULT_C
 
 logger = logging.getLogger(__name__)
 
-P_FLOOR = 1e-15  # probabilities are clipped here before the log, as sklearn's log_loss does
+# The held-out loss that chooses C floors probabilities here before the log (scikit-learn's clip
+# before 1.5); the fits are float64, so it acts only on a probability below 1e-15.
+P_FLOOR = 1e-15
 C_TIE = 1e-6  # held-out losses closer than this are a tie
 
 
