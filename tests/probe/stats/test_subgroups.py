@@ -181,7 +181,9 @@ def test_group_scores_on_each_resample_equal_sklearn_on_the_groups_drawn_images(
     codes[:3], codes[3:6] = 2, -1
     grouping = Grouping("site", ("a", "b", "c", "d"), codes)
     counts = rng.multinomial(n_images, np.full(n_images, 1 / n_images), size=n_resamples)
-    got = group_scores(labels, scores, task, grouping, counts)
+    binary_like = kind in ("binary", "multilabel")
+    thresholds = np.array([0.5, 0.4, 0.6]) if binary_like else None
+    got = group_scores(labels, scores, task, grouping, counts, thresholds)
     assert np.isnan(got.values[headline][3]) and got.notes[3] == NO_IMAGES
     for g in range(3):
         rows = np.flatnonzero(codes == g)
@@ -199,6 +201,28 @@ def test_group_scores_on_each_resample_equal_sklearn_on_the_groups_drawn_images(
                     expected_ece = np.mean(eces) if eces else np.nan
                 else:
                     expected_ece = _plain_ece(labels[drawn], scores[drawn])
-            for metric, expected in ((headline, expected_headline), ("ece", expected_ece)):
+            expected = {headline: expected_headline, "ece": expected_ece}
+            if binary_like:  # equalized odds: TPR and FPR at the val thresholds, label by label
+                expected.update(_plain_rates(labels[drawn], scores[drawn], thresholds))
+            for metric, value_expected in expected.items():
                 value = got.values[metric][g] if b == 0 else got.resampled[metric][g, b - 1]
-                np.testing.assert_allclose(value, expected, atol=1e-12, err_msg=f"{metric} {g} {b}")
+                np.testing.assert_allclose(
+                    value, value_expected, atol=1e-12, err_msg=f"{metric} {g} {b}"
+                )
+
+
+def _plain_rates(labels: np.ndarray, scores: np.ndarray, thresholds: np.ndarray) -> dict:
+    """{'tpr', 'fpr'}: the share of positives (negatives) scored at or above the threshold,
+    averaged over the trained labels where defined; a binary task's positive class is column 1."""
+    if labels.ndim == 1:
+        labels, scores = labels[:, None], scores[:, 1:2]
+    rates = {"tpr": [], "fpr": []}
+    for column in range(labels.shape[1]):
+        if np.isnan(scores[:, column]).any():
+            continue
+        predicted = scores[:, column] >= thresholds[column]
+        for name, outcome in (("tpr", 1), ("fpr", 0)):
+            chosen = labels[:, column] == outcome
+            if chosen.any():
+                rates[name].append(predicted[chosen].mean())
+    return {name: np.mean(values) if values else np.nan for name, values in rates.items()}
