@@ -67,18 +67,19 @@ def retrieval_per_query(
             relevant = (query_positive @ gallery_positive.T) > 0
         else:
             relevant = gallery_labels[None, :] == query_labels[start:stop, None]
-        nearest = _nearest(similarity, top)  # (c, top)
+        n_relevant = relevant.sum(1)  # (c,): R of each query
+        # one ranking per chunk, as deep as its largest R: the order (similarity down, gallery
+        # row up) is total, so each query's top R (and top k) is a prefix of it
+        nearest = _nearest(similarity, max(top, int(n_relevant.max())))  # (c, depth)
         hits = np.take_along_axis(relevant, nearest, 1)
-        has_relevant = relevant.any(1)
+        has_relevant = n_relevant > 0
         rows = slice(start, stop)
         for k in RETRIEVAL_KS:
             precision = hits[:, : min(k, top)].mean(1)
             results[f"precision@{k}"][rows] = (
                 np.where(has_relevant, precision, np.nan) if multilabel else precision
             )
-        results["map@r"][rows] = [
-            _average_precision_at_r(similarity[i], relevant[i]) for i in range(stop - start)
-        ]
+        results["map@r"][rows] = _average_precision_at_r(hits, n_relevant)
         if not multilabel:
             neighbour_labels = np.asarray(gallery_labels)[nearest]
             for k in MAJORITY_KS:
@@ -101,11 +102,15 @@ def _nearest(similarity: np.ndarray, k: int) -> np.ndarray:
     return rows.gather(1, order).numpy()
 
 
-def _average_precision_at_r(similarity: np.ndarray, relevant: np.ndarray) -> float:
-    """AP@R of one query: similarity (G,), relevant (G,) bool; NaN without relevant items."""
-    n_relevant = int(relevant.sum())
-    if n_relevant == 0:
-        return float("nan")
-    hits = relevant[_nearest(similarity[None, :], n_relevant)[0]]
-    precision_at_i = np.cumsum(hits) / np.arange(1, n_relevant + 1)
-    return float((precision_at_i * hits).sum() / n_relevant)
+def _average_precision_at_r(hits: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
+    """(c,) AP@R per query from hits (c, depth) bool, whether each ranked gallery item is
+    relevant (depth >= every R), and n_relevant (c,) R; NaN without relevant items. The sum runs
+    left to right and stops at R (a running sum read at R - 1), so a deeper ranking, which
+    another chunk of queries may need, cannot change its rounding."""
+    positions = np.arange(1, hits.shape[1] + 1)
+    precision_at_i = np.cumsum(hits, 1) / positions
+    running = np.cumsum(precision_at_i * hits, 1)
+    last = np.maximum(n_relevant, 1) - 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        total = running[np.arange(len(hits)), last] / n_relevant
+    return np.where(n_relevant > 0, total, np.nan)
