@@ -7,7 +7,7 @@ import torch
 
 from medprobe.probe.fit.attentive import ArrayTokens, attentive_scores
 from medprobe.probe.fit.attentive import model as attentive_model
-from medprobe.probe.fit.attentive.plan import WEIGHT_DECAYS, best_decay
+from medprobe.probe.fit.attentive.plan import DEFAULT_WEIGHT_DECAY, WEIGHT_DECAYS, best_decay
 from medprobe.probe.fit.protocol import ProbeInputs
 
 
@@ -232,5 +232,5 @@ def test_multilabel_unknown_labels_are_out_of_the_loss():
 
 def test_weight_decay_ties_go_to_the_larger_decay():
     assert best_decay([0.5, 0.2, 0.2, 0.9]) == 2
-    assert best_decay([np.nan] * len(WEIGHT_DECAYS)) == WEIGHT_DECAYS.index(1e-2)
+    assert best_decay([np.nan] * len(WEIGHT_DECAYS)) == WEIGHT_DECAYS.index(DEFAULT_WEIGHT_DECAY)
     assert best_decay([0.1, 0.3, np.nan, 0.2]) == 0
