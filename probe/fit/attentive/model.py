@@ -18,8 +18,9 @@ attention has to learn to be anything else. The standardisation is folded into t
 (`raw_weights`), so raw tokens are never copied.
 
 Training: AdamW (decoupled weight decay on queries and heads, not the bias) with a cosine learning
-rate, written out so that each model has its own weight decay. Adam is elementwise, so B models
-batched are B models trained apart, to float rounding (tested).
+rate, written out so that each model has its own weight decay, on gradients written out too
+(`gradients`, tested against autograd). Adam is elementwise, so B models batched are B models
+trained apart, to float rounding (tested).
 """
 
 import math

@@ -1,6 +1,6 @@
-"""What the attentive probe fits and how it chooses: the models of each support set (folds x
-weight decays, and the finals), their targets and row weights, held-out losses and the choice of
-weight decay; the constants of the protocol; and where tokens come from (`TokenSource`).
+"""What the attentive probe fits and how it chooses: the candidate models of each support set
+(folds x weight decays) and its final one, their targets and row weights, held-out losses and the
+choice of weight decay; the constants of the protocol; and where tokens come from (`TokenSource`).
 """
 
 from dataclasses import dataclass

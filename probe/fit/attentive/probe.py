@@ -3,10 +3,11 @@ follow (`protocol`): its weight decay, and nothing else, is chosen without the t
 
 - A support set with >= 2 images of every class (a multi-label one with a label having >= 2 of each
   value) is split into the same stratified folds as logistic regression's (`cv_folds`,
-  `multilabel_cv_folds`); every (fold, weight decay) and every final model (all the support, each
-  weight decay) of every seed is one model of one batched training; the weight decay with the
-  lowest mean held-out loss is kept (near-ties to the larger), and its final model scores the test
-  split. Fewer images: `DEFAULT_WEIGHT_DECAY`.
+  `multilabel_cv_folds`); every (fold, weight decay) of every seed is one model of one batched
+  training; the weight decay with the lowest mean held-out loss is kept (near-ties to the larger),
+  and one final model per seed, fitted on all the support at that decay (a second batched
+  training, from the same initial draw), scores the test split. Fewer images: the final model at
+  `DEFAULT_WEIGHT_DECAY`.
 - A full budget with a val split: one model per weight decay on the train split, chosen on val.
 - A multi-label store is one model whose head has one sigmoid output per label (the queries are
   shared), its unknown labels (-1) out of the loss; the weight decay is chosen on the mean held-out
