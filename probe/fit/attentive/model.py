@@ -159,10 +159,10 @@ def gradients(
     entry_weights: "torch.Tensor",
     multilabel: bool,
 ) -> AttentiveWeights:
-    """The gradient of sum over models of each model's weighted mean loss (`entry_losses` x
-    entry_weights over its total) with respect to the weights (raw, as `logits` takes them),
-    written out: autograd kept every intermediate twice and copied the pooled vectors (the
-    largest tensor, n*m*M*D) to and from the heads' layout, three times the four products' time.
+    """The gradient of sum over models of each model's weighted mean loss (cross-entropy per row,
+    or binary cross-entropy per row and label, x entry_weights over their total) with respect to
+    the weights (raw, as `logits` takes them), written out: autograd copied the pooled vectors
+    (the largest tensor, n*m*M*D) to and from the heads' layout and kept more intermediates.
 
     The four products: scores and pooling forward, then d(attention) = tokens . d(pooled) per
     row and d(queries) = d(scores)^T tokens per group; each n*T*D*m*M multiply-adds."""
@@ -218,17 +218,6 @@ def standardised_gradients(
     )
 
 
-def entry_losses(out: "torch.Tensor", targets: "torch.Tensor", multilabel: bool) -> "torch.Tensor":
-    """Per-entry losses: out (G, m, n, K); targets (G, n) int64 classes -> cross-entropy (G, m, n);
-    targets (G, n, L) float 0/1 -> binary cross-entropy (G, m, n, L)."""
-    import torch
-
-    if multilabel:
-        return torch.nn.functional.softplus(out) - targets[:, None] * out
-    picked = out.gather(3, targets[:, None, :, None].expand(-1, out.shape[1], -1, 1))[..., 0]
-    return out.logsumexp(3) - picked
-
-
 @contextmanager
 def threads_for(work: int) -> Iterator[None]:
     """One torch thread while the work per step is below SMALL_WORK, then the count as it was."""
@@ -267,8 +256,9 @@ def train(
 ) -> AttentiveWeights:
     """AdamW with a cosine schedule over n_steps batches, every model at once, in place.
 
-    targets as `entry_losses` over the groups' rows; entry_weights (G, m, n) or (G, m, n, L): how
-    much each row (and label) counts in each model's loss (0 outside its fit rows or unknown);
+    targets (G, n) int64 classes or (G, n, L) float 0/1 over the groups' rows; entry_weights
+    (G, m, n) or (G, m, n, L): how much each row (and label) counts in each model's loss (0
+    outside its fit rows or unknown);
     weight_decay (G, m). A model's loss on a batch is the weighted mean over the batch's rows, and
     the sum over models has each model's gradient as its own."""
     import torch

@@ -26,11 +26,12 @@ if TYPE_CHECKING:
 WEIGHT_DECAYS: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
 DEFAULT_WEIGHT_DECAY = 1.0
 WEIGHT_DECAY_TIE = 1e-6  # held-out losses closer than this are a tie
-# Full-batch steps on a small support: 100 cosine steps of 0.1 reach ~5, past every 1 / decay of
-# the grid. At 1e-2 they reached ~0.5 before the old grid's decays (1e-3..1) bound anything, so
-# the step budget regularised, the CV chose 1 (the largest) on every seed, a grid up to 100 changed
-# nothing, and bench.attentive's spread contrast lost 3.8 points to logistic regression on the
-# mean token; at 0.1 with this grid it is -0.1, and the one-token contrast +86 instead of +60.
+# Full-batch steps on a small support: 100 cosine steps of 0.1 reach ~5, past 1 / decay for all
+# but the smallest decay (nearly free). At 1e-2 they reached ~0.5 before the old grid's decays
+# (1e-3..1) bound anything, so the step budget regularised, the CV chose 1 (the largest) on every
+# seed, a grid up to 100 changed nothing, and bench.attentive's spread contrast lost 3.8 points to
+# logistic regression on the mean token; at 0.1 with this grid it is -0.1, and the one-token
+# contrast +86 instead of +60.
 # Mini-batch steps take it too: on bench.attentive's quick full budget (80 steps) 1e-3 gave 65 %
 # balanced accuracy, 1e-2 87.5 %, 0.1 100 %.
 LEARNING_RATE = 0.1
@@ -189,8 +190,8 @@ def mean_losses(
     weights: "torch.Tensor",
     multilabel: bool,
 ) -> np.ndarray:
-    """Each model's weighted mean loss: probabilities (G, m, n, K), targets as `entry_losses`,
-    weights as `_entry_weights` -> (G, m), NaN where a model has no weight."""
+    """Each model's weighted mean loss: probabilities (G, m, n, K), targets (G, n) int64 or
+    (G, n, L) float 0/1, weights as `entry_weights` -> (G, m), NaN where a model has no weight."""
     import torch
 
     floor = P_FLOOR
