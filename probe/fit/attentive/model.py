@@ -18,8 +18,9 @@ attention has to learn to be anything else. The standardisation is folded into t
 (`raw_weights`), so raw tokens are never copied.
 
 Training: AdamW (decoupled weight decay on queries and heads, not the bias) with a cosine learning
-rate, written out so that each model has its own weight decay. Adam is elementwise, so B models
-batched are B models trained apart, to float rounding (tested).
+rate, written out so that each model has its own weight decay, on gradients written out too
+(`gradients`, tested against autograd). Adam is elementwise, so B models batched are B models
+trained apart, to float rounding (tested).
 """
 
 import math
@@ -110,39 +111,111 @@ def raw_weights(
 
 
 def attention(tokens: "torch.Tensor", queries: "torch.Tensor") -> "torch.Tensor":
-    """tokens (G, n, T, D), queries (G, m, M, D) -> attention (G, n, T, m * M), a softmax over T."""
+    """tokens (G, n, T, D), queries (G, m, M, D) -> attention (G, n, T, m * M), a softmax over T.
+
+    One product per group, (n*T, D) x (D, m*M): every model of a group reads the same tokens."""
     groups, n_rows, n_tokens, dim = tokens.shape
-    flat_queries = queries.reshape(groups, -1, dim).transpose(1, 2)
+    flat_queries = (queries / math.sqrt(dim)).reshape(groups, -1, dim).transpose(1, 2)
     scores = tokens.reshape(groups, n_rows * n_tokens, dim) @ flat_queries
-    return (scores / math.sqrt(dim)).view(groups, n_rows, n_tokens, -1).softmax(dim=2)
+    return scores.view(groups, n_rows, n_tokens, -1).softmax(dim=2)
+
+
+def pool(tokens: "torch.Tensor", attention_weights: "torch.Tensor") -> "torch.Tensor":
+    """tokens (G, n, T, D), attention (G, n, T, m*M) -> pooled (G, n, m*M, D): per row, one
+    (m*M, T) x (T, D) product."""
+    groups, n_rows, n_tokens, dim = tokens.shape
+    per_row = attention_weights.reshape(groups * n_rows, n_tokens, -1).transpose(1, 2)
+    pooled = per_row @ tokens.reshape(groups * n_rows, n_tokens, dim)
+    return pooled.view(groups, n_rows, -1, dim)
+
+
+def read_heads(pooled: "torch.Tensor", weights: AttentiveWeights) -> "torch.Tensor":
+    """pooled (G, n, m*M, D) -> logits (G, m, n, K): per group and model, the pooled vectors
+    (n, M*D) by its heads (M*D, K), read where they lie (strided across the rows: a transposed
+    copy of `pooled`, the largest tensor, cost more than the product)."""
+    import torch
+
+    groups, n_rows = pooled.shape[:2]
+    n_models, n_queries, dim, n_outputs = weights.heads.shape[1:]
+    by_model = pooled.view(groups, n_rows, n_models, n_queries * dim)
+    heads = weights.heads.reshape(groups, n_models, n_queries * dim, n_outputs)
+    # (K, n) per model, transposed after: MKL ran the (n, M*D) x (M*D, K) orientation 2x slower
+    out = torch.stack(
+        [heads[g].transpose(1, 2) @ by_model[g].permute(1, 2, 0) for g in range(groups)]
+    )
+    return out.transpose(2, 3) + weights.bias[:, :, None, :]
 
 
 def logits(tokens: "torch.Tensor", weights: AttentiveWeights) -> "torch.Tensor":
-    """tokens (G, n, T, D) float32 -> logits (G, m, n, K) of every model on every row of its group.
-
-    Three batched products: scores (n*T, D) x (D, m*M) per group; pooling (m*M, T) x (T, D) per
-    row; heads (n, M*D) x (M*D, K) per model."""
-    groups, n_rows, n_tokens, dim = tokens.shape
-    n_models, n_queries = weights.queries.shape[1:3]
-    weights_of_tokens = attention(tokens, weights.queries)  # (G, n, T, m*M)
-    pooled = weights_of_tokens.reshape(groups * n_rows, n_tokens, -1).transpose(1, 2) @ (
-        tokens.reshape(groups * n_rows, n_tokens, dim)
-    )  # (G*n, m*M, D)
-    pooled = pooled.view(groups, n_rows, n_models, n_queries * dim).transpose(1, 2)
-    heads = weights.heads.reshape(groups * n_models, n_queries * dim, -1)
-    out = pooled.reshape(groups * n_models, n_rows, -1) @ heads
-    return out.view(groups, n_models, n_rows, -1) + weights.bias[:, :, None, :]
+    """tokens (G, n, T, D) float32 -> logits (G, m, n, K) of every model on every row of its group:
+    `attention`, `pool`, `read_heads`."""
+    return read_heads(pool(tokens, attention(tokens, weights.queries)), weights)
 
 
-def entry_losses(out: "torch.Tensor", targets: "torch.Tensor", multilabel: bool) -> "torch.Tensor":
-    """Per-entry losses: out (G, m, n, K); targets (G, n) int64 classes -> cross-entropy (G, m, n);
-    targets (G, n, L) float 0/1 -> binary cross-entropy (G, m, n, L)."""
+def gradients(
+    tokens: "torch.Tensor",
+    weights: AttentiveWeights,
+    targets: "torch.Tensor",
+    entry_weights: "torch.Tensor",
+    multilabel: bool,
+) -> AttentiveWeights:
+    """The gradient of sum over models of each model's weighted mean loss (cross-entropy per row,
+    or binary cross-entropy per row and label, x entry_weights over their total) with respect to
+    the weights (raw, as `logits` takes them), written out: autograd copied the pooled vectors
+    (the largest tensor, n*m*M*D) to and from the heads' layout and kept more intermediates.
+
+    The four products: scores and pooling forward, then d(attention) = tokens . d(pooled) per
+    row and d(queries) = d(scores)^T tokens per group; each n*T*D*m*M multiply-adds."""
     import torch
 
+    groups, n_rows, n_tokens, dim = tokens.shape
+    n_models, n_queries, _, n_outputs = weights.heads.shape[1:]
+    attention_weights = attention(tokens, weights.queries)  # (G, n, T, m*M)
+    pooled = pool(tokens, attention_weights)  # (G, n, m*M, D)
+    out = read_heads(pooled, weights)  # (G, m, n, K)
+    total = entry_weights.flatten(2).sum(2).clamp_min(1e-12)[:, :, None, None]
     if multilabel:
-        return torch.nn.functional.softplus(out) - targets[:, None] * out
-    picked = out.gather(3, targets[:, None, :, None].expand(-1, out.shape[1], -1, 1))[..., 0]
-    return out.logsumexp(3) - picked
+        d_out = (out.sigmoid() - targets[:, None]) * (entry_weights / total)
+    else:
+        d_out = out.softmax(3) - torch.nn.functional.one_hot(targets, n_outputs)[:, None]
+        d_out *= entry_weights[..., None] / total
+    by_model = pooled.view(groups, n_rows, n_models, n_queries * dim)
+    heads = weights.heads.reshape(groups, n_models, n_queries * dim, n_outputs)
+    # (K, M*D) per model, transposed after: MKL ran the (M*D, n) x (n, K) orientation 2.5x slower
+    d_heads = torch.stack(
+        [d_out[g].transpose(1, 2) @ by_model[g].transpose(0, 1) for g in range(groups)]
+    ).transpose(2, 3)
+    d_pooled = torch.empty_like(pooled).view(groups, n_rows, n_models, n_queries * dim)
+    for g in range(groups):  # into `pool`'s layout for the per-row product below (a product
+        # written straight into the strided layout ran 5x slower than this copy)
+        d_pooled[g].copy_((d_out[g] @ heads[g].transpose(1, 2)).transpose(0, 1))
+    rows = tokens.reshape(groups * n_rows, n_tokens, dim)
+    d_attention = rows @ d_pooled.view(groups * n_rows, -1, dim).transpose(1, 2)  # (G*n, T, m*M)
+    # softmax over T: d(scores) = a * (d(a) - sum_t a d(a))
+    d_attention = d_attention.view_as(attention_weights).mul_(attention_weights)
+    d_attention -= attention_weights * d_attention.sum(2, keepdim=True)
+    d_queries = d_attention.view(groups, n_rows * n_tokens, -1).transpose(1, 2) @ tokens.reshape(
+        groups, n_rows * n_tokens, dim
+    )
+    return AttentiveWeights(
+        d_queries.view_as(weights.queries) / math.sqrt(dim),
+        d_heads.view_as(weights.heads),
+        d_out.sum(2),
+    )
+
+
+def standardised_gradients(
+    raw: AttentiveWeights, mean: "torch.Tensor", std: "torch.Tensor"
+) -> AttentiveWeights:
+    """`raw_weights`' chain rule: gradients with respect to the raw weights -> with respect to the
+    weights on standardised tokens (mean, std (G, m, D))."""
+    scale = 1.0 / std
+    shift = (mean * scale)[:, :, None, :, None] * raw.bias[:, :, None, None, :]
+    return AttentiveWeights(
+        raw.queries * scale[:, :, None, :],
+        raw.heads * scale[:, :, None, :, None] - shift,
+        raw.bias,
+    )
 
 
 @contextmanager
@@ -183,15 +256,14 @@ def train(
 ) -> AttentiveWeights:
     """AdamW with a cosine schedule over n_steps batches, every model at once, in place.
 
-    targets as `entry_losses` over the groups' rows; entry_weights (G, m, n) or (G, m, n, L): how
-    much each row (and label) counts in each model's loss (0 outside its fit rows or unknown);
+    targets (G, n) int64 classes or (G, n, L) float 0/1 over the groups' rows; entry_weights
+    (G, m, n) or (G, m, n, L): how much each row (and label) counts in each model's loss (0
+    outside its fit rows or unknown);
     weight_decay (G, m). A model's loss on a batch is the weighted mean over the batch's rows, and
     the sum over models has each model's gradient as its own."""
     import torch
 
     parameters = weights.tensors()
-    for tensor in parameters:
-        tensor.requires_grad_(True)
     first = [torch.zeros_like(t) for t in parameters]
     second = [torch.zeros_like(t) for t in parameters]
     decays = [weight_decay[..., None, None], weight_decay[..., None, None, None], None]
@@ -200,25 +272,25 @@ def train(
         rows = batch.rows
         batch_targets = targets if rows is None else targets[:, rows]
         batch_weights = entry_weights if rows is None else entry_weights[:, :, rows]
-        out = logits(batch.tokens, raw_weights(weights, mean, std))
-        losses = entry_losses(out, batch_targets, multilabel) * batch_weights
-        total = batch_weights.flatten(2).sum(2).clamp_min(1e-12)
-        objective = (losses.flatten(2).sum(2) / total).sum()
-        gradients = torch.autograd.grad(objective, parameters)
-        with torch.no_grad():
-            correction1 = 1.0 - BETAS[0] ** (step + 1)
-            correction2 = 1.0 - BETAS[1] ** (step + 1)
-            for tensor, grad, m1, m2, decay in zip(
-                parameters, gradients, first, second, decays, strict=True
-            ):
-                if decay is not None:
-                    tensor.mul_(1.0 - rate * decay)
-                m1.mul_(BETAS[0]).add_(grad, alpha=1.0 - BETAS[0])
-                m2.mul_(BETAS[1]).addcmul_(grad, grad, value=1.0 - BETAS[1])
-                denominator = (m2 / correction2).sqrt_().add_(EPSILON)
-                tensor.addcdiv_(m1, denominator, value=-rate / correction1)
-    for tensor in parameters:
-        tensor.requires_grad_(False)
+        raw = gradients(
+            batch.tokens, raw_weights(weights, mean, std), batch_targets, batch_weights, multilabel
+        )
+        correction1 = 1.0 - BETAS[0] ** (step + 1)
+        correction2 = 1.0 - BETAS[1] ** (step + 1)
+        for tensor, grad, m1, m2, decay in zip(
+            parameters,
+            standardised_gradients(raw, mean, std).tensors(),
+            first,
+            second,
+            decays,
+            strict=True,
+        ):
+            if decay is not None:
+                tensor.mul_(1.0 - rate * decay)
+            m1.mul_(BETAS[0]).add_(grad, alpha=1.0 - BETAS[0])
+            m2.mul_(BETAS[1]).addcmul_(grad, grad, value=1.0 - BETAS[1])
+            denominator = (m2 / correction2).sqrt_().add_(EPSILON)
+            tensor.addcdiv_(m1, denominator, value=-rate / correction1)
     return weights
 
 

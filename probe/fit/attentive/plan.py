@@ -1,6 +1,6 @@
-"""What the attentive probe fits and how it chooses: the models of each support set (folds x
-weight decays, and the finals), their targets and row weights, held-out losses and the choice of
-weight decay; the constants of the protocol; and where tokens come from (`TokenSource`).
+"""What the attentive probe fits and how it chooses: the candidate models of each support set
+(folds x weight decays) and its final one, their targets and row weights, held-out losses and the
+choice of weight decay; the constants of the protocol; and where tokens come from (`TokenSource`).
 """
 
 from dataclasses import dataclass
@@ -20,12 +20,21 @@ from medprobe.probe.fit.protocol import (
 if TYPE_CHECKING:
     import torch
 
-WEIGHT_DECAYS: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0)
-DEFAULT_WEIGHT_DECAY = 1e-2
+# AdamW moves each weight by about the learning rate per step (Adam's update is near +-1) and its
+# decoupled decay pulls it back by rate x decay x weight, so weights settle near |w| = 1 / decay
+# once the steps can reach that far: the grid chooses how far the heads and queries may go.
+WEIGHT_DECAYS: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0)
+DEFAULT_WEIGHT_DECAY = 1.0
 WEIGHT_DECAY_TIE = 1e-6  # held-out losses closer than this are a tie
-LEARNING_RATE = 1e-2  # full-batch steps on a small support
-# mini-batch steps (1e-3 left bench.attentive's quick full budget at 65 % balanced accuracy)
-STREAM_LEARNING_RATE = 1e-2
+# Full-batch steps on a small support: 100 cosine steps of 0.1 reach ~5, past 1 / decay for all
+# but the smallest decay (nearly free). At 1e-2 they reached ~0.5 before the old grid's decays
+# (1e-3..1) bound anything, so the step budget regularised, the CV chose 1 (the largest) on every
+# seed, a grid up to 100 changed nothing, and bench.attentive's spread contrast lost 3.8 points to
+# logistic regression on the mean token; at 0.1 with this grid it is -0.1, and the one-token
+# contrast +86 instead of +60.
+# Mini-batch steps take it too: on bench.attentive's quick full budget (80 steps) 1e-3 gave 65 %
+# balanced accuracy, 1e-2 87.5 %, 0.1 100 %.
+LEARNING_RATE = 0.1
 FEW_SHOT_STEPS = 100
 EPOCHS = 10
 BATCH_ROWS = 256
@@ -53,9 +62,10 @@ class ArrayTokens:
 @dataclass(frozen=True)
 class Group:
     """One support set's models: rows (n,) train indices; targets (n,) int64 or (n, L) float32;
-    known (n, L) bool or None; fit and held (m, n) float32 row weights; decay (m,); finals: the
-    model of each weight decay fitted on every row (in `WEIGHT_DECAYS` order, or one model at
-    `DEFAULT_WEIGHT_DECAY`); folds: whether the held-out rows choose among them."""
+    known (n, L) bool or None; fit and held (m, n) float32 row weights and decay (m,) of its m
+    candidate models, among which the weight decay is chosen: (fold, weight decay) pairs of a
+    few-shot support, or one model per weight decay on every row where val chooses; none where
+    a support is too small for folds (`final` then fits `DEFAULT_WEIGHT_DECAY`)."""
 
     rows: np.ndarray
     targets: np.ndarray
@@ -63,12 +73,18 @@ class Group:
     fit: np.ndarray
     held: np.ndarray
     decay: np.ndarray
-    finals: np.ndarray
     seed: int
 
     @property
     def cross_validated(self) -> bool:
-        return len(self.finals) > 1 and bool(self.held.any())
+        return bool(self.held.any())
+
+    def final(self, weight_decay: float) -> "Group":
+        """The one model fitted on every row at the chosen weight decay (trained after the choice:
+        one final instead of one per weight decay, m = folds x decays + 1)."""
+        every = np.ones((1, len(self.rows)), np.float32)
+        decay = np.array([weight_decay], np.float32)
+        return Group(self.rows, self.targets, self.known, every, 0 * every, decay, self.seed)
 
 
 def targets_of(labels: np.ndarray, multilabel: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -79,35 +95,33 @@ def targets_of(labels: np.ndarray, multilabel: bool) -> tuple[np.ndarray, np.nda
 
 
 def plan(inputs: ProbeInputs, support: np.ndarray, seed: int, folds_allowed: bool) -> Group:
-    """The models of one support set: (fold, weight decay) for every fold of its stratified split
-    (when `folds_allowed` and it has one), then a final model per weight decay; a support that
-    cannot be split has one final model at DEFAULT_WEIGHT_DECAY."""
+    """The candidate models of one support set: (fold, weight decay) for every fold of its
+    stratified split and every weight decay, or (folds not allowed: val chooses) one per weight
+    decay on every row."""
     rows = np.asarray(support)
     labels = inputs.train_labels[rows]
     targets, known = targets_of(labels, inputs.multilabel)
-    folds = None
-    if folds_allowed:
-        folds = multilabel_cv_folds(labels, seed) if inputs.multilabel else cv_folds(labels, seed)
     positions = np.arange(len(rows))
+    if not folds_allowed:
+        folds = [(positions, positions[:0])]
+    elif inputs.multilabel:
+        folds = multilabel_cv_folds(labels, seed) or []
+    else:
+        folds = cv_folds(labels, seed) or []
     fit, held, decay = [], [], []
-    for fit_part, held_out in folds or []:
+    for fit_part, held_out in folds:
         for wd in WEIGHT_DECAYS:
             fit.append(np.isin(positions, fit_part))
             held.append(np.isin(positions, held_out))
             decay.append(wd)
-    first_final = len(decay)
-    for wd in WEIGHT_DECAYS if (folds or not folds_allowed) else (DEFAULT_WEIGHT_DECAY,):
-        fit.append(np.ones(len(rows), bool))
-        held.append(np.zeros(len(rows), bool))
-        decay.append(wd)
+    shape = (len(decay), len(rows))
     return Group(
         rows,
         targets,
         known,
-        np.array(fit, np.float32),
-        np.array(held, np.float32),
+        np.array(fit, np.float32).reshape(shape),
+        np.array(held, np.float32).reshape(shape),
         np.array(decay, np.float32),
-        np.arange(first_final, len(decay)),
         seed,
     )
 
@@ -121,16 +135,16 @@ def best_decay(losses: "np.ndarray | list[float]") -> int:
     return int(np.flatnonzero(losses <= losses.min() + WEIGHT_DECAY_TIE)[-1])
 
 
-def choose(group: Group, losses: np.ndarray) -> int:
-    """The final model whose weight decay has the lowest mean held-out loss over the folds;
-    losses (m,) per model, NaN where a model has no held-out rows."""
+def choose(group: Group, losses: np.ndarray) -> float:
+    """The weight decay with the lowest mean held-out loss over the folds; losses (m,) per
+    candidate, NaN where one has no held-out rows. No folds: `DEFAULT_WEIGHT_DECAY`."""
     if not group.cross_validated:
-        return int(group.finals[0])
+        return DEFAULT_WEIGHT_DECAY
     means = []
     for wd in WEIGHT_DECAYS:
         scored = (group.decay == np.float32(wd)) & (group.held.sum(1) > 0) & ~np.isnan(losses)
         means.append(losses[scored].mean() if scored.any() else np.inf)
-    return int(group.finals[best_decay(means)])
+    return WEIGHT_DECAYS[best_decay(means)]
 
 
 def reader(tokens: TokenSource, split: str, rows: np.ndarray, device):
@@ -151,7 +165,7 @@ def batches(members: list[int], groups: list[Group], shape: tuple[int, int]) -> 
     for n_models in sorted({len(groups[g].decay) for g in members}):
         part, held = [], 0
         for g in (g for g in members if len(groups[g].decay) == n_models):
-            cost = len(groups[g].rows) * (n_tokens + 3 * n_models * N_QUERIES) * dim
+            cost = len(groups[g].rows) * (n_tokens + 3 * max(n_models, 1) * N_QUERIES) * dim
             if part and held + cost > BATCH_FLOATS:
                 parts.append(part)
                 part, held = [], 0
@@ -176,8 +190,8 @@ def mean_losses(
     weights: "torch.Tensor",
     multilabel: bool,
 ) -> np.ndarray:
-    """Each model's weighted mean loss: probabilities (G, m, n, K), targets as `entry_losses`,
-    weights as `_entry_weights` -> (G, m), NaN where a model has no weight."""
+    """Each model's weighted mean loss: probabilities (G, m, n, K), targets (G, n) int64 or
+    (G, n, L) float 0/1, weights as `entry_weights` -> (G, m), NaN where a model has no weight."""
     import torch
 
     floor = P_FLOOR

@@ -3,10 +3,11 @@ follow (`protocol`): its weight decay, and nothing else, is chosen without the t
 
 - A support set with >= 2 images of every class (a multi-label one with a label having >= 2 of each
   value) is split into the same stratified folds as logistic regression's (`cv_folds`,
-  `multilabel_cv_folds`); every (fold, weight decay) and every final model (all the support, each
-  weight decay) of every seed is one model of one batched training; the weight decay with the
-  lowest mean held-out loss is kept (near-ties to the larger), and its final model scores the test
-  split. Fewer images: `DEFAULT_WEIGHT_DECAY`.
+  `multilabel_cv_folds`); every (fold, weight decay) of every seed is one model of one batched
+  training; the weight decay with the lowest mean held-out loss is kept (near-ties to the larger),
+  and one final model per seed, fitted on all the support at that decay (a second batched
+  training, from the same initial draw), scores the test split. Fewer images: the final model at
+  `DEFAULT_WEIGHT_DECAY`.
 - A full budget with a val split: one model per weight decay on the train split, chosen on val.
 - A multi-label store is one model whose head has one sigmoid output per label (the queries are
   shared), its unknown labels (-1) out of the loss; the weight decay is chosen on the mean held-out
@@ -31,10 +32,10 @@ import medprobe.probe.fit.attentive.model as model
 from medprobe.probe.fit.attentive.plan import (
     BATCH_ROWS,
     CHUNK_ROWS,
+    DEFAULT_WEIGHT_DECAY,
     EPOCHS,
     FEW_SHOT_STEPS,
     LEARNING_RATE,
-    STREAM_LEARNING_RATE,
     STREAM_ROWS,
     Group,
     batches,
@@ -80,7 +81,7 @@ def attentive_scores(
             chosen[g] = weights
     for g, group in enumerate(groups):
         if chosen[g] is None:
-            work = min(BATCH_ROWS, len(group.rows)) * len(group.decay) * per_row
+            work = min(BATCH_ROWS, len(group.rows)) * max(len(group.decay), 1) * per_row
             with model.threads_for(work):
                 chosen[g] = _train_streamed(inputs, tokens, group, use_val, device)
     every = model.AttentiveWeights(
@@ -100,8 +101,9 @@ def attentive_scores(
 def _train_in_memory(
     inputs: ProbeInputs, tokens: TokenSource, groups: list[Group], device
 ) -> list[model.AttentiveWeights]:
-    """Small supports, read once and trained full-batch together: each group's chosen model as
-    raw weights (1, 1, ...)."""
+    """Small supports, read once and trained full-batch together: their candidates (when they
+    have folds), then each one's final model at its chosen weight decay, as raw weights
+    (1, 1, ...)."""
     import torch
 
     n_tokens, dim = tokens.shape
@@ -109,55 +111,63 @@ def _train_in_memory(
     stacked = torch.zeros(len(groups), n_rows, n_tokens, dim, device=device)
     for g, group in enumerate(groups):
         stacked[g, : len(group.rows)] = torch.as_tensor(tokens.read("train", group.rows))
-    targets, known, fit, held = stacked_targets(groups, n_rows, device)
     row_sums = stacked.sum(2, dtype=torch.float64)
     row_squares = torch.stack([(x * x).sum(1, dtype=torch.float64) for x in stacked])
-    fit64 = fit.double()
-    mean, std = model.token_moments(fit64 @ row_sums, fit64 @ row_squares, fit.sum(2), n_tokens)
-    weights = model.initial_weights(
-        [np.random.default_rng(g.seed) for g in groups],
-        fit.shape[1],
-        dim,
-        n_outputs(inputs),
-        device,
-    )
-    decay = torch.as_tensor(np.stack([g.decay for g in groups]), device=device)
-    model.train(
-        weights,
-        model.repeated(model.Batch(stacked, None)),
-        FEW_SHOT_STEPS,
-        targets=targets,
-        entry_weights=entry_weights(fit, known),
-        weight_decay=decay,
-        learning_rate=LEARNING_RATE,
-        mean=mean,
-        std=std,
-        multilabel=inputs.multilabel,
-    )
-    raw = model.raw_weights(weights, mean, std)
-    with torch.no_grad():
-        out = model.logits(stacked, raw)
+
+    def fitted(members: list[Group]) -> tuple[model.AttentiveWeights, "torch.Tensor"]:
+        """The members' models trained full-batch -> raw weights and held-out losses (G, m)."""
+        targets, known, fit, held = stacked_targets(members, n_rows, device)
+        fit64 = fit.double()
+        mean, std = model.token_moments(fit64 @ row_sums, fit64 @ row_squares, fit.sum(2), n_tokens)
+        weights = model.initial_weights(
+            [np.random.default_rng(g.seed) for g in members],
+            fit.shape[1],
+            dim,
+            n_outputs(inputs),
+            device,
+        )
+        model.train(
+            weights,
+            model.repeated(model.Batch(stacked, None)),
+            FEW_SHOT_STEPS,
+            targets=targets,
+            entry_weights=entry_weights(fit, known),
+            weight_decay=torch.as_tensor(np.stack([g.decay for g in members]), device=device),
+            learning_rate=LEARNING_RATE,
+            mean=mean,
+            std=std,
+            multilabel=inputs.multilabel,
+        )
+        raw = model.raw_weights(weights, mean, std)
+        if not held.any():
+            return raw, None
+        with torch.no_grad():
+            out = model.logits(stacked, raw)
         probabilities = out.sigmoid() if inputs.multilabel else out.softmax(3)
-    losses = mean_losses(probabilities, targets, entry_weights(held, known), inputs.multilabel)
-    picks = torch.as_tensor([choose(g, losses[i]) for i, g in enumerate(groups)], device=device)
-    selected = raw.select(picks)
+        held_weights = entry_weights(held, known)
+        return raw, mean_losses(probabilities, targets, held_weights, inputs.multilabel)
+
+    decays = [DEFAULT_WEIGHT_DECAY] * len(groups)
+    if groups[0].cross_validated:  # a part's groups have the same number of candidates
+        _, losses = fitted(groups)
+        decays = [choose(g, losses[i]) for i, g in enumerate(groups)]
+    finals, _ = fitted([g.final(wd) for g, wd in zip(groups, decays, strict=True)])
     return [
-        model.AttentiveWeights(*(t[i : i + 1] for t in selected.tensors()))
+        model.AttentiveWeights(*(t[i : i + 1] for t in finals.tensors()))
         for i in range(len(groups))
     ]
 
 
-def _train_streamed(
-    inputs: ProbeInputs, tokens: TokenSource, group: Group, use_val: bool, device
+def _fit_streamed(
+    inputs: ProbeInputs, tokens: TokenSource, group: Group, device
 ) -> model.AttentiveWeights:
-    """A large support (or a full budget) trained in shuffled mini-batches read from the store;
-    its models (folds x weight decays, or one per weight decay chosen on val) batched."""
+    """A group's models trained in shuffled mini-batches read from the store -> raw weights."""
     import torch
 
     n_tokens, dim = tokens.shape
     n_rows = len(group.rows)
     read = reader(tokens, "train", group.rows, device)
-    targets, known, fit, held = stacked_targets([group], n_rows, device)
+    targets, known, fit, _ = stacked_targets([group], n_rows, device)
     fit64 = fit[0].double()
     sums = torch.zeros(fit.shape[1], dim, dtype=torch.float64, device=device)
     squares = torch.zeros_like(sums)
@@ -186,13 +196,25 @@ def _train_streamed(
         targets=targets,
         entry_weights=entry_weights(fit, known),
         weight_decay=torch.as_tensor(group.decay[None], device=device),
-        learning_rate=STREAM_LEARNING_RATE,
+        learning_rate=LEARNING_RATE,
         mean=mean,
         std=std,
         multilabel=inputs.multilabel,
     )
-    raw = model.raw_weights(weights, mean, std)
-    losses = np.full(fit.shape[1], np.nan)
+    return model.raw_weights(weights, mean, std)
+
+
+def _train_streamed(
+    inputs: ProbeInputs, tokens: TokenSource, group: Group, use_val: bool, device
+) -> model.AttentiveWeights:
+    """A large support (or a full budget) trained streamed: its candidates (folds x weight
+    decays, scored on their held-out rows, then the final at the chosen one; or one per weight
+    decay, chosen on val) -> the chosen model's raw weights (1, 1, ...)."""
+    import torch
+
+    if not use_val and not group.cross_validated:
+        return _fit_streamed(inputs, tokens, group.final(DEFAULT_WEIGHT_DECAY), device)
+    raw = _fit_streamed(inputs, tokens, group, device)
     if use_val:
         val_rows = np.arange(len(inputs.val))
         probabilities = model.predict(
@@ -207,19 +229,16 @@ def _train_streamed(
             probabilities,
             torch.as_tensor(val_targets[None], device=device),
             entry_weights(
-                torch.ones(1, len(losses), len(val_rows), device=device),
+                torch.ones(1, len(group.decay), len(val_rows), device=device),
                 None if val_known is None else torch.as_tensor(val_known[None], device=device),
             ),
             inputs.multilabel,
         )[0]
-        pick = int(group.finals[best_decay(losses[group.finals])])
-    else:
-        if group.cross_validated:
-            probabilities = model.predict(
-                read, n_rows, raw, chunk_rows=CHUNK_ROWS, multilabel=inputs.multilabel
-            )
-            losses = mean_losses(
-                probabilities, targets, entry_weights(held, known), inputs.multilabel
-            )[0]
-        pick = choose(group, losses)
-    return raw.select(torch.as_tensor([pick], device=device))
+        return raw.select(torch.as_tensor([best_decay(losses)], device=device))
+    targets, known, _, held = stacked_targets([group], len(group.rows), device)
+    read = reader(tokens, "train", group.rows, device)
+    probabilities = model.predict(
+        read, len(group.rows), raw, chunk_rows=CHUNK_ROWS, multilabel=inputs.multilabel
+    )
+    losses = mean_losses(probabilities, targets, entry_weights(held, known), inputs.multilabel)
+    return _fit_streamed(inputs, tokens, group.final(choose(group, losses[0])), device)

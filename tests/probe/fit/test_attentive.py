@@ -7,7 +7,13 @@ import torch
 
 from medprobe.probe.fit.attentive import ArrayTokens, attentive_scores
 from medprobe.probe.fit.attentive import model as attentive_model
-from medprobe.probe.fit.attentive.plan import WEIGHT_DECAYS, best_decay
+from medprobe.probe.fit.attentive.plan import (
+    DEFAULT_WEIGHT_DECAY,
+    WEIGHT_DECAYS,
+    best_decay,
+    choose,
+    plan,
+)
 from medprobe.probe.fit.protocol import ProbeInputs
 
 
@@ -52,6 +58,48 @@ def test_raw_weights_on_raw_tokens_are_the_model_on_standardised_tokens():
         torch.as_tensor(tokens), attentive_model.raw_weights(weights, mean, std)
     )
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_written_out_gradients_are_autograds(multilabel):
+    rng = np.random.default_rng(5)
+    groups, models, queries, rows, n_tokens, dim, outputs = 2, 3, 2, 5, 4, 6, 3
+
+    def tensor(*shape):
+        return torch.as_tensor(rng.normal(size=shape), dtype=torch.float64)
+
+    tokens = tensor(groups, rows, n_tokens, dim)
+    weights = attentive_model.AttentiveWeights(
+        tensor(groups, models, queries, dim),
+        tensor(groups, models, queries, dim, outputs),
+        tensor(groups, models, outputs),
+    )
+    mean, std = tensor(groups, models, dim), 0.5 + tensor(groups, models, dim).abs()
+    if multilabel:
+        targets = torch.as_tensor(rng.integers(0, 2, (groups, rows, outputs)), dtype=torch.float64)
+        entry = torch.as_tensor(rng.random((groups, models, rows, outputs)) > 0.3).double()
+    else:
+        targets = torch.as_tensor(rng.integers(0, outputs, (groups, rows)))
+        entry = torch.as_tensor(rng.random((groups, models, rows)) > 0.3).double()
+    leaves = [t.clone().requires_grad_(True) for t in weights.tensors()]
+    raw = attentive_model.raw_weights(attentive_model.AttentiveWeights(*leaves), mean, std)
+    out = attentive_model.logits(tokens, raw)
+    if multilabel:  # binary cross-entropy, log(1 + e^z) - y z
+        losses = torch.log1p(torch.exp(out)) - targets[:, None] * out
+    else:  # cross-entropy, logsumexp(z) - z_y
+        picked = out.gather(3, targets[:, None, :, None].expand(-1, models, -1, 1))[..., 0]
+        losses = out.logsumexp(3) - picked
+    objective = ((losses * entry).flatten(2).sum(2) / entry.flatten(2).sum(2)).sum()
+    expected = torch.autograd.grad(objective, leaves)
+    got = attentive_model.standardised_gradients(
+        attentive_model.gradients(
+            tokens, attentive_model.raw_weights(weights, mean, std), targets, entry, multilabel
+        ),
+        mean,
+        std,
+    )
+    for a, b in zip(got.tensors(), expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
 def _train(weights, tokens, targets, fit, decay, mean, std, multilabel=False):
@@ -232,5 +280,31 @@ def test_multilabel_unknown_labels_are_out_of_the_loss():
 
 def test_weight_decay_ties_go_to_the_larger_decay():
     assert best_decay([0.5, 0.2, 0.2, 0.9]) == 2
-    assert best_decay([np.nan] * len(WEIGHT_DECAYS)) == WEIGHT_DECAYS.index(1e-2)
+    assert best_decay([np.nan] * len(WEIGHT_DECAYS)) == WEIGHT_DECAYS.index(DEFAULT_WEIGHT_DECAY)
     assert best_decay([0.1, 0.3, np.nan, 0.2]) == 0
+
+
+def test_the_chosen_decay_has_the_lowest_mean_held_out_loss_and_the_final_fits_every_row():
+    labels = np.repeat([0, 1, 2], 6)
+    inputs = ProbeInputs(
+        train=np.zeros((18, 2)),
+        train_labels=labels,
+        supports=[np.arange(18)],
+        seeds=[0],
+        test=np.zeros((1, 2)),
+        n_classes=3,
+    )
+    group = plan(inputs, np.arange(18), seed=0, folds_allowed=True)
+    assert len(group.decay) == 5 * len(WEIGHT_DECAYS) and group.cross_validated
+    # every row is held out by exactly one fold, and fitted by the others
+    np.testing.assert_array_equal(group.held.sum(0), len(WEIGHT_DECAYS))
+    np.testing.assert_array_equal(group.fit + group.held, 1.0)
+    losses = np.random.default_rng(6).random(len(group.decay))
+    means = [losses[group.decay == np.float32(wd)].mean() for wd in WEIGHT_DECAYS]
+    assert choose(group, losses) == WEIGHT_DECAYS[int(np.argmin(means))]
+    final = group.final(0.3)
+    np.testing.assert_array_equal(final.fit, np.ones((1, 18)))
+    assert final.decay.tolist() == [np.float32(0.3)] and not final.cross_validated
+    # too few images for folds: no candidates, the final at the default decay
+    small = plan(inputs, np.array([0, 6, 12]), seed=0, folds_allowed=True)
+    assert len(small.decay) == 0 and choose(small, np.array([])) == DEFAULT_WEIGHT_DECAY
