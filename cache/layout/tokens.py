@@ -100,10 +100,10 @@ def token_dataset(store: h5py.File, split: str, n_rows: int, layout: TokenLayout
 
 
 def read_token_rows(dataset: h5py.Dataset, rows: slice | np.ndarray) -> np.ndarray:
-    """(len(rows), T, D) float32 rows of a tokens dataset, in the order given, read
-    READ_IMAGES images at a time (only the chunks of those rows; memory is the result plus one
-    block). `rows` is a contiguous slice or an array of row indices (repeats allowed).
-    Raises OSError on a failed checksum and IndexError on a row outside the split."""
+    """(len(rows), T, D) float32 rows of a tokens dataset, in the order given: a slice READ_IMAGES
+    images at a time, an array image by image (only the chunks of those rows; memory is the
+    result plus one block). `rows` is a contiguous slice or an array of row indices (repeats
+    allowed). Raises OSError on a failed checksum and IndexError on a row outside the split."""
     n_rows = dataset.shape[0]
     if isinstance(rows, slice):
         first, stop, stride = rows.indices(n_rows)
@@ -118,10 +118,13 @@ def read_token_rows(dataset: h5py.Dataset, rows: slice | np.ndarray) -> np.ndarr
     if len(wanted) and (wanted.min() < 0 or wanted.max() >= n_rows):
         bad = wanted[(wanted < 0) | (wanted >= n_rows)][0]
         raise IndexError(f"row {bad} is outside the split's {n_rows} rows")
-    # h5py reads increasing, unique indices; the inverse puts them back in the order asked.
+    # One read per image (one chunk each): h5py's selection of a list of rows cost 20x as much
+    # (0.85 s against 0.04 s for 256 rows of 64 x 768), which made a full budget's shuffled
+    # mini-batches I/O-bound. Unique rows in increasing order; the inverse restores the order.
     unique_rows, order = np.unique(wanted, return_inverse=True)
     gathered = np.empty((len(unique_rows), *dataset.shape[1:]), dtype=np.float32)
-    for start in range(0, len(unique_rows), READ_IMAGES):
-        chunk = unique_rows[start : start + READ_IMAGES]
-        gathered[start : start + len(chunk)] = dataset[chunk]
+    image = np.empty(dataset.shape[1:], dtype=dataset.dtype)
+    for position, row in enumerate(unique_rows):
+        dataset.read_direct(image, source_sel=np.s_[row])
+        gathered[position] = image
     return gathered[order]
