@@ -82,6 +82,16 @@ def full_inputs(labels, features, *, with_val: bool = True) -> ProbeInputs:
     )
 
 
+def newton_optimum(features: np.ndarray, labels: np.ndarray, c: float) -> np.ndarray:
+    """Test probabilities (rows 500+) of the optimum on train rows 0-399 at C, by scikit-learn's
+    Newton solver at tol 1e-10 in float64 (its lbfgs stops on its own ftol first)."""
+    train = features[:400].astype(np.float64)
+    scaler = StandardScaler().fit(train)
+    model = LogisticRegression(C=c, max_iter=10_000, tol=1e-10, solver="newton-cholesky")
+    model.fit(scaler.transform(train), labels[:400])
+    return model.predict_proba(scaler.transform(features[500:].astype(np.float64)))
+
+
 @pytest.mark.parametrize("n_classes", [3, 2])
 def test_full_budget_equals_sklearn_at_the_c_it_chooses_on_val(n_classes):
     """The full-budget solve picks C as the naive loop does, and its final model is sklearn's
@@ -97,13 +107,7 @@ def test_full_budget_equals_sklearn_at_the_c_it_chooses_on_val(n_classes):
     # A small train split is solved in float64 to the optimum: scikit-learn's Newton solver at
     # tol 1e-10; sklearn's default fits (the naive loop) stop at their own 1e-4.
     assert report.converged and report.max_gradient < 1e-9
-    train = features[:400].astype(np.float64)
-    scaler = StandardScaler().fit(train)
-    model = LogisticRegression(
-        C=report.c, max_iter=10_000, tol=1e-10, solver="newton-cholesky"
-    ).fit(scaler.transform(train), labels[:400])
-    exact = model.predict_proba(scaler.transform(features[500:].astype(np.float64)))
-    np.testing.assert_allclose(ours, exact, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(ours, newton_optimum(features, labels, report.c), rtol=0, atol=1e-6)
     np.testing.assert_allclose(ours, theirs, atol=2e-2)
     assert (ours.argmax(1) == theirs.argmax(1)).mean() >= 0.99
 
@@ -136,14 +140,7 @@ def test_a_large_full_budget_is_polished_to_sklearns_optimum_whatever_the_thread
         torch.set_num_threads(threads)
     (ours, report), (other_threads, _) = runs
     assert report.converged and report.max_gradient < 1e-9
-    # The reference is scikit-learn's Newton solver: its lbfgs stops on its own ftol first.
-    train = features[:400].astype(np.float64)
-    scaler = StandardScaler().fit(train)
-    model = LogisticRegression(
-        C=report.c, max_iter=10_000, tol=1e-10, solver="newton-cholesky"
-    ).fit(scaler.transform(train), labels[:400])
-    exact = model.predict_proba(scaler.transform(features[500:].astype(np.float64)))
-    np.testing.assert_allclose(ours, exact, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(ours, newton_optimum(features, labels, report.c), rtol=0, atol=1e-6)
     np.testing.assert_allclose(ours, other_threads, atol=1e-9)
 
 
