@@ -283,7 +283,7 @@ def multilabel_section(quick: bool) -> None:
 
 
 def memory_section(root: Path, quick: bool) -> None:
-    """Peak RSS of the CLI in a child process, read from the kernel's rusage for that child."""
+    """Peak resident memory of the CLI in a child process, its own VmHWM (bench.memory)."""
     import torch
 
     from medprobe.probe.fit.neighbors import knn_scores, prototype_scores
