@@ -17,15 +17,17 @@ small the scores start near 0, so a fresh probe is mean pooling plus a linear he
 attention has to learn to be anything else. The standardisation is folded into the weights
 (`raw_weights`), so raw tokens are never copied.
 
-Training: AdamW (decoupled weight decay on queries and heads, not the bias) with a cosine learning
-rate, written out so that each model has its own weight decay, on gradients written out too
-(`gradients`, tested against autograd). Adam is elementwise, so B models batched are B models
-trained apart, to float rounding (tested).
+The gradients of the summed loss are written out (`gradients`, tested against autograd); the
+training loop that applies them is `training`.
+
+Precision: the four large products of a step take their operands in the tokens' dtype, and
+everything else (softmaxes, logits, the gradients returned) is in the weights' dtype, float32,
+as under torch's autocast. Tokens in bfloat16 are standardised per group first (`standardised`)
+so that 8 bits of mantissa are spent on what varies, not on a large mean; each model's own
+standardisation on top of that is the small `relative_moments`.
 """
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,12 +38,7 @@ if TYPE_CHECKING:  # torch is imported inside functions: `import medprobe.probe`
 
 N_QUERIES = 4
 INIT_STD = 0.02  # EP's, ml-aim's and jepa's query init
-BETAS = (0.9, 0.999)
-EPSILON = 1e-8
 MIN_STD = 1e-6  # a constant feature is left unscaled
-# Multiply-adds per step below which one CPU thread is faster: on a few-shot step of a small store
-# the threads' hand-offs (and, on a busy machine, their spinning) cost 10x the arithmetic.
-SMALL_WORK = 1 << 24
 
 
 @dataclass
@@ -95,6 +92,27 @@ def token_moments(
     return mean.float(), std.where(std > MIN_STD, 1.0).float()
 
 
+def standardised(
+    tokens: "torch.Tensor", mean: "torch.Tensor", std: "torch.Tensor", dtype: "torch.dtype"
+) -> "torch.Tensor":
+    """tokens (G, n, T, D) float32, mean and std (G, D) of each group's rows -> (tokens - mean) /
+    std in `dtype` (float32: in place, no copy)."""
+    tokens = tokens.sub_(mean[:, None, None]).div_(std[:, None, None])
+    return tokens.to(dtype)
+
+
+def relative_moments(
+    mean: "torch.Tensor", std: "torch.Tensor", group_mean: "torch.Tensor", group_std: "torch.Tensor"
+) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Each model's standardisation (mean, std (G, m, D) of its fit rows) on tokens already
+    standardised by their group's (G, D): (x - mean) / std = (z - (mean - group_mean) /
+    group_std) / (std / group_std) with z = (x - group_mean) / group_std."""
+    return (
+        (mean - group_mean[:, None]) / group_std[:, None],
+        std / group_std[:, None],
+    )
+
+
 def raw_weights(
     weights: AttentiveWeights, mean: "torch.Tensor", std: "torch.Tensor"
 ) -> AttentiveWeights:
@@ -111,39 +129,50 @@ def raw_weights(
 
 
 def attention(tokens: "torch.Tensor", queries: "torch.Tensor") -> "torch.Tensor":
-    """tokens (G, n, T, D), queries (G, m, M, D) -> attention (G, n, T, m * M), a softmax over T.
+    """tokens (G, n, T, D), queries (G, m, M, D) -> attention (G, n, T, m * M), a softmax over T
+    in the queries' dtype.
 
-    One product per group, (n*T, D) x (D, m*M): every model of a group reads the same tokens."""
+    One product per group, (n*T, D) x (D, m*M) in the tokens' dtype: every model of a group reads
+    the same tokens."""
     groups, n_rows, n_tokens, dim = tokens.shape
     flat_queries = (queries / math.sqrt(dim)).reshape(groups, -1, dim).transpose(1, 2)
-    scores = tokens.reshape(groups, n_rows * n_tokens, dim) @ flat_queries
-    return scores.view(groups, n_rows, n_tokens, -1).softmax(dim=2)
+    scores = tokens.reshape(groups, n_rows * n_tokens, dim) @ flat_queries.to(tokens.dtype)
+    return scores.view(groups, n_rows, n_tokens, -1).to(queries.dtype).softmax(dim=2)
 
 
-def pool(tokens: "torch.Tensor", attention_weights: "torch.Tensor") -> "torch.Tensor":
-    """tokens (G, n, T, D), attention (G, n, T, m*M) -> pooled (G, n, m*M, D): per row, one
-    (m*M, T) x (T, D) product."""
+def pool(
+    tokens: "torch.Tensor", attention_weights: "torch.Tensor", out: "torch.Tensor | None" = None
+) -> "torch.Tensor":
+    """tokens (G, n, T, D), attention (G, n, T, m*M) -> pooled (G, n, m*M, D) in the tokens'
+    dtype (into `out` when given, contiguous): per row, one (m*M, T) x (T, D) product."""
+    import torch
+
     groups, n_rows, n_tokens, dim = tokens.shape
     per_row = attention_weights.reshape(groups * n_rows, n_tokens, -1).transpose(1, 2)
-    pooled = per_row @ tokens.reshape(groups * n_rows, n_tokens, dim)
-    return pooled.view(groups, n_rows, -1, dim)
+    rows = tokens.reshape(groups * n_rows, n_tokens, dim)
+    if out is None:
+        return (per_row.to(tokens.dtype) @ rows).view(groups, n_rows, -1, dim)
+    torch.bmm(per_row.to(tokens.dtype), rows, out=out.view(groups * n_rows, -1, dim))
+    return out
 
 
 def read_heads(pooled: "torch.Tensor", weights: AttentiveWeights) -> "torch.Tensor":
-    """pooled (G, n, m*M, D) -> logits (G, m, n, K): per group and model, the pooled vectors
-    (n, M*D) by its heads (M*D, K), read where they lie (strided across the rows: a transposed
-    copy of `pooled`, the largest tensor, cost more than the product)."""
+    """pooled (G, n, m*M, D) -> logits (G, m, n, K) in the weights' dtype: per group and model,
+    the pooled vectors (n, M*D) by its heads (M*D, K), read where they lie (strided across the
+    rows: a transposed copy of `pooled`, the largest tensor, cost more than the products)."""
     import torch
 
     groups, n_rows = pooled.shape[:2]
     n_models, n_queries, dim, n_outputs = weights.heads.shape[1:]
     by_model = pooled.view(groups, n_rows, n_models, n_queries * dim)
-    heads = weights.heads.reshape(groups, n_models, n_queries * dim, n_outputs)
-    # (K, n) per model, transposed after: MKL ran the (n, M*D) x (M*D, K) orientation 2x slower
+    heads = weights.heads.reshape(groups, n_models, n_queries * dim, n_outputs).to(pooled.dtype)
     out = torch.stack(
-        [heads[g].transpose(1, 2) @ by_model[g].permute(1, 2, 0) for g in range(groups)]
+        [
+            torch.stack([by_model[g, :, j] @ heads[g, j] for j in range(n_models)])
+            for g in range(groups)
+        ]
     )
-    return out.transpose(2, 3) + weights.bias[:, :, None, :]
+    return out.to(weights.bias.dtype) + weights.bias[:, :, None, :]
 
 
 def logits(tokens: "torch.Tensor", weights: AttentiveWeights) -> "torch.Tensor":
@@ -152,26 +181,50 @@ def logits(tokens: "torch.Tensor", weights: AttentiveWeights) -> "torch.Tensor":
     return read_heads(pool(tokens, attention(tokens, weights.queries)), weights)
 
 
+class Workspace:
+    """Buffers kept across a training's steps. The pooled vectors and their gradient are the
+    largest tensors of a step (100 MB each at a 25-shot ISIC batch); allocated afresh, each step's
+    came as new pages from the OS, and their page faults took a third of the step."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], like: "torch.Tensor") -> "torch.Tensor":
+        """A contiguous (shape) tensor of like's dtype and device, its values undefined."""
+        import torch
+
+        size = math.prod(shape)
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.numel() < size or buffer.dtype != like.dtype:
+            buffer = self._buffers[name] = torch.empty(size, dtype=like.dtype, device=like.device)
+        return buffer[:size].view(shape)
+
+
 def gradients(
     tokens: "torch.Tensor",
     weights: AttentiveWeights,
     targets: "torch.Tensor",
     entry_weights: "torch.Tensor",
     multilabel: bool,
+    workspace: Workspace | None = None,
 ) -> AttentiveWeights:
     """The gradient of sum over models of each model's weighted mean loss (cross-entropy per row,
     or binary cross-entropy per row and label, x entry_weights over their total) with respect to
     the weights (raw, as `logits` takes them), written out: autograd copied the pooled vectors
     (the largest tensor, n*m*M*D) to and from the heads' layout and kept more intermediates.
 
-    The four products: scores and pooling forward, then d(attention) = tokens . d(pooled) per
-    row and d(queries) = d(scores)^T tokens per group; each n*T*D*m*M multiply-adds."""
+    The four products, in the tokens' dtype: scores and pooling forward, then d(attention) =
+    tokens . d(pooled) per row and d(queries) = d(scores)^T tokens per group; each n*T*D*m*M
+    multiply-adds. Everything else, and the gradients returned, in the weights' dtype."""
     import torch
 
     groups, n_rows, n_tokens, dim = tokens.shape
     n_models, n_queries, _, n_outputs = weights.heads.shape[1:]
+    compute = tokens.dtype
+    workspace = workspace or Workspace()
     attention_weights = attention(tokens, weights.queries)  # (G, n, T, m*M)
-    pooled = pool(tokens, attention_weights)  # (G, n, m*M, D)
+    shape = (groups, n_rows, n_models * n_queries, dim)
+    pooled = pool(tokens, attention_weights, workspace.take("pooled", shape, tokens))
     out = read_heads(pooled, weights)  # (G, m, n, K)
     total = entry_weights.flatten(2).sum(2).clamp_min(1e-12)[:, :, None, None]
     if multilabel:
@@ -180,25 +233,27 @@ def gradients(
         d_out = out.softmax(3) - torch.nn.functional.one_hot(targets, n_outputs)[:, None]
         d_out *= entry_weights[..., None] / total
     by_model = pooled.view(groups, n_rows, n_models, n_queries * dim)
-    heads = weights.heads.reshape(groups, n_models, n_queries * dim, n_outputs)
-    # (K, M*D) per model, transposed after: MKL ran the (M*D, n) x (n, K) orientation 2.5x slower
-    d_heads = torch.stack(
-        [d_out[g].transpose(1, 2) @ by_model[g].transpose(0, 1) for g in range(groups)]
-    ).transpose(2, 3)
-    d_pooled = torch.empty_like(pooled).view(groups, n_rows, n_models, n_queries * dim)
-    for g in range(groups):  # into `pool`'s layout for the per-row product below (a product
-        # written straight into the strided layout ran 5x slower than this copy)
-        d_pooled[g].copy_((d_out[g] @ heads[g].transpose(1, 2)).transpose(0, 1))
+    heads = weights.heads.reshape(groups, n_models, n_queries * dim, n_outputs).to(compute)
+    d_scaled = d_out.to(compute)
+    d_heads = torch.empty_like(weights.heads).view_as(heads)
+    # into `pool`'s layout for the per-row product below, one model at a time (a batched product
+    # of strided operands is copied to contiguous ones first, in bfloat16)
+    d_pooled = workspace.take("d_pooled", by_model.shape, tokens)
+    for g in range(groups):
+        for j in range(n_models):
+            # (K, M*D), transposed: MKL ran the (M*D, n) x (n, K) orientation 2.5x slower
+            d_heads[g, j] = (d_scaled[g, j].transpose(0, 1) @ by_model[g, :, j]).transpose(0, 1)
+            d_pooled[g, :, j] = d_scaled[g, j] @ heads[g, j].transpose(0, 1)
     rows = tokens.reshape(groups * n_rows, n_tokens, dim)
     d_attention = rows @ d_pooled.view(groups * n_rows, -1, dim).transpose(1, 2)  # (G*n, T, m*M)
     # softmax over T: d(scores) = a * (d(a) - sum_t a d(a))
-    d_attention = d_attention.view_as(attention_weights).mul_(attention_weights)
+    d_attention = d_attention.view_as(attention_weights).to(out.dtype).mul_(attention_weights)
     d_attention -= attention_weights * d_attention.sum(2, keepdim=True)
-    d_queries = d_attention.view(groups, n_rows * n_tokens, -1).transpose(1, 2) @ tokens.reshape(
-        groups, n_rows * n_tokens, dim
-    )
+    d_queries = d_attention.to(compute).view(groups, n_rows * n_tokens, -1).transpose(
+        1, 2
+    ) @ tokens.reshape(groups, n_rows * n_tokens, dim)
     return AttentiveWeights(
-        d_queries.view_as(weights.queries) / math.sqrt(dim),
+        d_queries.view_as(weights.queries).to(out.dtype) / math.sqrt(dim),
         d_heads.view_as(weights.heads),
         d_out.sum(2),
     )
@@ -216,111 +271,3 @@ def standardised_gradients(
         raw.heads * scale[:, :, None, :, None] - shift,
         raw.bias,
     )
-
-
-@contextmanager
-def threads_for(work: int) -> Iterator[None]:
-    """One torch thread while the work per step is below SMALL_WORK, then the count as it was."""
-    import torch
-
-    before = torch.get_num_threads()
-    if work < SMALL_WORK and before > 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One optimisation step's rows: tokens (G, c, T, D) float32 and their positions (c,) in the
-    groups' rows (None: every row, in order)."""
-
-    tokens: "torch.Tensor"
-    rows: "torch.Tensor | None"
-
-
-def train(
-    weights: AttentiveWeights,
-    batches: Iterator[Batch],
-    n_steps: int,
-    *,
-    targets: "torch.Tensor",
-    entry_weights: "torch.Tensor",
-    weight_decay: "torch.Tensor",
-    learning_rate: float,
-    mean: "torch.Tensor",
-    std: "torch.Tensor",
-    multilabel: bool,
-) -> AttentiveWeights:
-    """AdamW with a cosine schedule over n_steps batches, every model at once, in place.
-
-    targets (G, n) int64 classes or (G, n, L) float 0/1 over the groups' rows; entry_weights
-    (G, m, n) or (G, m, n, L): how much each row (and label) counts in each model's loss (0
-    outside its fit rows or unknown);
-    weight_decay (G, m). A model's loss on a batch is the weighted mean over the batch's rows, and
-    the sum over models has each model's gradient as its own."""
-    import torch
-
-    parameters = weights.tensors()
-    first = [torch.zeros_like(t) for t in parameters]
-    second = [torch.zeros_like(t) for t in parameters]
-    decays = [weight_decay[..., None, None], weight_decay[..., None, None, None], None]
-    for step, batch in zip(range(n_steps), batches, strict=False):
-        rate = learning_rate * 0.5 * (1.0 + math.cos(math.pi * step / n_steps))
-        rows = batch.rows
-        batch_targets = targets if rows is None else targets[:, rows]
-        batch_weights = entry_weights if rows is None else entry_weights[:, :, rows]
-        raw = gradients(
-            batch.tokens, raw_weights(weights, mean, std), batch_targets, batch_weights, multilabel
-        )
-        correction1 = 1.0 - BETAS[0] ** (step + 1)
-        correction2 = 1.0 - BETAS[1] ** (step + 1)
-        for tensor, grad, m1, m2, decay in zip(
-            parameters,
-            standardised_gradients(raw, mean, std).tensors(),
-            first,
-            second,
-            decays,
-            strict=True,
-        ):
-            if decay is not None:
-                tensor.mul_(1.0 - rate * decay)
-            m1.mul_(BETAS[0]).add_(grad, alpha=1.0 - BETAS[0])
-            m2.mul_(BETAS[1]).addcmul_(grad, grad, value=1.0 - BETAS[1])
-            denominator = (m2 / correction2).sqrt_().add_(EPSILON)
-            tensor.addcdiv_(m1, denominator, value=-rate / correction1)
-    return weights
-
-
-def repeated(batch: Batch) -> Iterator[Batch]:
-    """Full-batch training: the same rows every step."""
-    while True:
-        yield batch
-
-
-def predict(
-    read: Callable[[np.ndarray], "torch.Tensor"],
-    n_rows: int,
-    weights: AttentiveWeights,
-    *,
-    chunk_rows: int,
-    multilabel: bool,
-) -> "torch.Tensor":
-    """Scores of every model (its raw weights) on rows read in chunks: read(rows) -> (c, T, D);
-    all G*m models see the same rows. Returns (G, m, n_rows, K) probabilities: softmax over
-    classes, or each label's sigmoid."""
-    import torch
-
-    groups, n_models = weights.queries.shape[:2]
-    flat = AttentiveWeights(
-        *(t.reshape(1, groups * n_models, *t.shape[2:]) for t in weights.tensors())
-    )
-    pieces = []
-    with torch.no_grad():
-        for start in range(0, n_rows, chunk_rows):
-            tokens = read(np.arange(start, min(n_rows, start + chunk_rows)))
-            out = logits(tokens[None], flat)[0]
-            pieces.append(out.sigmoid() if multilabel else out.softmax(2))
-    return torch.cat(pieces, dim=1).view(groups, n_models, n_rows, -1)

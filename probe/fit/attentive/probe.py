@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 import medprobe.probe.fit.attentive.model as model
+import medprobe.probe.fit.attentive.training as training
 from medprobe.probe.fit.attentive.plan import (
     BATCH_ROWS,
     CHUNK_ROWS,
@@ -56,13 +57,18 @@ if TYPE_CHECKING:
 
 
 def attentive_scores(
-    inputs: ProbeInputs, tokens: TokenSource, device: "torch.device | str" = "cpu"
+    inputs: ProbeInputs,
+    tokens: TokenSource,
+    device: "torch.device | str" = "cpu",
+    dtype: "torch.dtype | None" = None,
 ) -> list[np.ndarray]:
     """Test scores per support set: (M, K) class probabilities, or (M, L) positive-class
-    probabilities for a multi-label store."""
+    probabilities for a multi-label store. dtype: of the training products (None: the device's
+    `training.compute_dtype`)."""
     import torch
 
     device = torch.device(device)
+    dtype = dtype or training.compute_dtype(device)
     warn_if_no_val(inputs)
     use_val = inputs.use_val and inputs.val is not None
     groups = [
@@ -75,20 +81,20 @@ def attentive_scores(
     per_row = n_tokens * dim * model.N_QUERIES  # multiply-adds of a row's attention per model
     for part in batches(small, groups, tokens.shape):
         work = sum(len(groups[g].rows) * len(groups[g].decay) for g in part) * per_row
-        with model.threads_for(work):
-            trained = _train_in_memory(inputs, tokens, [groups[g] for g in part], device)
+        with training.threads_for(work):
+            trained = _train_in_memory(inputs, tokens, [groups[g] for g in part], device, dtype)
         for g, weights in zip(part, trained, strict=True):
             chosen[g] = weights
     for g, group in enumerate(groups):
         if chosen[g] is None:
             work = min(BATCH_ROWS, len(group.rows)) * max(len(group.decay), 1) * per_row
-            with model.threads_for(work):
-                chosen[g] = _train_streamed(inputs, tokens, group, use_val, device)
+            with training.threads_for(work):
+                chosen[g] = _train_streamed(inputs, tokens, group, use_val, device, dtype)
     every = model.AttentiveWeights(
         *(torch.cat(parts) for parts in zip(*(w.tensors() for w in chosen), strict=True))
     )
-    with model.threads_for(min(CHUNK_ROWS, len(inputs.test)) * len(groups) * per_row):
-        probabilities = model.predict(
+    with training.threads_for(min(CHUNK_ROWS, len(inputs.test)) * len(groups) * per_row):
+        probabilities = training.predict(
             reader(tokens, "test", np.arange(len(inputs.test)), device),
             len(inputs.test),
             every,
@@ -99,11 +105,11 @@ def attentive_scores(
 
 
 def _train_in_memory(
-    inputs: ProbeInputs, tokens: TokenSource, groups: list[Group], device
+    inputs: ProbeInputs, tokens: TokenSource, groups: list[Group], device, dtype
 ) -> list[model.AttentiveWeights]:
-    """Small supports, read once and trained full-batch together: their candidates (when they
-    have folds), then each one's final model at its chosen weight decay, as raw weights
-    (1, 1, ...)."""
+    """Small supports, read once, standardised per support (`model.standardised`) and trained
+    full-batch together: their candidates (when they have folds), then each one's final model at
+    its chosen weight decay, as raw weights (1, 1, ...)."""
     import torch
 
     n_tokens, dim = tokens.shape
@@ -113,12 +119,18 @@ def _train_in_memory(
         stacked[g, : len(group.rows)] = torch.as_tensor(tokens.read("train", group.rows))
     row_sums = stacked.sum(2, dtype=torch.float64)
     row_squares = torch.stack([(x * x).sum(1, dtype=torch.float64) for x in stacked])
+    sizes = torch.as_tensor([len(g.rows) for g in groups], device=device)
+    group_mean, group_std = model.token_moments(
+        row_sums.sum(1), row_squares.sum(1), sizes, n_tokens
+    )
+    stacked = model.standardised(stacked, group_mean, group_std, dtype)
 
     def fitted(members: list[Group]) -> tuple[model.AttentiveWeights, "torch.Tensor"]:
         """The members' models trained full-batch -> raw weights and held-out losses (G, m)."""
         targets, known, fit, held = stacked_targets(members, n_rows, device)
         fit64 = fit.double()
         mean, std = model.token_moments(fit64 @ row_sums, fit64 @ row_squares, fit.sum(2), n_tokens)
+        relative = model.relative_moments(mean, std, group_mean, group_std)
         weights = model.initial_weights(
             [np.random.default_rng(g.seed) for g in members],
             fit.shape[1],
@@ -126,23 +138,23 @@ def _train_in_memory(
             n_outputs(inputs),
             device,
         )
-        model.train(
+        training.train(
             weights,
-            model.repeated(model.Batch(stacked, None)),
+            training.repeated(training.Batch(stacked, None)),
             FEW_SHOT_STEPS,
             targets=targets,
             entry_weights=entry_weights(fit, known),
             weight_decay=torch.as_tensor(np.stack([g.decay for g in members]), device=device),
             learning_rate=LEARNING_RATE,
-            mean=mean,
-            std=std,
+            mean=relative[0],
+            std=relative[1],
             multilabel=inputs.multilabel,
         )
         raw = model.raw_weights(weights, mean, std)
         if not held.any():
             return raw, None
         with torch.no_grad():
-            out = model.logits(stacked, raw)
+            out = model.logits(stacked, model.raw_weights(weights, *relative))
         probabilities = out.sigmoid() if inputs.multilabel else out.softmax(3)
         held_weights = entry_weights(held, known)
         return raw, mean_losses(probabilities, targets, held_weights, inputs.multilabel)
@@ -159,37 +171,43 @@ def _train_in_memory(
 
 
 def _fit_streamed(
-    inputs: ProbeInputs, tokens: TokenSource, group: Group, device
+    inputs: ProbeInputs, tokens: TokenSource, group: Group, device, dtype
 ) -> model.AttentiveWeights:
-    """A group's models trained in shuffled mini-batches read from the store -> raw weights."""
+    """A group's models trained in shuffled mini-batches read from the store, each standardised
+    by the group's moments (`model.standardised`) -> raw weights."""
     import torch
 
     n_tokens, dim = tokens.shape
     n_rows = len(group.rows)
     read = reader(tokens, "train", group.rows, device)
     targets, known, fit, _ = stacked_targets([group], n_rows, device)
-    fit64 = fit[0].double()
-    sums = torch.zeros(fit.shape[1], dim, dtype=torch.float64, device=device)
+    every = torch.ones(1, n_rows, dtype=torch.float64, device=device)
+    fit64 = torch.cat([fit[0].double(), every])  # each model's fit rows, then the group's
+    sums = torch.zeros(len(fit64), dim, dtype=torch.float64, device=device)
     squares = torch.zeros_like(sums)
     for start in range(0, n_rows, CHUNK_ROWS):
         positions = np.arange(start, min(n_rows, start + CHUNK_ROWS))
         chunk = read(positions)
         sums += fit64[:, positions] @ chunk.sum(1, dtype=torch.float64)
         squares += fit64[:, positions] @ (chunk * chunk).sum(1, dtype=torch.float64)
-    mean, std = model.token_moments(sums[None], squares[None], fit.sum(2), n_tokens)
+    mean, std = model.token_moments(sums[None], squares[None], fit64.sum(1)[None], n_tokens)
+    group_mean, group_std = mean[:, -1], std[:, -1]
+    mean, std = mean[:, :-1], std[:, :-1]
     rng = np.random.default_rng(group.seed)
     weights = model.initial_weights([rng], fit.shape[1], dim, n_outputs(inputs), device)
     per_epoch = math.ceil(n_rows / BATCH_ROWS)
     epochs = max(EPOCHS, math.ceil(FEW_SHOT_STEPS / per_epoch))
 
-    def batches() -> Iterator[model.Batch]:
+    def batches() -> Iterator[training.Batch]:
         for _ in range(epochs):
             order = rng.permutation(n_rows)
             for start in range(0, n_rows, BATCH_ROWS):
                 positions = np.sort(order[start : start + BATCH_ROWS])
-                yield model.Batch(read(positions)[None], torch.as_tensor(positions, device=device))
+                batch = model.standardised(read(positions)[None], group_mean, group_std, dtype)
+                yield training.Batch(batch, torch.as_tensor(positions, device=device))
 
-    model.train(
+    relative = model.relative_moments(mean, std, group_mean, group_std)
+    training.train(
         weights,
         batches(),
         epochs * per_epoch,
@@ -197,15 +215,15 @@ def _fit_streamed(
         entry_weights=entry_weights(fit, known),
         weight_decay=torch.as_tensor(group.decay[None], device=device),
         learning_rate=LEARNING_RATE,
-        mean=mean,
-        std=std,
+        mean=relative[0],
+        std=relative[1],
         multilabel=inputs.multilabel,
     )
     return model.raw_weights(weights, mean, std)
 
 
 def _train_streamed(
-    inputs: ProbeInputs, tokens: TokenSource, group: Group, use_val: bool, device
+    inputs: ProbeInputs, tokens: TokenSource, group: Group, use_val: bool, device, dtype
 ) -> model.AttentiveWeights:
     """A large support (or a full budget) trained streamed: its candidates (folds x weight
     decays, scored on their held-out rows, then the final at the chosen one; or one per weight
@@ -213,11 +231,11 @@ def _train_streamed(
     import torch
 
     if not use_val and not group.cross_validated:
-        return _fit_streamed(inputs, tokens, group.final(DEFAULT_WEIGHT_DECAY), device)
-    raw = _fit_streamed(inputs, tokens, group, device)
+        return _fit_streamed(inputs, tokens, group.final(DEFAULT_WEIGHT_DECAY), device, dtype)
+    raw = _fit_streamed(inputs, tokens, group, device, dtype)
     if use_val:
         val_rows = np.arange(len(inputs.val))
-        probabilities = model.predict(
+        probabilities = training.predict(
             reader(tokens, "val", val_rows, device),
             len(val_rows),
             raw,
@@ -237,8 +255,9 @@ def _train_streamed(
         return raw.select(torch.as_tensor([best_decay(losses)], device=device))
     targets, known, _, held = stacked_targets([group], len(group.rows), device)
     read = reader(tokens, "train", group.rows, device)
-    probabilities = model.predict(
+    probabilities = training.predict(
         read, len(group.rows), raw, chunk_rows=CHUNK_ROWS, multilabel=inputs.multilabel
     )
     losses = mean_losses(probabilities, targets, entry_weights(held, known), inputs.multilabel)
-    return _fit_streamed(inputs, tokens, group.final(choose(group, losses[0])), device)
+    final = group.final(choose(group, losses[0]))
+    return _fit_streamed(inputs, tokens, final, device, dtype)

@@ -7,6 +7,7 @@ import torch
 
 from medprobe.probe.fit.attentive import ArrayTokens, attentive_scores
 from medprobe.probe.fit.attentive import model as attentive_model
+from medprobe.probe.fit.attentive import training as attentive_training
 from medprobe.probe.fit.attentive.plan import (
     DEFAULT_WEIGHT_DECAY,
     WEIGHT_DECAYS,
@@ -102,10 +103,51 @@ def test_written_out_gradients_are_autograds(multilabel):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+def test_a_model_on_group_standardised_tokens_with_relative_moments_is_the_model_on_its_own():
+    rng = np.random.default_rng(11)
+    tokens = torch.as_tensor(4.0 + 3.0 * rng.normal(size=(2, 5, 6, 7)), dtype=torch.float64)
+    weights = _random_weights(rng, 2, 3, 2, 7, 3)
+    weights = attentive_model.AttentiveWeights(*(t.double() for t in weights.tensors()))
+    mean = torch.as_tensor(4.0 + rng.normal(size=(2, 3, 7)))
+    std = torch.as_tensor(rng.uniform(2.0, 4.0, size=(2, 3, 7)))
+    group_mean = torch.as_tensor(4.0 + rng.normal(size=(2, 7)))
+    group_std = torch.as_tensor(rng.uniform(2.0, 4.0, size=(2, 7)))
+    own = (tokens[:, None] - mean[:, :, None, None]) / std[:, :, None, None]  # (G, m, n, T, D)
+    expected = torch.zeros(2, 3, 5, 3, dtype=torch.float64)
+    for g in range(2):
+        for j in range(3):
+            alone = attentive_model.AttentiveWeights(
+                *(t[g : g + 1, j : j + 1] for t in weights.tensors())
+            )
+            expected[g, j] = attentive_model.logits(own[g, j][None], alone)[0, 0]
+    z = attentive_model.standardised(tokens.clone(), group_mean, group_std, torch.float64)
+    relative = attentive_model.relative_moments(mean, std, group_mean, group_std)
+    got = attentive_model.logits(z, attentive_model.raw_weights(weights, *relative))
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_bfloat16_products_give_float32_gradients_to_their_rounding():
+    rng = np.random.default_rng(12)
+    groups, models, rows, n_tokens, dim, outputs = 2, 3, 12, 16, 32, 4
+    tokens = torch.as_tensor(rng.normal(size=(groups, rows, n_tokens, dim)), dtype=torch.float32)
+    weights = _random_weights(rng, groups, models, 4, dim, outputs)
+    targets = torch.as_tensor(rng.integers(0, outputs, (groups, rows)))
+    entry = torch.ones(groups, models, rows)
+    exact = attentive_model.gradients(tokens, weights, targets, entry, False)
+    workspace = attentive_model.Workspace()
+    for _ in range(2):  # a reused workspace changes nothing
+        rounded = attentive_model.gradients(
+            tokens.bfloat16(), weights, targets, entry, False, workspace
+        )
+        for a, b in zip(rounded.tensors(), exact.tensors(), strict=True):
+            assert a.dtype == torch.float32
+            assert (a - b).norm() <= 2e-2 * b.norm()  # bfloat16 keeps 8 bits: 2^-8 = 0.4 %
+
+
 def _train(weights, tokens, targets, fit, decay, mean, std, multilabel=False):
-    return attentive_model.train(
+    return attentive_training.train(
         weights,
-        attentive_model.repeated(attentive_model.Batch(tokens, None)),
+        attentive_training.repeated(attentive_training.Batch(tokens, None)),
         15,
         targets=targets,
         entry_weights=fit,
@@ -207,6 +249,44 @@ def test_the_probe_finds_the_one_token_that_holds_the_class(one_token_task):
         ArrayTokens({"train": train, "test": test}),
     )
     np.testing.assert_allclose(alone[0], scores[0], rtol=1e-4, atol=1e-5)
+
+
+def test_bfloat16_training_gives_the_float32_probes_answers(one_token_task):
+    train, train_labels, test, _, supports = one_token_task
+    inputs = _inputs(train, train_labels, test, supports, 3)
+    source = ArrayTokens({"train": train, "test": test})
+    exact = attentive_scores(inputs, source, dtype=torch.float32)
+    rounded = attentive_scores(inputs, source, dtype=torch.bfloat16)
+    for a, b in zip(rounded, exact, strict=True):
+        assert (a.argmax(1) == b.argmax(1)).mean() >= 0.97
+        assert np.abs(a - b).max() < 0.1
+
+
+def test_one_and_two_threads_give_the_same_numbers():
+    rng = np.random.default_rng(13)
+    means = 2.0 * rng.normal(size=(3, 128))
+    train, train_labels = _token_task(90, rng, means, n_tokens=32)
+    test, _ = _token_task(30, rng, means, n_tokens=32)
+    supports = [np.flatnonzero(train_labels < 3)[:60]]  # 60 rows x 20 models: 2 threads
+    inputs = _inputs(train, train_labels, test, supports, 3)
+    source = ArrayTokens({"train": train, "test": test})
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = attentive_scores(inputs, source)
+        torch.set_num_threads(2)
+        paired = attentive_scores(inputs, source)
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(alone[0], paired[0])
+
+
+def test_bfloat16_only_where_the_device_multiplies_it(monkeypatch):
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
+    assert attentive_training.compute_dtype("cpu") == torch.float32
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert attentive_training.compute_dtype("cpu") == torch.bfloat16
 
 
 def test_a_full_budget_streams_its_rows_and_chooses_on_val(one_token_task, monkeypatch):
