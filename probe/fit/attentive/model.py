@@ -236,14 +236,16 @@ def gradients(
     heads = weights.heads.reshape(groups, n_models, n_queries * dim, n_outputs).to(compute)
     d_scaled = d_out.to(compute)
     d_heads = torch.empty_like(weights.heads).view_as(heads)
-    # into `pool`'s layout for the per-row product below, one model at a time (a batched product
-    # of strided operands is copied to contiguous ones first, in bfloat16)
     d_pooled = workspace.take("d_pooled", by_model.shape, tokens)
+    by_rows = workspace.take("d_pooled_by_model", (n_models, n_rows, n_queries * dim), tokens)
     for g in range(groups):
-        for j in range(n_models):
-            # (K, M*D), transposed: MKL ran the (M*D, n) x (n, K) orientation 2.5x slower
+        for j in range(n_models):  # one model at a time: a batched product of strided operands
+            # is copied to contiguous ones first, in bfloat16. (K, M*D), transposed: MKL ran the
+            # (M*D, n) x (n, K) orientation 2.5x slower
             d_heads[g, j] = (d_scaled[g, j].transpose(0, 1) @ by_model[g, :, j]).transpose(0, 1)
-            d_pooled[g, :, j] = d_scaled[g, j] @ heads[g, j].transpose(0, 1)
+        # into `pool`'s layout for the per-row product below: one product, then one copy
+        torch.bmm(d_scaled[g], heads[g].transpose(1, 2), out=by_rows)
+        d_pooled[g].copy_(by_rows.transpose(0, 1))
     rows = tokens.reshape(groups * n_rows, n_tokens, dim)
     d_attention = rows @ d_pooled.view(groups * n_rows, -1, dim).transpose(1, 2)  # (G*n, T, m*M)
     # softmax over T: d(scores) = a * (d(a) - sum_t a d(a))
