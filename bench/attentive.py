@@ -5,7 +5,8 @@ Sections (`--sections`, comma-separated; all by default):
   grids of 64 positions where the class lives at one random position per image (mean pooling
   dilutes it 64 times) or is spread over every position; 10 shots x `--seeds` seeds, 10 classes:
   the attentive probe against logistic regression on the mean token (what a `mean` pooling gives),
-  same support sets, accuracy on the test split.
+  same support sets, accuracy on the test split; where the CPU multiplies bfloat16, the same
+  probe with float32 products beside it (time, accuracy, agreement of the predicted classes).
 - sweep: an ISIC-sized token store on disk (20,000 x 64 x 768 train, 2,500 val, 2,500 test, float16,
   ISIC 2019's eight-class balance), `probe`'s sweep over shots 1,5,10,25 x 10 seeds, attentive only.
 - full: the full budget on the same store (weight decay chosen on val, rows streamed).
@@ -26,11 +27,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from bench.memory import peak_of_probe_run
 from bench.synthetic import SEED_STUDY, mixing_basis
 from medprobe.cache import RowTable, StoreSpec, StoreWriter, store_path
 from medprobe.probe.fit.attentive import ArrayTokens, attentive_scores
+from medprobe.probe.fit.attentive.training import compute_dtype
 from medprobe.probe.fit.backends import TorchBackend
 from medprobe.probe.fit.protocol import ProbeInputs
 from medprobe.probe.run.settings import ProbeSettings
@@ -100,13 +103,23 @@ def contrast_section(quick: bool, n_seeds: int) -> None:
             test=test.mean(1),
             n_classes=n_classes,
         )
-        started, cpu = time.perf_counter(), time.process_time()
-        attentive = attentive_scores(inputs, ArrayTokens({"train": train, "test": test}))
-        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        source = ArrayTokens({"train": train, "test": test})
+        precisions = {str(compute_dtype("cpu")).removeprefix("torch."): None}
+        if "float32" not in precisions:  # side by side: the same probe with float32 products
+            precisions["float32"] = torch.float32
+        attentive, took = {}, {}
+        for name, dtype in precisions.items():
+            started, cpu = time.perf_counter(), time.process_time()
+            attentive[name] = attentive_scores(inputs, source, dtype=dtype)
+            took[name] = (time.perf_counter() - started, time.process_time() - cpu)
+        seconds, cpu = next(iter(took.values()))
         linear = TorchBackend().logreg(inputs)
         accuracy = {
             name: np.array([(s.argmax(1) == test_labels).mean() for s in scores])
-            for name, scores in (("attentive", attentive), ("logreg on mean", linear))
+            for name, scores in (
+                ("attentive", next(iter(attentive.values()))),
+                ("logreg on mean", linear),
+            )
         }
         gap = 100 * (accuracy["attentive"] - accuracy["logreg on mean"])
         print(
@@ -117,8 +130,20 @@ def contrast_section(quick: bool, n_seeds: int) -> None:
             )
             + f"; attentive - logreg {gap.mean():+.1f} points (paired by seed, "
             f"[{gap.min():+.1f}, {gap.max():+.1f}]); attentive took {seconds:.1f} s "
-            f"({cpu:.1f} s of CPU)"
+            f"({cpu:.1f} s of CPU) with {next(iter(took))} products"
         )
+        if "float32" in attentive and len(attentive) > 1:
+            exact = attentive["float32"]
+            rounded = next(iter(attentive.values()))
+            agree = np.mean(
+                [(a.argmax(1) == b.argmax(1)).mean() for a, b in zip(rounded, exact, strict=True)]
+            )
+            f32 = np.array([(s.argmax(1) == test_labels).mean() for s in exact])
+            print(
+                f"  float32 products: {took['float32'][0]:.1f} s ({took['float32'][1]:.1f} s of "
+                f"CPU), {took['float32'][0] / seconds:.2f}x the time; accuracy "
+                f"{100 * f32.mean():.1f} %; the two agree on {100 * agree:.1f} % of test classes"
+            )
 
 
 def write_token_store(root: Path, quick: bool) -> None:

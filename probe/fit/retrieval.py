@@ -25,6 +25,9 @@ from medprobe.probe.fit.neighbors import top_k_lowest_index_first
 RETRIEVAL_KS = (1, 5, 10)
 MAJORITY_KS = (5, 10)
 SIMILARITY_BYTES = 128 << 20
+# Rankings at least 1/4 of the gallery deep sort whole rows: (2,533 x 20,265, 10,000 deep)
+# 1.35 s against 1.93 s for top-k and a sort of those
+FULL_SORT_FRACTION = 4
 
 
 def _normalised(values: np.ndarray) -> np.ndarray:
@@ -96,7 +99,12 @@ def _nearest(similarity: np.ndarray, k: int) -> np.ndarray:
     float32, by decreasing similarity and, among equal ones, increasing gallery row."""
     import torch
 
-    values, rows = top_k_lowest_index_first(torch.from_numpy(similarity), k)
+    similarity = torch.from_numpy(similarity)
+    if k * FULL_SORT_FRACTION >= similarity.shape[1]:
+        # mAP@R of a large class ranks half the gallery: one stable sort of every row (ties keep
+        # the lower row first) is the same order, faster than picking k and sorting them
+        return torch.sort(similarity, dim=1, descending=True, stable=True).indices[:, :k].numpy()
+    values, rows = top_k_lowest_index_first(similarity, k)
     # the rows come in gallery order, so a stable sort keeps the lower row first among ties
     order = torch.argsort(values, dim=1, descending=True, stable=True)
     return rows.gather(1, order).numpy()

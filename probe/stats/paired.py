@@ -39,6 +39,7 @@ NO_INTERVAL = "none (one fit, no bootstrap)"
 # A Student-t interval from two seeds has 1 degree of freedom (t = 12.7): it says nothing a
 # reader can use, and its bounds leave the metric's range. Below this many seeds none is shown.
 MIN_SEEDS_FOR_T = 3
+RETRIEVAL_HEADLINE = "map@r"  # what retrieval toolkits lead with (THUNDER, Patho-Bench report mAP)
 T_TEST = "paired t-test over seeds"
 WILCOXON_TEST = "Wilcoxon signed-rank over seeds"
 BOOTSTRAP_TEST = "paired test bootstrap"
@@ -331,11 +332,14 @@ def _delong(
 
 
 def headline_of(task: dict[str, Any], summary: pd.DataFrame) -> str:
-    """The task's headline metric, or the first metric the results hold if they lack it (a store
+    """The task's headline metric; mAP@R for a run of retrieval alone (its own headline, not a
+    missing one); or the first metric the results hold if they lack it, with a warning (a store
     whose task names a metric its labels cannot give, e.g. roc_auc with no test positives)."""
     wanted = task.get("headline_metric", "accuracy")
     present = list(dict.fromkeys(summary["metric"]))
     if wanted in present or not present:
         return wanted
+    if set(summary["method"]) == {"retrieval"} and RETRIEVAL_HEADLINE in present:
+        return RETRIEVAL_HEADLINE
     logger.warning("headline metric %r not in the results; leading with %r", wanted, present[0])
     return present[0]

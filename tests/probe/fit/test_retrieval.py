@@ -6,6 +6,7 @@ import pytest
 
 import medprobe as mp
 from medprobe.cache import open_store
+from medprobe.probe.fit import retrieval
 from medprobe.probe.fit.retrieval import retrieval_per_query
 from medprobe.probe.stats.retrieval import retrieval_metrics
 
@@ -98,12 +99,17 @@ def test_retrieval_in_a_run_queries_each_support_set(blob_root):
     assert summary[summary["metric"] == "precision@1"]["ci_seeds_and_test_low"].notna().all()
 
 
+@pytest.mark.parametrize("sort_whole_rows", [False, True])
 @pytest.mark.parametrize("multilabel", [False, True])
-def test_ties_rank_the_lower_gallery_row_first_whatever_the_chunks(multilabel):
+def test_ties_rank_the_lower_gallery_row_first_whatever_the_chunks(
+    multilabel, sort_whole_rows, monkeypatch
+):
     """Gallery rows along six axes, ten each (scaled by powers of two: equal once normalised),
     so a query along an axis ties ten rows at the top, one between two axes twenty, and an
     all-zero query every row: precision@k, AP@R and the vote hang on which tied rows rank
-    first, and the rule is the stable sort's, the lower gallery row first."""
+    first, and the rule is the stable sort's, the lower gallery row first, whether the ranking
+    picks the top k first or sorts whole rows (deep rankings)."""
+    monkeypatch.setattr(retrieval, "FULL_SORT_FRACTION", 10**9 if sort_whole_rows else 0)
     rng = np.random.default_rng(11)
     axes = np.eye(6)
     gallery = axes[rng.permutation(np.repeat(np.arange(6), 10))]

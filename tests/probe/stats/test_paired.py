@@ -12,6 +12,7 @@ from medprobe.probe.stats.paired import (
     FEW_SEEDS_TEST_INTERVAL,
     T_TEST,
     WILCOXON_TEST,
+    headline_of,
     paired_differences,
     ranking,
     smallest_p_value,
@@ -220,3 +221,15 @@ def test_a_full_budget_whose_resamples_all_score_the_same_says_the_bootstrap_is_
     assert summary.loc["good", "interval"] == "test bootstrap (percentile)"
     row = paired_differences(frame, "accuracy", resampled).iloc[0]
     assert row["can_reach_0.05"]  # 100 resamples: the floor 2/101 is below 0.05
+
+
+def test_the_headline_of_a_retrieval_run_is_map_at_r_and_a_missing_one_is_warned(caplog):
+    task = {"headline_metric": "balanced_accuracy"}
+    retrieval = pd.DataFrame({"method": "retrieval", "metric": ["precision@1", "map@r"]})
+    with caplog.at_level("WARNING"):
+        assert headline_of(task, retrieval) == "map@r"
+    assert not caplog.records
+    mixed = pd.DataFrame({"method": ["logreg", "retrieval"], "metric": ["accuracy", "map@r"]})
+    with caplog.at_level("WARNING"):
+        assert headline_of(task, mixed) == "accuracy"
+    assert "balanced_accuracy" in caplog.text
