@@ -1,7 +1,8 @@
 """The attentive probe: learned queries cross-attending to a store's frozen tokens, then a linear
-head (`model`), trained for every seed, fold and weight decay of a budget as one batched model,
-under the protocol of the linear probes (`plan`: folds, the choice of weight decay; `probe`:
-reading the tokens, in memory or streamed, and scoring the test split).
+head (`model`), trained for every seed, fold and weight decay of a budget as one batched model
+(`training`: AdamW, its precision and threads), under the protocol of the linear probes (`plan`:
+folds, the choice of weight decay; `probe`: reading the tokens, in memory or streamed, and
+scoring the test split).
 
 Imports numpy, torch (inside functions) and `medprobe.probe.fit.protocol`; reads tokens only
 through a `TokenSource` it is handed, never a store.

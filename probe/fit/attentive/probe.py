@@ -1,5 +1,5 @@
-"""The attentive probe over frozen tokens (`attentive_model`), under the protocol the linear probes
-follow (`protocol`): its weight decay, and nothing else, is chosen without the test split.
+"""The attentive probe over frozen tokens (`model`, `training`), under the protocol the linear
+probes follow (`protocol`): its weight decay, and nothing else, is chosen without the test split.
 
 - A support set with >= 2 images of every class (a multi-label one with a label having >= 2 of each
   value) is split into the same stratified folds as logistic regression's (`cv_folds`,
