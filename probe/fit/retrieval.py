@@ -13,9 +13,12 @@ equally similar gallery images the lower gallery row ranks first, the k-NN probe
 k-th place give the same scores whatever the chunk size (argpartition left them to the kernel).
 
 Queries are compared a chunk at a time: memory is the (chunk x gallery) similarities, at most
-SIMILARITY_BYTES, and about four times that while the nearest are picked (the tie rule's running
-count is int64), over the caller's gallery. The gallery is not copied normalised (200,000 x 1,024
-float32 would be 0.8 GB more): each chunk's similarities are divided by the gallery norms.
+SIMILARITY_BYTES, and about four times that while the nearest are picked, over the caller's
+gallery. The gallery is not copied normalised (200,000 x 1,024 float32 would be 0.8 GB more):
+each chunk's similarities are divided by the gallery norms. A query's norm scales its whole row,
+which changes no ranking, so queries are not normalised at all. The chunks take the queries in
+order of R, so each is ranked about as deep as it needs: an ISIC-like task ranks half the gallery
+for its largest class and a few hundred rows for its rarest.
 """
 
 import numpy as np
@@ -28,12 +31,6 @@ SIMILARITY_BYTES = 128 << 20
 # Rankings at least 1/4 of the gallery deep sort whole rows: (2,533 x 20,265, 10,000 deep)
 # 1.35 s against 1.93 s for top-k and a sort of those
 FULL_SORT_FRACTION = 4
-
-
-def _normalised(values: np.ndarray) -> np.ndarray:
-    values = np.asarray(values, dtype=np.float32)
-    norms = np.linalg.norm(values, axis=1, keepdims=True)
-    return values / np.maximum(norms, 1e-12)
 
 
 def retrieval_per_query(
@@ -54,44 +51,80 @@ def retrieval_per_query(
     inverse_norms = 1 / np.maximum(np.sqrt(np.einsum("ij,ij->i", gallery, gallery)), 1e-12)
     if multilabel:
         gallery_positive = (np.asarray(gallery_labels) == 1).astype(np.float32)
+        query_positive = (np.asarray(query_labels) == 1).astype(np.float32)
     n_queries, n_gallery = len(queries), len(gallery)
     names = [f"precision@{k}" for k in RETRIEVAL_KS] + ["map@r"]
     if not multilabel:
         names += [f"majority@{k}" for k in MAJORITY_KS]
+        n_classes = int(max(np.max(gallery_labels), np.max(query_labels))) + 1
     results = {name: np.full(n_queries, np.nan) for name in names}
     chunk = max(1, similarity_bytes // max(1, 4 * n_gallery))
     top = min(max(RETRIEVAL_KS + MAJORITY_KS), n_gallery)
-    for start in range(0, n_queries, chunk):
-        stop = min(n_queries, start + chunk)
-        similarity = _normalised(queries[start:stop]) @ gallery.T  # (c, G) float32
+    if multilabel:
+        n_relevant = _shared_label_counts(query_positive, gallery_positive, chunk)
+    else:
+        n_relevant = np.bincount(gallery_labels, minlength=n_classes)[query_labels]
+    for rows in _chunks_by_depth(np.maximum(n_relevant, top), chunk):
+        similarity = np.asarray(queries[rows], dtype=np.float32) @ gallery.T  # (c, G) float32
         similarity *= inverse_norms
         if multilabel:
-            query_positive = (np.asarray(query_labels[start:stop]) == 1).astype(np.float32)
-            relevant = (query_positive @ gallery_positive.T) > 0
+            relevant = (query_positive[rows] @ gallery_positive.T) > 0
         else:
-            relevant = gallery_labels[None, :] == query_labels[start:stop, None]
-        n_relevant = relevant.sum(1)  # (c,): R of each query
+            relevant = gallery_labels[None, :] == query_labels[rows, None]
         # one ranking per chunk, as deep as its largest R: the order (similarity down, gallery
         # row up) is total, so each query's top R (and top k) is a prefix of it
-        nearest = _nearest(similarity, max(top, int(n_relevant.max())))  # (c, depth)
+        nearest = _nearest(similarity, max(top, int(n_relevant[rows].max())))  # (c, depth)
         hits = np.take_along_axis(relevant, nearest, 1)
-        has_relevant = n_relevant > 0
-        rows = slice(start, stop)
+        has_relevant = n_relevant[rows] > 0
         for k in RETRIEVAL_KS:
             precision = hits[:, : min(k, top)].mean(1)
             results[f"precision@{k}"][rows] = (
                 np.where(has_relevant, precision, np.nan) if multilabel else precision
             )
-        results["map@r"][rows] = _average_precision_at_r(hits, n_relevant)
+        results["map@r"][rows] = _average_precision_at_r(hits, n_relevant[rows])
         if not multilabel:
-            neighbour_labels = np.asarray(gallery_labels)[nearest]
+            neighbour_labels = np.asarray(gallery_labels)[nearest[:, :top]]
             for k in MAJORITY_KS:
-                votes = neighbour_labels[:, : min(k, top)]
-                n_classes = int(max(votes.max(), query_labels.max())) + 1
-                counts = np.zeros((len(votes), n_classes), dtype=np.int64)
-                np.add.at(counts, (np.arange(len(votes))[:, None], votes), 1)
-                results[f"majority@{k}"][rows] = counts.argmax(1) == query_labels[rows]
+                results[f"majority@{k}"][rows] = (
+                    _majority(neighbour_labels[:, : min(k, top)], n_classes) == query_labels[rows]
+                )
     return results
+
+
+def _chunks_by_depth(depths: np.ndarray, chunk: int) -> list[np.ndarray]:
+    """Query rows in chunks of at most `chunk`, in order of depth (Q,), each starting afresh
+    where the depth more than doubles: no chunk ranks its queries more than twice as deep as
+    the shallowest of them needs (ISIC-like: a chunk of the largest class, ranked half the
+    gallery deep; the others a few thousand rows deep or less)."""
+    order = np.argsort(depths, kind="stable")
+    chunks, start = [], 0
+    while start < len(order):
+        stop = min(len(order), start + chunk)
+        stop = start + int(
+            np.searchsorted(depths[order[start:stop]], 2 * depths[order[start]], "right")
+        )
+        chunks.append(order[start:stop])
+        start = stop
+    return chunks
+
+
+def _shared_label_counts(
+    query_positive: np.ndarray, gallery_positive: np.ndarray, chunk: int
+) -> np.ndarray:
+    """(Q,) int64 R of each multi-label query: the gallery rows sharing a positive label with it.
+    Positives (Q, L) and (G, L) float32 0/1."""
+    n_relevant = np.empty(len(query_positive), dtype=np.int64)
+    for start in range(0, len(query_positive), chunk):
+        shared = query_positive[start : start + chunk] @ gallery_positive.T
+        n_relevant[start : start + chunk] = (shared > 0).sum(1)
+    return n_relevant
+
+
+def _majority(votes: np.ndarray, n_classes: int) -> np.ndarray:
+    """(c,) the most frequent class of each row of votes (c, k) int, ties to the lower class."""
+    offsets = np.arange(len(votes))[:, None] * n_classes
+    tallies = np.bincount((votes + offsets).ravel(), minlength=len(votes) * n_classes)
+    return tallies.reshape(len(votes), n_classes).argmax(1)
 
 
 def _nearest(similarity: np.ndarray, k: int) -> np.ndarray:
@@ -104,20 +137,36 @@ def _nearest(similarity: np.ndarray, k: int) -> np.ndarray:
         # mAP@R of a large class ranks half the gallery: one stable sort of every row (ties keep
         # the lower row first) is the same order, faster than picking k and sorting them
         return torch.sort(similarity, dim=1, descending=True, stable=True).indices[:, :k].numpy()
-    values, rows = top_k_lowest_index_first(similarity, k)
-    # the rows come in gallery order, so a stable sort keeps the lower row first among ties
-    order = torch.argsort(values, dim=1, descending=True, stable=True)
-    return rows.gather(1, order).numpy()
+    # torch.topk sorts by value but leaves ties to the kernel; the rule is applied only to the
+    # rows that have any: a tie across the k-th place picks the lower rows (in gallery order),
+    # one inside the top k is re-sorted stably by row (the picked ones come in gallery order)
+    values, nearest = similarity.topk(k, dim=1)
+    straddling = (similarity >= values[:, -1:]).sum(1) > k
+    if straddling.any():
+        values[straddling], nearest[straddling] = top_k_lowest_index_first(
+            similarity[straddling], k
+        )
+    tied = (straddling | (values[:, 1:] == values[:, :-1]).any(1)).nonzero()[:, 0]
+    if len(tied):
+        by_row = nearest[tied].argsort(dim=1)
+        tied_values, tied_rows = values[tied].gather(1, by_row), nearest[tied].gather(1, by_row)
+        order = tied_values.argsort(dim=1, descending=True, stable=True)
+        nearest[tied] = tied_rows.gather(1, order)
+    return nearest.numpy()
 
 
 def _average_precision_at_r(hits: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
     """(c,) AP@R per query from hits (c, depth) bool, whether each ranked gallery item is
     relevant (depth >= every R), and n_relevant (c,) R; NaN without relevant items. The sum runs
-    left to right and stops at R (a running sum read at R - 1), so a deeper ranking, which
-    another chunk of queries may need, cannot change its rounding."""
-    positions = np.arange(1, hits.shape[1] + 1)
-    precision_at_i = np.cumsum(hits, 1) / positions
-    running = np.cumsum(precision_at_i * hits, 1)
+    left to right and stops at R (a running sum read at R - 1: torch's cumsum is a plain loop
+    per row, in float64), so a deeper ranking, which another chunk of queries may need, cannot
+    change its rounding."""
+    import torch
+
+    hits = torch.from_numpy(hits)
+    positions = torch.arange(1, hits.shape[1] + 1, dtype=torch.float64)
+    precision_at_i = torch.cumsum(hits, 1, dtype=torch.int32) / positions
+    running = torch.cumsum(precision_at_i * hits, 1).numpy()
     last = np.maximum(n_relevant, 1) - 1
     with np.errstate(invalid="ignore", divide="ignore"):
         total = running[np.arange(len(hits)), last] / n_relevant

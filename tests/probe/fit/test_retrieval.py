@@ -134,3 +134,25 @@ def test_ties_rank_the_lower_gallery_row_first_whatever_the_chunks(
         )
         for name in expected:  # bit for bit: the chunks change nothing
             np.testing.assert_array_equal(got[name], one_chunk[name], err_msg=name)
+
+
+@pytest.mark.parametrize("sort_whole_rows", [False, True])
+def test_the_ranking_is_a_stable_sort_also_with_a_tie_across_the_kth_place(
+    sort_whole_rows, monkeypatch
+):
+    """Each row's k-th largest value copied to a lower column outside the top k (that column
+    must take the k-th place) and, in half the rows, a tie inside the top k too: the top-k
+    path repairs only the rows that have ties, which must be exactly the rows that need it."""
+    monkeypatch.setattr(retrieval, "FULL_SORT_FRACTION", 10**9 if sort_whole_rows else 0)
+    rng = np.random.default_rng(5)
+    k = 7
+    similarity = rng.normal(size=(40, 60)).astype(np.float32)
+    for row in range(40):
+        order = np.argsort(-similarity[row], kind="stable")
+        outside = order[k:][order[k:] < order[k - 1]]
+        if len(outside):
+            similarity[row, outside[0]] = similarity[row, order[k - 1]]
+        if row % 2:
+            similarity[row, order[1]] = similarity[row, order[2]]
+    expected = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(retrieval._nearest(similarity.copy(), k), expected)
