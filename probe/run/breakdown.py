@@ -149,10 +149,7 @@ def subgroup_cell(
 ) -> list[GroupScores]:
     """One probe's numbers for each attribute."""
     binary = task["kind"] in ("binary", "multilabel")
-    return [
-        group_scores(labels, scores, task, g, counts, thresholds if binary else None)
-        for g in groupings
-    ]
+    return group_scores(labels, scores, task, groupings, counts, thresholds if binary else None)
 
 
 def _interval(values: np.ndarray, resampled: np.ndarray) -> tuple[float, float, float]:

@@ -11,7 +11,8 @@ loop over resamples, and integer weights keep every count exact. With every mult
 metric equals its plain definition (tests hold them to `probe.stats.metrics` and scikit-learn).
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -336,9 +337,12 @@ def confusion_metrics(matrices: np.ndarray) -> tuple[np.ndarray, ...]:
     return hits.sum(1) / total, mean_of_finite(recall, axis=1), f1.mean(1), kappa
 
 
+Key = TypeVar("Key", bound=Hashable)
+
+
 def in_chunks(
-    sums: WeightedSums, counts: np.ndarray, finish: Callable[[np.ndarray], dict[str, np.ndarray]]
-) -> dict[str, np.ndarray]:
+    sums: WeightedSums, counts: np.ndarray, finish: Callable[[np.ndarray], dict[Key, np.ndarray]]
+) -> dict[Key, np.ndarray]:
     """Compute the sums for a chunk of resamples at a time (bounded memory) and concatenate what
     `finish` reads from each (n_slots, chunk) table."""
     counts = np.asarray(counts)

@@ -11,8 +11,8 @@ NaN with a note, never a number.
 The groups of an attribute partition the test images, so resample b weighs group g's images by
 counts[b] on g's columns: every group reserves its own slots in one `WeightedSums` over all the
 test images, with the cell bootstrap's own arithmetic (`bootstrap.add_single_label`,
-`add_multilabel`), and one pass of products over the counts, after a row of ones for the
-groups' values, fills them all. Only what a group row reports is reserved: a balanced-accuracy
+`add_multilabel`): one product with a row of ones (the groups' values) and one pass over the
+counts fill them all. Only what a group row reports is reserved: a balanced-accuracy
 task's eight AUROCs, most of a cell's bootstrap, are left out.
 """
 
@@ -191,43 +191,49 @@ def group_scores(
     labels: np.ndarray,
     scores: np.ndarray,
     task: dict[str, Any],
-    grouping: Grouping,
+    groupings: Sequence[Grouping],
     counts: np.ndarray | None,
     thresholds: np.ndarray | None = None,
-) -> GroupScores:
-    """The headline metric and ECE per group, and for binary / multi-label tasks TPR and FPR
-    at `thresholds` (one per label; a binary task's one applies to the positive class).
+) -> list[GroupScores]:
+    """Per attribute of `groupings`: the headline metric and ECE per group, and for binary /
+    multi-label tasks TPR and FPR at `thresholds` (one per label; a binary task's one applies
+    to the positive class).
 
     labels (N,) int64 or (N, L) int8 with -1 unknown; scores (N, K) probabilities or (N, L);
     counts (B, N) test resamples or None. For multi-label, TPR and FPR are means over labels."""
     headline, multilabel = task["headline_metric"], task["kind"] == "multilabel"
-    n_groups = len(grouping.names)
     n_resamples = 0 if counts is None else counts.shape[0]
     metric_names = [headline, "ece"]
     binary = multilabel or scores.shape[1] == 2
     if binary and thresholds is not None:
         metric_names += ["tpr", "fpr"]
-    values = {m: np.full(n_groups, np.nan) for m in metric_names}
-    resampled = {m: np.full((n_groups, n_resamples), np.nan) for m in metric_names}
-    # the value is the metric under weight 1 for every image: a first row of the one pass
+    # the value is the metric under weight 1 for every image, from the same sums
     once = np.ones((1, len(labels)), dtype=np.int32)
-    weights = once if counts is None else np.concatenate([once, counts])
-    for metric, drawn in _by_group(labels, scores, task, grouping, weights).items():
-        values[metric], resampled[metric] = drawn[:, 0], drawn[:, 1:]
-    sizes = np.bincount(grouping.codes[grouping.codes >= 0], minlength=n_groups)
-    notes = []
-    for g in range(n_groups):
-        rows = np.flatnonzero(grouping.codes == g)
-        if len(rows) == 0:
-            notes.append(NO_IMAGES)
-            continue
-        if "tpr" in values:
-            group_counts = None if counts is None else counts[:, rows]
-            rates = _equalized_odds(labels[rows], scores[rows], thresholds, group_counts)
-            for name, (value, drawn_rates) in rates.items():
-                values[name][g], resampled[name][g] = value, drawn_rates
-        notes.append("" if np.isfinite(values[headline][g]) else NOT_DEFINED)
-    return GroupScores(grouping.attribute, grouping.names, sizes, values, resampled, tuple(notes))
+    by_attribute = _by_group(labels, scores, task, groupings, once, counts)
+    results = []
+    for grouping, drawn in zip(groupings, by_attribute, strict=True):
+        n_groups = len(grouping.names)
+        values = {m: np.full(n_groups, np.nan) for m in metric_names}
+        resampled = {m: np.full((n_groups, n_resamples), np.nan) for m in metric_names}
+        for metric, both in drawn.items():
+            values[metric], resampled[metric] = both[:, 0], both[:, 1:]
+        sizes = np.bincount(grouping.codes[grouping.codes >= 0], minlength=n_groups)
+        notes = []
+        for g in range(n_groups):
+            rows = np.flatnonzero(grouping.codes == g)
+            if len(rows) == 0:
+                notes.append(NO_IMAGES)
+                continue
+            if "tpr" in values:
+                group_counts = None if counts is None else counts[:, rows]
+                rates = _equalized_odds(labels[rows], scores[rows], thresholds, group_counts)
+                for name, (value, drawn_rates) in rates.items():
+                    values[name][g], resampled[name][g] = value, drawn_rates
+            notes.append("" if np.isfinite(values[headline][g]) else NOT_DEFINED)
+        results.append(
+            GroupScores(grouping.attribute, grouping.names, sizes, values, resampled, tuple(notes))
+        )
+    return results
 
 
 class _GroupColumns:
@@ -257,42 +263,57 @@ def _by_group(
     labels: np.ndarray,
     scores: np.ndarray,
     task: dict[str, Any],
-    grouping: Grouping,
-    weights: np.ndarray,
-) -> dict[str, np.ndarray]:
-    """{headline: (G, R), "ece": (G, R)} float64 under each row of weights (R, N) int, from one
-    pass; NaN for a group without images or where a row leaves the metric undefined."""
-    headline, n_groups = task["headline_metric"], len(grouping.names)
+    groupings: Sequence[Grouping],
+    once: np.ndarray,
+    counts: np.ndarray | None,
+) -> list[dict[str, np.ndarray]]:
+    """Per grouping, {headline: (G, 1 + B), "ece": (G, 1 + B)} float64 under the weights `once`
+    (1, N) and then each resample of counts (B, N) (or none); NaN for a group without images or
+    where a row leaves the metric undefined. Every attribute's groups share one set of sums, so
+    the counts are read once per cell, not once per attribute (the products stream them from
+    memory); joining once and counts into one array would copy the counts."""
+    headline = task["headline_metric"]
     sums = WeightedSums(len(labels))
     readers = []
-    for g in range(n_groups):
-        rows = np.flatnonzero(grouping.codes == g)
-        if len(rows) == 0:
-            continue
-        group = _GroupColumns(sums, rows)
-        if task["kind"] == "multilabel":  # its one headline, mean_auroc, needs every label
-            names, competition = task["label_names"], task.get("competition_labels", ())
-            finish = add_multilabel(group, labels[rows], scores[rows], names, competition)
-        else:
-            auroc = headline in ("roc_auc", "macro_auroc")
-            finish = add_single_label(
-                group, labels[rows], scores[rows], task["kind"], headline=headline, auroc=auroc
-            )
-        readers.append((g, finish))
+    for a, grouping in enumerate(groupings):
+        for g in range(len(grouping.names)):
+            rows = np.flatnonzero(grouping.codes == g)
+            if len(rows) == 0:
+                continue
+            group = _GroupColumns(sums, rows)
+            if task["kind"] == "multilabel":  # its one headline, mean_auroc, needs every label
+                names, competition = task["label_names"], task.get("competition_labels", ())
+                finish = add_multilabel(group, labels[rows], scores[rows], names, competition)
+            else:
+                auroc = headline in ("roc_auc", "macro_auroc")
+                finish = add_single_label(
+                    group, labels[rows], scores[rows], task["kind"], headline=headline, auroc=auroc
+                )
+            readers.append((a, g, finish))
 
-    def finish_groups(table: np.ndarray) -> dict[str, np.ndarray]:
-        """{metric: (chunk, G)}: `in_chunks` joins chunks along the first axis."""
-        drawn = {m: np.full((table.shape[1], n_groups), np.nan) for m in (headline, "ece")}
-        for g, finish in readers:
+    def finish_groups(table: np.ndarray) -> dict[tuple[int, str], np.ndarray]:
+        """{(attribute, metric): (chunk, G)}: `in_chunks` joins chunks along the first axis."""
+        drawn = {
+            (a, m): np.full((table.shape[1], len(grouping.names)), np.nan)
+            for a, grouping in enumerate(groupings)
+            for m in (headline, "ece")
+        }
+        for a, g, finish in readers:
             values = finish(table)
-            for metric in drawn:
+            for metric in (headline, "ece"):
                 if metric in values:
-                    drawn[metric][:, g] = values[metric]
+                    drawn[a, metric][:, g] = values[metric]
         return drawn
 
     # a resample may draw none of a small group's images: its metrics are 0/0, NaN
     with np.errstate(invalid="ignore", divide="ignore"):
-        return {m: value.T for m, value in in_chunks(sums, weights, finish_groups).items()}
+        parts = [finish_groups(sums.compute(once))]
+        if counts is not None:
+            parts.append(in_chunks(sums, counts, finish_groups))
+    return [
+        {m: np.concatenate([part[a, m] for part in parts]).T for m in (headline, "ece")}
+        for a in range(len(groupings))
+    ]
 
 
 def _equalized_odds(

@@ -213,7 +213,7 @@ def test_a_group_with_one_class_is_reported_as_such_not_as_a_number(run):
     )
     grouping = Grouping("site", ("head", "trunk", "foot"), np.array([0, 0, 0, 1, 1, -1]))
     task = {"kind": "binary", "headline_metric": "roc_auc", "label_names": ["a", "b"]}
-    scores = group_scores(labels, probabilities, task, grouping, None, np.array([0.5]))
+    (scores,) = group_scores(labels, probabilities, task, [grouping], None, np.array([0.5]))
     assert scores.values["roc_auc"][0] == roc_auc_score([0, 1, 0], [0.2, 0.7, 0.4])
     assert np.isnan(scores.values["roc_auc"][1]) and scores.notes[1] == NOT_DEFINED  # one class
     assert np.isnan(scores.values["roc_auc"][2]) and scores.notes[2] == NO_IMAGES

@@ -162,7 +162,8 @@ def _plain_headline(headline: str, labels: np.ndarray, scores: np.ndarray) -> fl
     ],
 )
 def test_group_scores_on_each_resample_equal_sklearn_on_the_groups_drawn_images(kind, headline):
-    """The one pass over all groups against each group scored alone on each resample."""
+    """The one pass over all groups of two attributes against each group scored alone on each
+    resample."""
     rng = np.random.default_rng(7)
     n_images, n_resamples = 70, 25
     if kind == "multilabel":
@@ -179,14 +180,22 @@ def test_group_scores_on_each_resample_equal_sklearn_on_the_groups_drawn_images(
     # three groups, one of three images (some resamples draw none of it), one empty; some in none
     codes = rng.integers(0, 2, n_images)
     codes[:3], codes[3:6] = 2, -1
-    grouping = Grouping("site", ("a", "b", "c", "d"), codes)
+    # a second attribute, read from the same sums: halves of the images, crossing the first
+    halves = (np.arange(n_images) >= n_images // 2).astype(np.int64)
+    groupings = [
+        Grouping("site", ("a", "b", "c", "d"), codes),
+        Grouping("half", ("1", "2"), halves),
+    ]
     counts = rng.multinomial(n_images, np.full(n_images, 1 / n_images), size=n_resamples)
     binary_like = kind in ("binary", "multilabel")
     thresholds = np.array([0.5, 0.4, 0.6]) if binary_like else None
-    got = group_scores(labels, scores, task, grouping, counts, thresholds)
+    by_attribute = group_scores(labels, scores, task, groupings, counts, thresholds)
+    assert [s.attribute for s in by_attribute] == ["site", "half"]
+    got = by_attribute[0]
     assert np.isnan(got.values[headline][3]) and got.notes[3] == NO_IMAGES
-    for g in range(3):
-        rows = np.flatnonzero(codes == g)
+    for a, g in [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]:
+        got = by_attribute[a]
+        rows = np.flatnonzero(groupings[a].codes == g)
         for b, weights in enumerate([np.ones(n_images, int), *counts]):
             drawn = np.repeat(rows, weights[rows])
             expected_headline = expected_ece = np.nan
