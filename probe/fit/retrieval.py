@@ -21,9 +21,16 @@ order of R, so each is ranked about as deep as it needs: an ISIC-like task ranks
 for its largest class and a few hundred rows for its rarest.
 """
 
+from contextlib import nullcontext
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+from medprobe.probe.blas import one_blas_thread
 from medprobe.probe.fit.neighbors import top_k_lowest_index_first
+
+if TYPE_CHECKING:  # torch is imported inside functions: `import medprobe.probe` stays light
+    import torch
 
 RETRIEVAL_KS = (1, 5, 10)
 MAJORITY_KS = (5, 10)
@@ -31,6 +38,8 @@ SIMILARITY_BYTES = 128 << 20
 # Rankings at least 1/4 of the gallery deep sort whole rows: (2,533 x 20,265, 10,000 deep)
 # 1.35 s against 1.93 s for top-k and a sort of those
 FULL_SORT_FRACTION = 4
+# Galleries at least this large are compared on every BLAS thread (a full budget's train split)
+PARALLEL_GALLERY = 4096
 
 
 def retrieval_per_query(
@@ -65,7 +74,11 @@ def retrieval_per_query(
     else:
         n_relevant = np.bincount(gallery_labels, minlength=n_classes)[query_labels]
     for rows in _chunks_by_depth(np.maximum(n_relevant, top), chunk):
-        similarity = np.asarray(queries[rows], dtype=np.float32) @ gallery.T  # (c, G) float32
+        chunk_queries = np.asarray(queries[rows], dtype=np.float32)
+        # a few-shot gallery's product is small next to the ranking's torch operations, which
+        # BLAS threads left spinning would slow 2.5x (`probe.blas`)
+        with one_blas_thread() if n_gallery < PARALLEL_GALLERY else nullcontext():
+            similarity = chunk_queries @ gallery.T  # (c, G) float32
         similarity *= inverse_norms
         if multilabel:
             relevant = (query_positive[rows] @ gallery_positive.T) > 0
@@ -138,21 +151,32 @@ def _nearest(similarity: np.ndarray, k: int) -> np.ndarray:
         # the lower row first) is the same order, faster than picking k and sorting them
         return torch.sort(similarity, dim=1, descending=True, stable=True).indices[:, :k].numpy()
     # torch.topk sorts by value but leaves ties to the kernel; the rule is applied only to the
-    # rows that have any: a tie across the k-th place picks the lower rows (in gallery order),
-    # one inside the top k is re-sorted stably by row (the picked ones come in gallery order)
-    values, nearest = similarity.topk(k, dim=1)
-    straddling = (similarity >= values[:, -1:]).sum(1) > k
+    # rows that have any. One more than k shows a tie across the k-th place (the lower rows must
+    # be picked: `top_k_lowest_index_first`, in gallery order); those rows and the ones with a
+    # tie inside the top k are ordered by one sort of keys (similarity, then row)
+    values, nearest = similarity.topk(k + 1, dim=1)
+    straddling = values[:, k - 1] == values[:, k]
+    values, nearest = values[:, :k], nearest[:, :k]
     if straddling.any():
         values[straddling], nearest[straddling] = top_k_lowest_index_first(
             similarity[straddling], k
         )
     tied = (straddling | (values[:, 1:] == values[:, :-1]).any(1)).nonzero()[:, 0]
     if len(tied):
-        by_row = nearest[tied].argsort(dim=1)
-        tied_values, tied_rows = values[tied].gather(1, by_row), nearest[tied].gather(1, by_row)
-        order = tied_values.argsort(dim=1, descending=True, stable=True)
-        nearest[tied] = tied_rows.gather(1, order)
+        nearest[tied] = _ranked_by_keys(values[tied], nearest[tied])
     return nearest.numpy()
+
+
+def _ranked_by_keys(values: "torch.Tensor", rows: "torch.Tensor") -> "torch.Tensor":
+    """rows (c, k) int64 re-ordered by decreasing values (c, k) float32 and, among equal ones,
+    increasing row: one sort of int64 keys (the value's bits ordered as integers, times 2^32,
+    plus the row), which numpy sorts with AVX-512 where torch's stable sort took 2x longer."""
+    import torch
+
+    bits = (values + 0.0).view(torch.int32)  # + 0.0: -0.0 becomes +0.0, which it equals
+    ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # as integers, in the floats' order
+    keys = (~ordered).to(torch.int64) * (1 << 32) + rows  # ~: decreasing
+    return torch.from_numpy(np.sort(keys.numpy(), axis=1) & 0xFFFFFFFF)
 
 
 def _average_precision_at_r(hits: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:

@@ -231,16 +231,20 @@ def probe_target(
         if "retrieval" in settings.methods:
             # each seed's support set (the train split at full budget) is the gallery, in row
             # order (the tie rule's "lower row"); the whole split is read in place, not copied
-            for seed, rows in zip(seeds, support_rows, strict=True):
+            per_query = []
+            for rows in support_rows:
                 rows = np.sort(rows)
                 whole = len(rows) == len(train.labels) and rows[-1] == len(rows) - 1
-                per_query = retrieval_per_query(
-                    train.embeddings if whole else train.embeddings[rows],
-                    train.labels if whole else train.labels[rows],
-                    test.embeddings,
-                    test.labels,
+                per_query.append(
+                    retrieval_per_query(
+                        train.embeddings if whole else train.embeddings[rows],
+                        train.labels if whole else train.labels[rows],
+                        test.embeddings,
+                        test.labels,
+                    )
                 )
-                metrics, resampled = retrieval_metrics(per_query, image_counts)
+            scored_seeds = zip(seeds, retrieval_metrics(per_query, image_counts), strict=True)
+            for seed, (metrics, resampled) in scored_seeds:
                 if resampled is not None:
                     outcome.resampled[("retrieval", budget.label, seed)] = resampled
                 for metric, value in metrics.items():

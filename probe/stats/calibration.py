@@ -25,13 +25,13 @@ the one resample that holds every image once. The bootstrap and the reported val
 share one definition.
 """
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
-from threadpoolctl import ThreadpoolController
+
+from medprobe.probe.blas import one_blas_thread
 
 N_BINS = 15
 CALIBRATION_METRICS = ("ece", "brier", "log_loss")
@@ -361,9 +361,8 @@ class WeightedSums:
         # (n_images, B), rows contiguous: both products stream one image's B weights at a time
         weights = np.ascontiguousarray(counts.T, dtype=np.float64)
         table = np.asarray(sparse_matrix @ weights)  # every slot's row; dense blocks' rows are 0
-        # One BLAS thread: the sweep spreads work over the cores, and a multi-threaded BLAS on a
-        # busy machine spins (this product ran 100x slower with 2 threads under load).
-        with _blas_controller().limit(limits=1, user_api="blas"):
+        # the sweep spreads work over the cores: one BLAS thread (`probe.blas`)
+        with one_blas_thread():
             table[dense_rows] = dense_matrix @ weights
         return table
 
@@ -396,8 +395,3 @@ class WeightedSums:
             (sparse_values, (sparse_slots, sparse_images)), shape=(self.n_slots, self.n_images)
         )
         return dense_rows, dense_matrix, sparse_matrix
-
-
-@functools.cache  # threadpool_limits rescans every library per call (~7 ms); numpy's BLAS stays
-def _blas_controller() -> ThreadpoolController:
-    return ThreadpoolController()

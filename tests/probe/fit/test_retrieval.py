@@ -69,7 +69,7 @@ def test_retrieval_metrics_match_the_definitions(similarity_bytes, multilabel):
     if multilabel:
         assert np.isnan(got["map@r"][0]) and np.isnan(got["precision@1"][0])
     counts = rng.integers(0, 3, (5, 40))
-    metrics, resampled = retrieval_metrics(got, counts)
+    ((metrics, resampled),) = retrieval_metrics([got], counts)
     defined = np.isfinite(expected["map@r"])
     assert metrics["map@r"] == pytest.approx(expected["map@r"][defined].mean())
     weights = counts[:, defined]
