@@ -377,9 +377,9 @@ def breakdown_section(
 ) -> None:
     """Each model's cells are fitted and scored on their own, so the shares do not depend on how
     many models there are: `--breakdown-models 3` measures the full size in a quarter of the
-    time. The four runs go round `repeats` times and each keeps its fastest: on a shared 2-core
-    machine one run of the same work has taken from 62 s to 73 s, which alone moves a share by
-    15 points, while the fastest of two or more rounds is stable."""
+    time. The four runs go round `repeats` times, every other round backwards, and each keeps
+    its fastest: on a shared 2-core machine one run of the same work has taken from 62 s to
+    73 s, which alone moves a share by 15 points."""
     n_models = n_models or (3 if quick else 12)
     shape = SEED_STUDY[0]  # ISIC 2019
     if quick:
@@ -403,7 +403,9 @@ def breakdown_section(
     wall: dict[str, list[float]] = {name: [] for name in configs}
     cpu: dict[str, list[float]] = {name: [] for name in configs}
     for round_ in range(repeats):
-        for name, config in configs.items():
+        # every other round backwards: no run always comes first (the process warms up) or last
+        order = list(configs.items())
+        for name, config in order if round_ % 2 == 0 else order[::-1]:
             cpu_started = time.process_time()
             sweep, _, _, setup = timed_sweep(root, config)
             wall[name].append(sweep + setup)

@@ -99,17 +99,12 @@ def test_retrieval_in_a_run_queries_each_support_set(blob_root):
     assert summary[summary["metric"] == "precision@1"]["ci_seeds_and_test_low"].notna().all()
 
 
-@pytest.mark.parametrize("sort_whole_rows", [False, True])
 @pytest.mark.parametrize("multilabel", [False, True])
-def test_ties_rank_the_lower_gallery_row_first_whatever_the_chunks(
-    multilabel, sort_whole_rows, monkeypatch
-):
+def test_ties_rank_the_lower_gallery_row_first_whatever_the_chunks(multilabel):
     """Gallery rows along six axes, ten each (scaled by powers of two: equal once normalised),
     so a query along an axis ties ten rows at the top, one between two axes twenty, and an
     all-zero query every row: precision@k, AP@R and the vote hang on which tied rows rank
-    first, and the rule is the stable sort's, the lower gallery row first, whether the ranking
-    picks the top k first or sorts whole rows (deep rankings)."""
-    monkeypatch.setattr(retrieval, "FULL_SORT_FRACTION", 10**9 if sort_whole_rows else 0)
+    first, and the rule is the stable sort's, the lower gallery row first."""
     rng = np.random.default_rng(11)
     axes = np.eye(6)
     gallery = axes[rng.permutation(np.repeat(np.arange(6), 10))]
@@ -136,16 +131,12 @@ def test_ties_rank_the_lower_gallery_row_first_whatever_the_chunks(
             np.testing.assert_array_equal(got[name], one_chunk[name], err_msg=name)
 
 
-@pytest.mark.parametrize("sort_whole_rows", [False, True])
-def test_the_ranking_is_a_stable_sort_also_with_a_tie_across_the_kth_place(
-    sort_whole_rows, monkeypatch
-):
+@pytest.mark.parametrize("k", [7, 60])  # the top 7 picked first; every row ranked whole
+def test_the_ranking_is_a_stable_sort_also_with_a_tie_across_the_kth_place(k):
     """Each row's k-th largest value copied to a lower column outside the top k (that column
-    must take the k-th place) and, in half the rows, a tie inside the top k too: the top-k
-    path repairs only the rows that have ties, which must be exactly the rows that need it."""
-    monkeypatch.setattr(retrieval, "FULL_SORT_FRACTION", 10**9 if sort_whole_rows else 0)
+    must take the k-th place, though torch.topk may pick either), a -0.0 beside a 0.0 (equal,
+    with other bits) and, in half the rows, a tie inside the top k too."""
     rng = np.random.default_rng(5)
-    k = 7
     similarity = rng.normal(size=(40, 60)).astype(np.float32)
     for row in range(40):
         order = np.argsort(-similarity[row], kind="stable")
@@ -154,5 +145,6 @@ def test_the_ranking_is_a_stable_sort_also_with_a_tie_across_the_kth_place(
             similarity[row, outside[0]] = similarity[row, order[k - 1]]
         if row % 2:
             similarity[row, order[1]] = similarity[row, order[2]]
+        similarity[row, order[[3, 4]]] = -0.0, 0.0
     expected = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
     np.testing.assert_array_equal(retrieval._nearest(similarity.copy(), k), expected)
