@@ -13,13 +13,13 @@ equally similar gallery images the lower gallery row ranks first, the k-NN probe
 k-th place give the same scores whatever the chunk size (argpartition left them to the kernel).
 
 Queries are compared a chunk at a time: memory is the (chunk x gallery) similarities, at most
-SIMILARITY_BYTES, and about four times that while the nearest are picked, over the caller's
-gallery. The gallery is not copied normalised (200,000 x 1,024 float32 would be 0.8 GB more):
-each chunk's similarities are divided by the gallery norms. A query's norm scales its whole row,
-which changes no ranking (beyond float32 rounding of near-equal similarities), so queries are
-not normalised at all. The chunks take the queries in
-order of R, so each is ranked about as deep as it needs: an ISIC-like task ranks half the gallery
-for its largest class and a few hundred rows for its rarest.
+SIMILARITY_BYTES, and a few times that while the nearest are picked and their int64 keys sorted,
+over the caller's gallery. The gallery is not copied normalised (200,000 x 1,024 float32 would
+be 0.8 GB more): each chunk's similarities are divided by the gallery norms. A query's norm
+scales its whole row, which changes no ranking (beyond float32 rounding of near-equal
+similarities), so queries are not normalised at all. The chunks take the queries in order of R,
+so each is ranked about as deep as it needs: an ISIC-like task ranks half the gallery for its
+largest class and a few hundred rows for its rarest.
 """
 
 from contextlib import nullcontext
