@@ -207,9 +207,7 @@ def group_scores(
     binary = multilabel or scores.shape[1] == 2
     if binary and thresholds is not None:
         metric_names += ["tpr", "fpr"]
-    # the value is the metric under weight 1 for every image, from the same sums
-    once = np.ones((1, len(labels)), dtype=np.int32)
-    by_attribute = _by_group(labels, scores, task, groupings, once, counts)
+    by_attribute = _by_group(labels, scores, task, groupings, counts)
     results = []
     for grouping, drawn in zip(groupings, by_attribute, strict=True):
         n_groups = len(grouping.names)
@@ -264,14 +262,14 @@ def _by_group(
     scores: np.ndarray,
     task: dict[str, Any],
     groupings: Sequence[Grouping],
-    once: np.ndarray,
     counts: np.ndarray | None,
 ) -> list[dict[str, np.ndarray]]:
-    """Per grouping, {headline: (G, 1 + B), "ece": (G, 1 + B)} float64 under the weights `once`
-    (1, N) and then each resample of counts (B, N) (or none); NaN for a group without images or
-    where a row leaves the metric undefined. Every attribute's groups share one set of sums, so
-    the counts are read once per cell, not once per attribute (the products stream them from
-    memory); joining once and counts into one array would copy the counts."""
+    """Per grouping, {headline: (G, 1 + B), "ece": (G, 1 + B)} float64: the group's value (weight
+    1 for every image), then on each resample of counts (B, N) (or none); NaN for a group without
+    images or where a row leaves the metric undefined. Every attribute's groups share one set of
+    sums, so the counts are read once per cell, not once per attribute (the products stream them
+    from memory); the row of ones is a product of its own, as joining it to the counts would
+    copy them."""
     headline = task["headline_metric"]
     sums = WeightedSums(len(labels))
     readers = []
@@ -305,6 +303,7 @@ def _by_group(
                     drawn[a, metric][:, g] = values[metric]
         return drawn
 
+    once = np.ones((1, len(labels)), dtype=np.int32)
     # a resample may draw none of a small group's images: its metrics are 0/0, NaN
     with np.errstate(invalid="ignore", divide="ignore"):
         parts = [finish_groups(sums.compute(once))]
