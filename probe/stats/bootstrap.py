@@ -6,7 +6,7 @@ A resample is a vector of multiplicities, how many times each test image was dra
 (B, N) `counts` from `resample_counts` score every model and method of a (dataset, budget), so
 differences between them are paired. Each metric is read off weighted sums over groups of
 images (a confusion cell, a tie group of scores, a confidence bin), all computed by one dense
-and one sparse matrix product per chunk of resamples (`calibration.WeightedSums`): no Python
+and one sparse matrix product per chunk of resamples (`weighted_sums.WeightedSums`): no Python
 loop over resamples, and integer weights keep every count exact. With every multiplicity 1 each
 metric equals its plain definition (tests hold them to `probe.stats.metrics` and scikit-learn).
 """
@@ -18,11 +18,12 @@ import numpy as np
 
 from medprobe.cache.errors import ToolkitError
 from medprobe.probe.stats.calibration import (
-    WeightedSums,
+    CALIBRATION_METRICS,
     add_calibration,
     add_multilabel_calibration,
     mean_of_finite,
 )
+from medprobe.probe.stats.weighted_sums import WeightedSums
 
 DEFAULT_RESAMPLES = 1000
 # Fewer resamples cannot place a 2.5th and a 97.5th percentile apart from the extremes.
@@ -99,7 +100,7 @@ def bootstrap_single_label(
     with both outcomes for AUROC; kappa's zero denominator)."""
     sums = WeightedSums(len(labels))
     finish = add_single_label(
-        sums, labels, scores, kind, headline=headline, calibration=calibration
+        sums, labels, scores, kind, headline=headline, calibration=_metrics(calibration)
     )
     return in_chunks(sums, counts, finish)
 
@@ -111,12 +112,13 @@ def add_single_label(
     kind: str,
     *,
     headline: str = "accuracy",
-    calibration: bool = True,
+    calibration: Sequence[str] = CALIBRATION_METRICS,
     auroc: bool = True,
 ) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     """Reserve `bootstrap_single_label`'s sums for images 0..N-1 of `sums`; returns the function
     that reads its metrics, (B,) each, from a computed table. Without `auroc`, no AUROC slots
-    (a class's tie groups are most of the work) and no `macro_auroc` / `roc_auc`."""
+    (a class's tie groups are most of the work) and no `macro_auroc` / `roc_auc`; `calibration`
+    names the calibration metrics to reserve (none: ())."""
     labels = np.asarray(labels, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float64)
     n_images, n_classes = scores.shape
@@ -124,7 +126,9 @@ def add_single_label(
     cells = sums.add(images, 1.0, labels * n_classes + scores.argmax(1), n_classes**2)
     classes = ([1] if n_classes == 2 else range(n_classes)) if auroc else []
     aurocs = [add_auroc(sums, images, labels == c, scores[:, c]) for c in classes]
-    finish_calibration = add_calibration(sums, labels, scores) if calibration else None
+    finish_calibration = (
+        add_calibration(sums, labels, scores, metrics=calibration) if calibration else None
+    )
     with_kappa = kind == "ordinal" or headline == "quadratic_kappa"
     with_roc_auc = auroc and (kind == "binary" or n_classes == 2 or headline == "roc_auc")
 
@@ -168,7 +172,7 @@ def bootstrap_multilabel(
     of that resample's means, as the unweighted metrics leave it out."""
     sums = WeightedSums(len(labels))
     finish = add_multilabel(
-        sums, labels, scores, label_names, competition_labels, calibration=calibration
+        sums, labels, scores, label_names, competition_labels, calibration=_metrics(calibration)
     )
     return in_chunks(sums, counts, finish)
 
@@ -180,10 +184,11 @@ def add_multilabel(
     label_names: Sequence[str],
     competition_labels: Sequence[str] = (),
     *,
-    calibration: bool = True,
+    calibration: Sequence[str] = CALIBRATION_METRICS,
 ) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     """Reserve `bootstrap_multilabel`'s sums for images 0..N-1 of `sums`; returns the function
-    that reads its metrics, (B,) each, from a computed table."""
+    that reads its metrics, (B,) each, from a computed table (`calibration` as in
+    `add_single_label`)."""
     labels = np.asarray(labels)
     scores = np.asarray(scores, dtype=np.float64)
     per_label: dict[str, Reader] = {}
@@ -197,7 +202,11 @@ def add_multilabel(
         name = label_names[column] if column < len(label_names) else str(column)
         per_label[name] = add_auroc(sums, known, positive, scores[known, column])
     competition = [name for name in competition_labels if name in per_label]
-    finish_calibration = add_multilabel_calibration(sums, labels, scores) if calibration else None
+    finish_calibration = (
+        add_multilabel_calibration(sums, labels, scores, metrics=calibration)
+        if calibration
+        else None
+    )
 
     def finish(table: np.ndarray) -> dict[str, np.ndarray]:
         aurocs = {name: read(table) for name, read in per_label.items()}
@@ -354,6 +363,10 @@ def in_chunks(
         for start in range(0, len(counts), per_chunk)
     ]
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def _metrics(calibration: bool) -> tuple[str, ...]:
+    return CALIBRATION_METRICS if calibration else ()
 
 
 def _check_level(level: float) -> None:

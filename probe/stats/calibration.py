@@ -20,24 +20,20 @@ Conventions (each written so a report can quote it):
 
 Every statistic is computed once, from multiplicity weights: `*_resampled` functions take
 `counts` (B, N), how many times each test image appears in each bootstrap resample, and return
-(B,) values from one pass of matrix products over them (`WeightedSums`); the plain functions are
+(B,) values from one pass of matrix products over them (`weighted_sums`); the plain functions are
 the one resample that holds every image once. The bootstrap and the reported value therefore
 share one definition.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
 
-from medprobe.probe.blas import one_blas_thread
+from medprobe.probe.stats.weighted_sums import WeightedSums
 
 N_BINS = 15
 CALIBRATION_METRICS = ("ece", "brier", "log_loss")
-# A dense product (BLAS) adds ~25x more terms per second than scipy's sparse one (2-core CPU
-# machine): a block is summed densely when (slots it uses x images) < this x (entries it has).
-DENSE_ADVANTAGE = 16
 
 
 @dataclass(frozen=True)
@@ -118,36 +114,67 @@ def log_loss_terms(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     return -np.log(np.clip(true_probability, floor, 1 - floor))
 
 
+def add_bins(
+    sums: WeightedSums,
+    images: np.ndarray,
+    confidence: np.ndarray,
+    correct: np.ndarray,
+    n_bins: int = N_BINS,
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Reserve, per confidence bin, the weighted sums of confidence and of correctness; returns
+    the function that turns them into sum_b |correct_b - confidence_b| (B,), the ECE's numerator
+    (sum_b (n_b/N)·|acc_b - conf_b| = sum_b |correct_b - conf_b| / N)."""
+    bins = bin_index(confidence, n_bins)
+    first = sums.add(images, confidence, bins, n_bins)
+    second = sums.add(images, correct, bins, n_bins)
+
+    def gaps(table: np.ndarray) -> np.ndarray:
+        confidence_sums = table[first : first + n_bins]
+        correct_sums = table[second : second + n_bins]
+        return np.abs(correct_sums - confidence_sums).sum(0)
+
+    return gaps
+
+
 def add_calibration(
-    sums: "WeightedSums", labels: np.ndarray, probabilities: np.ndarray, n_bins: int = N_BINS
+    sums: WeightedSums,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    n_bins: int = N_BINS,
+    *,
+    metrics: Sequence[str] = CALIBRATION_METRICS,
 ) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     """Reserve a single-label probe's calibration sums in `sums`; returns the function that turns
-    the computed sums (n_slots, B) into {"ece", "brier", "log_loss"} -> (B,) float64.
+    the computed sums (n_slots, B) into {metric: (B,) float64} for `metrics` (of ece, brier,
+    log_loss: a subgroup reports only the ECE, and a slot not reserved is not summed).
 
     labels (N,) int; probabilities (N, K), rows summing to 1."""
-    confidence, correct = top_label(labels, probabilities)
     images = np.arange(len(labels))
-    gaps = sums.add_bins(images, confidence, correct, n_bins)
-    brier = sums.add(images, brier_terms(labels, probabilities))
-    loss = sums.add(images, log_loss_terms(labels, probabilities))
+    readers = {}
+    if "ece" in metrics:
+        readers["ece"] = add_bins(sums, images, *top_label(labels, probabilities), n_bins)
+    for name, terms in (("brier", brier_terms), ("log_loss", log_loss_terms)):
+        if name in metrics:
+            readers[name] = _row(sums.add(images, terms(labels, probabilities)))
     total = sums.add(images)
 
     def finish(table: np.ndarray) -> dict[str, np.ndarray]:
         with np.errstate(invalid="ignore", divide="ignore"):
-            return {
-                "ece": gaps(table) / table[total],
-                "brier": table[brier] / table[total],
-                "log_loss": table[loss] / table[total],
-            }
+            return {name: read(table) / table[total] for name, read in readers.items()}
 
     return finish
 
 
 def add_multilabel_calibration(
-    sums: "WeightedSums", labels: np.ndarray, probabilities: np.ndarray, n_bins: int = N_BINS
+    sums: WeightedSums,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    n_bins: int = N_BINS,
+    *,
+    metrics: Sequence[str] = CALIBRATION_METRICS,
 ) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     """Reserve a multi-label probe's calibration sums; the returned function gives the mean over
-    labels of the binary ECE, Brier score and log loss, (B,) float64 each.
+    labels of the binary ECE, Brier score and log loss (those of `metrics`), (B,) float64 each.
 
     labels (N, L) int with -1 unknown; probabilities (N, L) positive-class probabilities, a column
     of NaN for a label no probe was trained for (left out). Each label counts its known images
@@ -160,29 +187,33 @@ def add_multilabel_calibration(
         images = np.flatnonzero(labels[:, column] >= 0)
         positive = labels[images, column] == 1
         probability = probabilities[images, column]
-        confidence, correct = binary_top_label(positive, probability)
         clipped = np.clip(probability, floor, 1 - floor)
-        per_label.append(
-            (
-                sums.add_bins(images, confidence, correct, n_bins),
-                sums.add(images, (probability - positive) ** 2),
-                sums.add(images, -np.log(np.where(positive, clipped, 1 - clipped))),
-                sums.add(images),
-            )
-        )
+        readers = {}
+        if "ece" in metrics:
+            confidence, correct = binary_top_label(positive, probability)
+            readers["ece"] = add_bins(sums, images, confidence, correct, n_bins)
+        if "brier" in metrics:
+            readers["brier"] = _row(sums.add(images, (probability - positive) ** 2))
+        if "log_loss" in metrics:
+            loss = -np.log(np.where(positive, clipped, 1 - clipped))
+            readers["log_loss"] = _row(sums.add(images, loss))
+        per_label.append((readers, sums.add(images)))
 
     def finish(table: np.ndarray) -> dict[str, np.ndarray]:
         shape = (len(per_label), table.shape[1])
-        values = {name: np.full(shape, np.nan) for name in CALIBRATION_METRICS}
+        values = {name: np.full(shape, np.nan) for name in CALIBRATION_METRICS if name in metrics}
         with np.errstate(invalid="ignore", divide="ignore"):
-            for position, (gaps, brier, loss, total) in enumerate(per_label):
-                known = table[total]
-                values["ece"][position] = gaps(table) / known
-                values["brier"][position] = table[brier] / known
-                values["log_loss"][position] = table[loss] / known
+            for position, (readers, total) in enumerate(per_label):
+                for name, read in readers.items():
+                    values[name][position] = read(table) / table[total]
         return {name: mean_of_finite(value, axis=0) for name, value in values.items()}
 
     return finish
+
+
+def _row(slot: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The reader of one slot's row of a computed table."""
+    return lambda table: table[slot]
 
 
 def calibration_resampled(
@@ -297,101 +328,3 @@ def _scored_columns(probabilities: np.ndarray) -> np.ndarray:
 def _once(labels: np.ndarray) -> np.ndarray:
     """The multiplicities of the test set itself: one resample holding every image once."""
     return np.ones((1, len(labels)), dtype=np.int32)
-
-
-class WeightedSums:
-    """Weighted sums of per-image values over groups of images ("slots"), for many resamples at
-    once: slot s of resample b is sum_i counts[b, i]·value_i over the images in s.
-
-    Every resampled statistic here and in `probe.stats.bootstrap` is read off these sums. `add*`
-    reserve slots before `compute`; each returns where its slots start (or how to read them).
-    A block of few slots that most images feed (bins, totals) is summed by a dense matrix
-    product, a block of many sparsely fed slots (AUROC's tie groups) by a sparse one."""
-
-    def __init__(self, n_images: int) -> None:
-        self.n_images = n_images
-        self.n_slots = 0
-        self._blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        self._plan: tuple[np.ndarray, np.ndarray, sparse.csc_matrix] | None = None
-
-    def add(
-        self,
-        images: np.ndarray,
-        values: np.ndarray | float = 1.0,
-        slots: np.ndarray | None = None,
-        n_slots: int = 1,
-    ) -> int:
-        """Reserve `n_slots` slots; image images[j] adds values[j] to slot slots[j] (all to the
-        first slot when `slots` is None). Returns the first slot's row in `compute`'s table."""
-        start = self.n_slots
-        images = np.asarray(images, dtype=np.int64)
-        local = np.zeros(len(images), dtype=np.int64) if slots is None else np.asarray(slots)
-        values = np.broadcast_to(np.asarray(values, dtype=np.float64), images.shape)
-        self._blocks.append((images, local + start, values))
-        self.n_slots += n_slots
-        self._plan = None
-        return start
-
-    def add_bins(
-        self, images: np.ndarray, confidence: np.ndarray, correct: np.ndarray, n_bins: int
-    ) -> Callable[[np.ndarray], np.ndarray]:
-        """Per confidence bin, the weighted sums of confidence and of correctness; returns the
-        function that turns the sums into sum_b |correct_b - confidence_b| (B,), the ECE's
-        numerator (sum_b (n_b/N)·|acc_b - conf_b| = sum_b |correct_b - conf_b| / N)."""
-        bins = bin_index(confidence, n_bins)
-        first = self.add(images, confidence, bins, n_bins)
-        second = self.add(images, correct, bins, n_bins)
-
-        def gaps(table: np.ndarray) -> np.ndarray:
-            confidence_sums = table[first : first + n_bins]
-            correct_sums = table[second : second + n_bins]
-            return np.abs(correct_sums - confidence_sums).sum(0)
-
-        return gaps
-
-    def compute(self, counts: np.ndarray) -> np.ndarray:
-        """(n_slots, B) float64 sums for counts (B, n_images): row s holds slot s for every
-        resample (zero for a slot no image feeds). Sums of integer counts are exact (float64
-        holds integers to 2^53), whatever order the products add them in."""
-        if counts.ndim != 2 or counts.shape[1] != self.n_images:
-            raise ValueError(f"counts has shape {counts.shape}; expected (B, {self.n_images})")
-        if self._plan is None:
-            self._plan = self._split()
-        dense_rows, dense_matrix, sparse_matrix = self._plan
-        # (n_images, B), rows contiguous: both products stream one image's B weights at a time
-        weights = np.ascontiguousarray(counts.T, dtype=np.float64)
-        table = np.asarray(sparse_matrix @ weights)  # every slot's row; dense blocks' rows are 0
-        # the sweep spreads work over the cores: one BLAS thread (`probe.blas`)
-        with one_blas_thread():
-            table[dense_rows] = dense_matrix @ weights
-        return table
-
-    def _split(self) -> tuple[np.ndarray, np.ndarray, sparse.csc_matrix]:
-        """The used slots of dense blocks with their (rows, n_images) matrix, and a sparse
-        (n_slots, n_images) matrix of the other blocks. A block is dense when (slots it uses x
-        images) is below DENSE_ADVANTAGE x its entries."""
-        parts: dict[bool, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {True: [], False: []}
-        for images, slots, values in self._blocks:
-            used = np.unique(slots)
-            dense = len(used) * self.n_images < DENSE_ADVANTAGE * len(images)
-            parts[dense].append((images, slots, values))
-        (dense_images, dense_slots, dense_values), (sparse_images, sparse_slots, sparse_values) = (
-            (
-                np.concatenate([block[0] for block in parts[dense]] or [np.zeros(0, np.int64)]),
-                np.concatenate([block[1] for block in parts[dense]] or [np.zeros(0, np.int64)]),
-                np.concatenate([block[2] for block in parts[dense]] or [np.zeros(0)]),
-            )
-            for dense in (True, False)
-        )
-        dense_rows, dense_row_of_entry = np.unique(dense_slots, return_inverse=True)
-        dense_matrix = sparse.csr_matrix(
-            (dense_values, (dense_row_of_entry, dense_images)),
-            shape=(len(dense_rows), self.n_images),
-        ).toarray()
-        # column by column (CSC): each image's weights are read once and added to its few slots;
-        # row by row read them once per slot, from memory (ISIC-sized cells: 1.3x faster scored,
-        # 2.6x the subgroups' sparse product)
-        sparse_matrix = sparse.csc_matrix(
-            (sparse_values, (sparse_slots, sparse_images)), shape=(self.n_slots, self.n_images)
-        )
-        return dense_rows, dense_matrix, sparse_matrix

@@ -13,10 +13,11 @@ counts[b] on g's columns: every group reserves its own slots in one `WeightedSum
 test images, with the cell bootstrap's own arithmetic (`bootstrap.add_single_label`,
 `add_multilabel`): one product with a row of ones (the groups' values) and one pass over the
 counts fill them all. Only what a group row reports is reserved: a balanced-accuracy
-task's eight AUROCs, most of a cell's bootstrap, are left out.
+task's eight AUROCs, most of a cell's bootstrap, and every group's Brier score and log loss are
+left out.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -25,7 +26,8 @@ import numpy as np
 
 from medprobe.cache.errors import ToolkitError
 from medprobe.probe.stats.bootstrap import add_multilabel, add_single_label, in_chunks
-from medprobe.probe.stats.calibration import WeightedSums, mean_of_finite
+from medprobe.probe.stats.calibration import mean_of_finite
+from medprobe.probe.stats.weighted_sums import WeightedSums
 
 QUANTILE_BINS = 4  # a numeric column without edges is cut at its quartiles
 NOT_DEFINED = "not defined: the group lacks one of the outcomes the metric needs"
@@ -251,11 +253,6 @@ class _GroupColumns:
     ) -> int:
         return self.sums.add(self.images[images], values, slots, n_slots)
 
-    def add_bins(
-        self, images: np.ndarray, confidence: np.ndarray, correct: np.ndarray, n_bins: int
-    ) -> Callable[[np.ndarray], np.ndarray]:
-        return self.sums.add_bins(self.images[images], confidence, correct, n_bins)
-
 
 def _by_group(
     labels: np.ndarray,
@@ -281,11 +278,18 @@ def _by_group(
             group = _GroupColumns(sums, rows)
             if task["kind"] == "multilabel":  # its one headline, mean_auroc, needs every label
                 names, competition = task["label_names"], task.get("competition_labels", ())
-                finish = add_multilabel(group, labels[rows], scores[rows], names, competition)
+                finish = add_multilabel(
+                    group, labels[rows], scores[rows], names, competition, calibration=("ece",)
+                )
             else:
-                auroc = headline in ("roc_auc", "macro_auroc")
                 finish = add_single_label(
-                    group, labels[rows], scores[rows], task["kind"], headline=headline, auroc=auroc
+                    group,
+                    labels[rows],
+                    scores[rows],
+                    task["kind"],
+                    headline=headline,
+                    calibration=("ece",),
+                    auroc=headline in ("roc_auc", "macro_auroc"),
                 )
             readers.append((a, g, finish))
 

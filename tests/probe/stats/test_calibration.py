@@ -6,6 +6,8 @@ from sklearn.metrics import brier_score_loss
 from sklearn.metrics import log_loss as sklearn_log_loss
 
 from medprobe.probe.stats.calibration import (
+    add_calibration,
+    add_multilabel_calibration,
     bin_index,
     brier_score,
     calibration_metrics,
@@ -19,6 +21,7 @@ from medprobe.probe.stats.calibration import (
     multilabel_log_loss,
     reliability_bins,
 )
+from medprobe.probe.stats.weighted_sums import WeightedSums
 
 # Six images, three classes. Top label, its confidence and the 1/15-wide bin it falls in:
 #   image 0: y=0, [.70 .20 .10] -> class 0 at .70, right; bin 10 = (10/15, 11/15] = (.667, .733]
@@ -184,6 +187,26 @@ def test_resampled_equals_the_metrics_of_each_repeated_test_set():
         for name in direct:
             assert single[name][row] == pytest.approx(direct[name], rel=1e-12)
             assert multi[name][row] == pytest.approx(direct_multi[name], rel=1e-12)
+
+
+@pytest.mark.parametrize("metrics", [("ece",), ("brier", "log_loss"), ("log_loss",)])
+def test_a_subset_of_the_metrics_reserves_only_its_own_slots(metrics):
+    """A subgroup asks for the ECE alone: it gets the same values, from fewer slots."""
+    rng = np.random.default_rng(6)
+    labels, probabilities = rng.integers(0, 3, 50), rng.dirichlet(np.ones(3), 50)
+    multi_labels = rng.integers(-1, 2, (50, 2)).astype(np.int8)
+    counts = rng.poisson(1.0, (4, 50)).astype(np.int32)
+    for add, y, p in (
+        (add_calibration, labels, probabilities),
+        (add_multilabel_calibration, multi_labels, probabilities[:, :2]),
+    ):
+        every, subset = WeightedSums(50), WeightedSums(50)
+        all_values = add(every, y, p)(every.compute(counts))
+        values = add(subset, y, p, metrics=metrics)(subset.compute(counts))
+        assert list(values) == list(metrics)
+        for name in metrics:
+            np.testing.assert_array_equal(values[name], all_values[name])
+        assert subset.n_slots < every.n_slots
 
 
 def test_an_empty_resample_is_nan():
