@@ -134,17 +134,12 @@ def add_single_label(
 
     def finish(table: np.ndarray) -> dict[str, np.ndarray]:
         matrices = table[cells : cells + n_classes**2].T.reshape(-1, n_classes, n_classes)
-        accuracy, balanced_accuracy, macro_f1, kappa = confusion_metrics(matrices)
-        values = {
-            "accuracy": accuracy,
-            "balanced_accuracy": balanced_accuracy,
-            "macro_f1": macro_f1,
-        }
+        values = confusion_metrics(matrices)
         if aurocs:
             stacked = np.stack([read(table) for read in aurocs])
             values["macro_auroc"] = mean_of_finite(stacked, axis=0)
         if with_kappa:
-            values["quadratic_kappa"] = kappa
+            values["quadratic_kappa"] = confusion_kappa(matrices)
         if with_roc_auc:
             values["roc_auc"] = values["macro_auroc"].copy()
         if finish_calibration is not None:
@@ -323,27 +318,39 @@ def add_auroc(
     return read
 
 
-def confusion_metrics(matrices: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Accuracy, balanced accuracy, macro-F1 and quadratic kappa (each (B,)) of confusion
-    matrices (B, K, K) (rows true, columns predicted), by `probe.stats.metrics`' definitions."""
-    n_classes = matrices.shape[1]
+def confusion_metrics(matrices: np.ndarray) -> dict[str, np.ndarray]:
+    """Accuracy, balanced accuracy and macro-F1 (each (B,)) of confusion matrices (B, K, K) (rows
+    true, columns predicted), by `probe.stats.metrics`' definitions."""
     true_per_class = matrices.sum(2)
-    predicted_per_class = matrices.sum(1)
     hits = np.diagonal(matrices, axis1=1, axis2=2)
-    total = true_per_class.sum(1)
-    f1_denominator = true_per_class + predicted_per_class
-    weights = (np.arange(n_classes)[:, None] - np.arange(n_classes)[None, :]) ** 2.0
+    f1_denominator = true_per_class + matrices.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = np.where(true_per_class > 0, hits / true_per_class, np.nan)
         f1 = np.where(f1_denominator > 0, 2 * hits / f1_denominator, 0.0)
+        return {
+            "accuracy": hits.sum(1) / true_per_class.sum(1),
+            "balanced_accuracy": mean_of_finite(recall, axis=1),
+            "macro_f1": f1.mean(1),
+        }
+
+
+def confusion_kappa(matrices: np.ndarray) -> np.ndarray:
+    """(B,) quadratic kappa of confusion matrices (B, K, K), by `probe.stats.metrics`'
+    definition; apart from `confusion_metrics`, as its expected matrices are most of the work
+    and only ordinal tasks report it."""
+    n_classes = matrices.shape[1]
+    true_per_class, predicted_per_class = matrices.sum(2), matrices.sum(1)
+    weights = (np.arange(n_classes)[:, None] - np.arange(n_classes)[None, :]) ** 2.0
+    with np.errstate(invalid="ignore", divide="ignore"):
         expected = (
-            true_per_class[:, :, None] * predicted_per_class[:, None, :] / total[:, None, None]
+            true_per_class[:, :, None]
+            * predicted_per_class[:, None, :]
+            / true_per_class.sum(1)[:, None, None]
         )
         # flattened per resample, so the sums run in the same order as `quadratic_kappa`'s
         disagreement = (weights * matrices).reshape(len(matrices), -1).sum(1)
         chance = (weights * expected).reshape(len(matrices), -1).sum(1)
-        kappa = np.where(chance != 0, 1 - disagreement / chance, np.nan)
-    return hits.sum(1) / total, mean_of_finite(recall, axis=1), f1.mean(1), kappa
+        return np.where(chance != 0, 1 - disagreement / chance, np.nan)
 
 
 Key = TypeVar("Key", bound=Hashable)
