@@ -70,12 +70,16 @@ def _size(pool: "torch.Tensor", rows: "torch.Tensor | None") -> int:
     return len(pool) if rows is None else len(rows)
 
 
-def top_k_lowest_index_first(values: "torch.Tensor", k: int) -> "tuple[torch.Tensor, torch.Tensor]":
+def top_k_lowest_index_first(
+    values: "torch.Tensor", k: int, kth: "torch.Tensor | None" = None
+) -> "tuple[torch.Tensor, torch.Tensor]":
     """The k largest of each row of values (Q, C) and their columns, in column order; among
     equal values the lower column wins (torch.topk leaves ties to the kernel, so an all-zero
     query or duplicate support rows would vote differently with another chunk size). Chunks
-    that are merged in column order therefore select exactly what one pass over all would."""
-    kth = values.topk(k, dim=1).values[:, -1:]
+    that are merged in column order therefore select exactly what one pass over all would.
+    kth (Q, 1): each row's k-th largest value, when the caller has it (else one more top-k)."""
+    if kth is None:
+        kth = values.topk(k, dim=1, sorted=False).values.min(1, keepdim=True).values
     greater = values > kth
     tied = values == kth
     needed = k - greater.sum(1, keepdim=True)

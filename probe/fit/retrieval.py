@@ -53,12 +53,13 @@ def retrieval_per_query(
     Labels (G,) / (Q,) int class indices, or (G, L) / (Q, L) int8 multi-label with -1 unknown
     (unknown counts as not positive)."""
     multilabel = np.ndim(gallery_labels) == 2
+    gallery_labels, query_labels = np.asarray(gallery_labels), np.asarray(query_labels)
     gallery = np.asarray(gallery, dtype=np.float32)
     # einsum sums the squares row by row: np.linalg.norm would square a whole copy first
     inverse_norms = 1 / np.maximum(np.sqrt(np.einsum("ij,ij->i", gallery, gallery)), 1e-12)
     if multilabel:
-        gallery_positive = (np.asarray(gallery_labels) == 1).astype(np.float32)
-        query_positive = (np.asarray(query_labels) == 1).astype(np.float32)
+        gallery_positive = (gallery_labels == 1).astype(np.float32)
+        query_positive = (query_labels == 1).astype(np.float32)
     n_queries, n_gallery = len(queries), len(gallery)
     names = [f"precision@{k}" for k in RETRIEVAL_KS] + ["map@r"]
     if not multilabel:
@@ -78,14 +79,14 @@ def retrieval_per_query(
         with one_blas_thread() if n_gallery < PARALLEL_GALLERY else nullcontext():
             similarity = chunk_queries @ gallery.T  # (c, G) float32
         similarity *= inverse_norms
-        if multilabel:
-            relevant = (query_positive[rows] @ gallery_positive.T) > 0
-        else:
-            relevant = gallery_labels[None, :] == query_labels[rows, None]
         # one ranking per chunk, as deep as its largest R: the order (similarity down, gallery
         # row up) is total, so each query's top R (and top k) is a prefix of it
         nearest = _nearest(similarity, max(top, int(n_relevant[rows].max())))  # (c, depth)
-        hits = np.take_along_axis(relevant, nearest, 1)
+        if multilabel:
+            relevant = (query_positive[rows] @ gallery_positive.T) > 0
+            hits = np.take_along_axis(relevant, nearest, 1)
+        else:  # the nearest rows' labels: a gather from G labels, not from a (c, G) mask
+            hits = gallery_labels[nearest] == query_labels[rows, None]
         has_relevant = n_relevant[rows] > 0
         for k in RETRIEVAL_KS:
             precision = hits[:, : min(k, top)].mean(1)
@@ -94,7 +95,7 @@ def retrieval_per_query(
             )
         results["map@r"][rows] = _average_precision_at_r(hits, n_relevant[rows])
         if not multilabel:
-            neighbour_labels = np.asarray(gallery_labels)[nearest[:, :top]]
+            neighbour_labels = gallery_labels[nearest[:, :top]]
             for k in MAJORITY_KS:
                 results[f"majority@{k}"][rows] = (
                     _majority(neighbour_labels[:, : min(k, top)], n_classes) == query_labels[rows]
