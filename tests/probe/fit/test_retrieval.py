@@ -3,6 +3,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 import medprobe as mp
 from medprobe.cache import open_store
@@ -132,10 +133,14 @@ def test_ties_rank_the_lower_gallery_row_first_whatever_the_chunks(multilabel):
 
 
 @pytest.mark.parametrize("k", [7, 60])  # the top 7 picked first; every row ranked whole
-def test_the_ranking_is_a_stable_sort_also_with_a_tie_across_the_kth_place(k):
+@pytest.mark.parametrize("threads", [1, 3])  # 3: the rows' keys sorted in three parts at once
+def test_the_ranking_is_a_stable_sort_also_with_a_tie_across_the_kth_place(k, threads, monkeypatch):
     """Each row's k-th largest value copied to a lower column outside the top k (that column
     must take the k-th place, though torch.topk may pick either), a -0.0 beside a 0.0 (equal,
     with other bits) and, in half the rows, a tie inside the top k too."""
+    monkeypatch.setattr(retrieval, "PARALLEL_SORT_KEYS", 0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     rng = np.random.default_rng(5)
     similarity = rng.normal(size=(40, 60)).astype(np.float32)
     for row in range(40):
@@ -147,4 +152,7 @@ def test_the_ranking_is_a_stable_sort_also_with_a_tie_across_the_kth_place(k):
             similarity[row, order[1]] = similarity[row, order[2]]
         similarity[row, order[[3, 4]]] = -0.0, 0.0
     expected = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
-    np.testing.assert_array_equal(retrieval._nearest(similarity.copy(), k), expected)
+    try:
+        np.testing.assert_array_equal(retrieval._nearest(similarity.copy(), k), expected)
+    finally:
+        torch.set_num_threads(before)
