@@ -8,6 +8,7 @@ store, so each model is scored on exactly the same labelled images.
 import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 from joblib import Parallel, delayed
 
 from medprobe.cache import open_store
+from medprobe.probe.blas import one_blas_thread
 from medprobe.probe.budgets import Budget
 from medprobe.probe.fit.backends import (
     EstimatorBackend,
@@ -48,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 # (method, budget label, seed): one probe of a target
 Cell = tuple[str, str, int]
+# At most this many cells of a budget are scored at once (each holds up to ~64 MB of sums)
+SCORING_THREADS = 4
 
 
 @dataclass
@@ -162,6 +166,8 @@ def probe_target(
     max_gradient, stop ('gradient' | 'no progress' | 'line search' | 'max_iter': not
     converged), converged, selection_unconverged (fits made to choose C that used up max_iter).
     """
+    import torch  # the scoring threads follow torch's (one in a `--jobs` worker)
+
     store = open_store(target.path)
     task = task_of(store)
     train = read_split(store, "train", target.pooling)
@@ -203,6 +209,20 @@ def probe_target(
             "n_units": len(units),
             "n_images": len(test.ids),
         }
+
+    def score_test(cell: tuple[str, int, np.ndarray]) -> tuple[Any, ...]:
+        """(method, seed, scores) of a cell, its test scores then val's -> (method, seed, scores,
+        its `CellScore`, its subgroups or None)."""
+        scores, val_scores = cell[2][: len(test.ids)], cell[2][len(test.ids) :]
+        if units is not None:
+            scores = units.scores(scores, task["kind"])
+        subgroups = None
+        if groupings:
+            val_part = (val.labels, val_scores) if with_val else (None, None)
+            thresholds = thresholds_on_val(task, *val_part)
+            subgroups = subgroup_cell(scored_labels, scores, task, groupings, counts, thresholds)
+        return *cell, score_cell(scored_labels, scores, task, counts), subgroups
+
     for budget in settings.budgets:
         seeds = settings.seeds_for(budget)
         support_rows = [
@@ -249,22 +269,19 @@ def probe_target(
                     outcome.resampled[("retrieval", budget.label, seed)] = resampled
                 for metric, value in metrics.items():
                     outcome.rows.append(_row(target, budget, "retrieval", seed, metric, value))
-        for method, seed, all_scores in scored_cells:
-            scores, val_scores = all_scores[: len(test.ids)], all_scores[len(test.ids) :]
+        # scoring is numpy and scipy on one core each, the GIL released in their loops: the
+        # cells of a budget are scored on torch's intra-op threads at once (1.9x on two cores),
+        # one BLAS thread each, the limit held here (`probe.blas`)
+        n_threads = min(SCORING_THREADS, torch.get_num_threads())
+        with one_blas_thread(), ThreadPoolExecutor(n_threads) as threads:
+            scorings = list(threads.map(score_test, scored_cells))
+        for method, seed, all_scores, scored, subgroups in scorings:
             cell = (method, budget.label, seed)
             # full budgets keep their scores for DeLong's paired test
             if settings.save_predictions or budget.kind == "full":
-                outcome.scores[cell] = scores.astype(np.float32)
-            if units is not None:
-                scores = units.scores(scores, task["kind"])
-            scored = score_cell(scored_labels, scores, task, counts)
-            if groupings:
-                thresholds = thresholds_on_val(
-                    task, val.labels if with_val else None, val_scores if with_val else None
-                )
-                outcome.subgroups[cell] = subgroup_cell(
-                    scored_labels, scores, task, groupings, counts, thresholds
-                )
+                outcome.scores[cell] = all_scores[: len(test.ids)].astype(np.float32)
+            if subgroups is not None:
+                outcome.subgroups[cell] = subgroups
             if scored.resampled is not None:
                 outcome.resampled[cell] = scored.resampled
             outcome.reliability[cell] = scored.reliability
