@@ -157,10 +157,12 @@ def _nearest(similarity: np.ndarray, k: int) -> np.ndarray:
     # outside the k picked, the rule wants the lower rows (`top_k_lowest_index_first`). numpy
     # counts 5x faster than torch here.
     values, nearest = tensor.topk(k, dim=1, sorted=False)
-    kth = values.min(1, keepdim=True).values.numpy()
-    straddling = torch.from_numpy(np.count_nonzero(similarity >= kth, axis=1) > k)
-    if straddling.any():
-        values[straddling], nearest[straddling] = top_k_lowest_index_first(tensor[straddling], k)
+    kth = values.min(1, keepdim=True).values
+    straddling = torch.from_numpy(np.count_nonzero(similarity >= kth.numpy(), axis=1) > k)
+    if straddling.any():  # repaired with the k-th values found: no second top-k of the rows
+        values[straddling], nearest[straddling] = top_k_lowest_index_first(
+            tensor[straddling], k, kth[straddling]
+        )
     return _ranked_by_keys(values, nearest).numpy()
 
 
