@@ -187,7 +187,6 @@ def add_multilabel_calibration(
         images = np.flatnonzero(labels[:, column] >= 0)
         positive = labels[images, column] == 1
         probability = probabilities[images, column]
-        clipped = np.clip(probability, floor, 1 - floor)
         readers = {}
         if "ece" in metrics:
             confidence, correct = binary_top_label(positive, probability)
@@ -195,6 +194,7 @@ def add_multilabel_calibration(
         if "brier" in metrics:
             readers["brier"] = _row(sums.add(images, (probability - positive) ** 2))
         if "log_loss" in metrics:
+            clipped = np.clip(probability, floor, 1 - floor)
             loss = -np.log(np.where(positive, clipped, 1 - clipped))
             readers["log_loss"] = _row(sums.add(images, loss))
         per_label.append((readers, sums.add(images)))
