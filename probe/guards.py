@@ -13,11 +13,16 @@ import numpy as np
 from medprobe.cache import ToolkitError, open_store
 from medprobe.cache.files.disk import human_size
 from medprobe.probe.budgets import Budget, support_images
+from medprobe.probe.stats.bootstrap import CHUNK_ELEMENTS
 from medprobe.probe.targets import ProbeTarget
 
 # Bytes per test image and resample while one worker draws a dataset's resamples: the
 # per-group draws, the (B, N) int32 counts and their copy in the store's row order.
 COUNT_BYTES = 3 * 4
+# Bytes per entry of what each cell being scored holds for a chunk of resamples: its (slots x
+# chunk) table of sums and the chunk's counts as (images x chunk) weights, float64
+# (`stats.weighted_sums`), each at most CHUNK_ELEMENTS entries.
+TABLE_BYTES = 2 * 8
 # Bytes per resample of each metric of each probe kept until the summary (float64).
 KEPT_BYTES = 8
 # Metrics every single-label probe keeps per resample (accuracy, balanced accuracy, macro-F1,
@@ -48,10 +53,12 @@ def bootstrap_bytes(
     *,
     n_cells_per_target: int,
     workers: int,
+    scoring_threads: int,
 ) -> tuple[int, int]:
     """(bytes, largest test split): a lower estimate of the memory the test bootstrap needs,
-    the resample counts of the largest test split in each of `workers` processes plus every
-    probe's metric on every resample, kept for the summary."""
+    the resample counts of the largest test split in each of `workers` processes, the sums of
+    the `scoring_threads` cells scored at once (all workers' together), and every probe's
+    metric on every resample, kept for the summary."""
     largest, kept = 0, 0
     for target in targets:
         store = open_store(target.path)
@@ -63,7 +70,8 @@ def bootstrap_bytes(
         )
         kept += KEPT_BYTES * n_resamples * n_cells_per_target * n_metrics
     workers = max(1, min(workers, len(targets)))
-    return COUNT_BYTES * n_resamples * largest * workers + kept, largest
+    tables = TABLE_BYTES * min(CHUNK_ELEMENTS, n_resamples * largest) * scoring_threads
+    return COUNT_BYTES * n_resamples * largest * workers + tables + kept, largest
 
 
 def check_bootstrap_memory(
@@ -72,12 +80,17 @@ def check_bootstrap_memory(
     *,
     n_cells_per_target: int,
     workers: int,
+    scoring_threads: int,
 ) -> None:
     """Refuse a probe run's test bootstrap whose estimated memory exceeds what is available."""
     if not n_resamples or not targets:
         return
     needed, largest = bootstrap_bytes(
-        targets, n_resamples, n_cells_per_target=n_cells_per_target, workers=workers
+        targets,
+        n_resamples,
+        n_cells_per_target=n_cells_per_target,
+        workers=workers,
+        scoring_threads=scoring_threads,
     )
     refuse_past_memory(
         needed,

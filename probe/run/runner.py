@@ -33,7 +33,7 @@ from medprobe.probe.run.cluster import parallel_backend, parse_cluster
 from medprobe.probe.run.results import RUN_FILE, Results
 from medprobe.probe.run.settings import ProbeSettings, keyword_signature
 from medprobe.probe.run.supports import SupportSets, draw_supports
-from medprobe.probe.run.sweep import TargetOutcome, run_sweep
+from medprobe.probe.run.sweep import TargetOutcome, run_sweep, scoring_threads
 from medprobe.probe.stats.paired import Resampled, headline_of, paired_differences, summarise
 from medprobe.probe.stats.predictions import DatasetPredictions, Predictions
 from medprobe.probe.targets import ProbeTarget, headline_left_out, select_targets, task_of
@@ -104,6 +104,8 @@ def run_probes(settings: ProbeSettings, *, command: str | None = None) -> Result
         settings.bootstrap,
         n_cells_per_target=_cells_per_target(settings),
         workers=workers,
+        # a worker of several scores one cell at a time (its torch has one thread)
+        scoring_threads=workers if workers > 1 else scoring_threads(),
     )
     check_seeds_memory(
         targets,

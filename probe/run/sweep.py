@@ -50,8 +50,16 @@ logger = logging.getLogger(__name__)
 
 # (method, budget label, seed): one probe of a target
 Cell = tuple[str, str, int]
-# At most this many cells of a budget are scored at once (each holds up to ~64 MB of sums)
+# At most this many cells of a budget are scored at once (each holds up to ~128 MB: `guards`)
 SCORING_THREADS = 4
+
+
+def scoring_threads() -> int:
+    """Cells of a budget this process scores at once: torch's intra-op threads (one in a `--jobs`
+    worker), at most SCORING_THREADS."""
+    import torch
+
+    return min(SCORING_THREADS, torch.get_num_threads())
 
 
 @dataclass
@@ -166,8 +174,6 @@ def probe_target(
     max_gradient, stop ('gradient' | 'no progress' | 'line search' | 'max_iter': not
     converged), converged, selection_unconverged (fits made to choose C that used up max_iter).
     """
-    import torch  # the scoring threads follow torch's (one in a `--jobs` worker)
-
     store = open_store(target.path)
     task = task_of(store)
     train = read_split(store, "train", target.pooling)
@@ -203,12 +209,7 @@ def probe_target(
     outcome = TargetOutcome(target, [], test.ids)
     if units is not None:
         unit, pool = settings.aggregate.split(":")
-        outcome.units = {
-            "unit": unit,
-            "pool": pool,
-            "n_units": len(units),
-            "n_images": len(test.ids),
-        }
+        outcome.units = dict(unit=unit, pool=pool, n_units=len(units), n_images=len(test.ids))
 
     def score_test(cell: tuple[str, int, np.ndarray]) -> tuple[Any, ...]:
         """(method, seed, scores) of a cell, its test scores then val's -> (method, seed, scores,
@@ -272,8 +273,7 @@ def probe_target(
         # scoring is numpy and scipy on one core each, the GIL released in their loops: the
         # cells of a budget are scored on torch's intra-op threads at once (1.9x on two cores),
         # one BLAS thread each, the limit held here (`probe.blas`)
-        n_threads = min(SCORING_THREADS, torch.get_num_threads())
-        with one_blas_thread(), ThreadPoolExecutor(n_threads) as threads:
+        with one_blas_thread(), ThreadPoolExecutor(scoring_threads()) as threads:
             scorings = list(threads.map(score_test, scored_cells))
         for method, seed, all_scores, scored, subgroups in scorings:
             cell = (method, budget.label, seed)

@@ -20,6 +20,7 @@ from medprobe.cache.files.atomic import PublishConflict, publish_folder
 from medprobe.probe import guards
 from medprobe.probe.run.runner import probe as mp_probe
 from medprobe.probe.similarity.compare import similarity
+from medprobe.probe.stats.bootstrap import CHUNK_ELEMENTS
 from tests.probe.conftest import write_blob_store
 from tests.probe.run.conftest import QUICK, files_under, one_line
 
@@ -268,11 +269,20 @@ def test_the_memory_estimate_grows_with_the_largest_test_split_and_the_resamples
     from medprobe.probe.targets import select_targets
 
     targets = select_targets(blob_root)
-    small, largest = guards.bootstrap_bytes(targets, 1000, n_cells_per_target=4, workers=1)
-    large, _ = guards.bootstrap_bytes(targets, 2000, n_cells_per_target=4, workers=1)
+    sizes = dict(n_cells_per_target=4, workers=1, scoring_threads=2)
+    small, largest = guards.bootstrap_bytes(targets, 1000, **sizes)
+    large, _ = guards.bootstrap_bytes(targets, 2000, **sizes)
     assert largest == 100 and large == 2 * small
-    # counts of the largest split per worker, plus every kept metric per resample
-    assert small == 12 * 1000 * 100 + 2 * 8 * 1000 * 4 * guards.SINGLE_LABEL_METRICS
+    # counts of the largest split per worker, a (slots x resamples) table and the resamples'
+    # float64 weights per cell scored at once (a split this small fits in one chunk), plus
+    # every kept metric per resample
+    counts, tables = 12 * 1000 * 100, 2 * (8 * 1000 * 100 + 8 * 100 * 1000)
+    assert small == counts + tables + 2 * 8 * 1000 * 4 * guards.SINGLE_LABEL_METRICS
+    # a large split's tables are bounded by the chunk of resamples scored at a time
+    many = 10**6
+    chunked, _ = guards.bootstrap_bytes(targets, many, **sizes)
+    kept = 2 * 8 * many * 4 * guards.SINGLE_LABEL_METRICS
+    assert chunked == 12 * many * 100 + 2 * 16 * CHUNK_ELEMENTS + kept
 
 
 # --- 7. what a budget gave, and progress with -v ----------------------------------------------
