@@ -56,11 +56,15 @@ SHOTS = (1, 5, 10, 25)
 
 
 def timed_sweep(
-    root: Path, config: ProbeSettings, seeds: int | None = None, datasets: list[str] | None = None
+    root: Path,
+    config: ProbeSettings,
+    seeds: int | None = None,
+    datasets: list[str] | None = None,
+    models: list[str] | None = None,
 ) -> tuple[float, pd.DataFrame, list[dict], float]:
     """(seconds of run_sweep, result rows, fit reports, seconds choosing stores and supports)."""
     started = time.perf_counter()
-    targets = select_targets(root, datasets=datasets)
+    targets = select_targets(root, datasets=datasets, models=models)
     supports = draw_supports(targets, config)
     setup = time.perf_counter() - started
     if seeds is not None:
@@ -375,13 +379,14 @@ def seed_study_section(root: Path, quick: bool, jobs: int, bootstrap: int) -> No
 def breakdown_section(
     root: Path, quick: bool, bootstrap: int, n_models: int | None, repeats: int
 ) -> None:
-    """Each model's cells are fitted and scored on their own, so the shares do not depend on how
-    many models there are: `--breakdown-models 3` measures the full size in a quarter of the
-    time. The four runs go round `repeats` times, every other round backwards, the default run
-    beside the run with both in every round. On a shared 2-core machine one run of the same work
-    has taken from 48 s to 73 s, which alone moves a share by 40 points, so each share is given
-    two ways: the fastest run against the fastest default, and per round against that round's
-    default (runs minutes apart share the machine's state), with the median over rounds."""
+    """Each model's cells are fitted and scored on their own, so a run of one model is a unit of
+    the whole, and the shares do not depend on how many models there are (`--breakdown-models 3`
+    measures the full size in a quarter of the time). Each round runs every model under the four
+    settings, the default beside the one with both, every other unit backwards (no setting
+    always first or last). On a shared 2-core machine one run of the same work has taken from
+    48 s to 73 s, more than the effect, and the drift is slow: a unit's runs, ~20 s each, share
+    the machine's state better than whole runs minutes apart. Reported: the share of the summed
+    times, and each unit's share against its own default run, median [range]."""
     n_models = n_models or (3 if quick else 12)
     shape = SEED_STUDY[0]  # ISIC 2019
     if quick:
@@ -391,7 +396,7 @@ def breakdown_section(
     print(
         f"\n== breakdown: {shape.name}-shaped, {n_models} models, {shape.n_train:,} train / "
         f"{shape.n_test:,} test; shots 1,5,10,25 x 10 seeds + full; test bootstrap {bootstrap}; "
-        f"{repeats} rounds (wall clock; CPU time of the process beside it)"
+        f"{repeats} rounds of one run per model and setting (wall clock; CPU time beside it)"
     )
     default = ProbeSettings(shots=SHOTS, full=True, allow_fewer=quick, bootstrap=bootstrap)
     configs = {
@@ -402,31 +407,34 @@ def breakdown_section(
         "+ subgroups sex,age": replace(default, subgroups=("sex", "age")),
         "+ retrieval": replace(default, methods=(*default.methods, "retrieval")),
     }
-    wall: dict[str, list[float]] = {name: [] for name in configs}
+    wall: dict[str, list[float]] = {name: [] for name in configs}  # one entry per unit
     cpu: dict[str, list[float]] = {name: [] for name in configs}
     for round_ in range(repeats):
-        # every other round backwards: no run always comes first (the process warms up) or last
-        order = list(configs.items())
-        for name, config in order if round_ % 2 == 0 else order[::-1]:
-            cpu_started = time.process_time()
-            sweep, _, _, setup = timed_sweep(root, config)
-            wall[name].append(sweep + setup)
-            cpu[name].append(time.process_time() - cpu_started)
-            print(
-                f"  round {round_ + 1}: {name:22s} {wall[name][-1]:7.1f} s, "
-                f"CPU {cpu[name][-1]:.1f} s"
+        for model in separations:
+            order = list(configs.items())
+            if len(wall["default run"]) % 2:
+                order.reverse()
+            for name, config in order:
+                cpu_started = time.process_time()
+                sweep, _, _, setup = timed_sweep(root, config, models=[model])
+                wall[name].append(sweep + setup)
+                cpu[name].append(time.process_time() - cpu_started)
+            shares = ", ".join(
+                f"{name} {wall[name][-1] / wall['default run'][-1] - 1:+.0%}"
+                for name in list(configs)[1:]
             )
-    fastest = {name: min(times) for name, times in wall.items()}
-    least_cpu = {name: min(times) for name, times in cpu.items()}
+            print(
+                f"  round {round_ + 1}, {model}: default run {wall['default run'][-1]:.1f} s; "
+                f"{shares}"
+            )
     for name in configs:
-        added = fastest[name] / fastest["default run"] - 1
-        added_cpu = least_cpu[name] / least_cpu["default run"] - 1
-        per_round = np.array(wall[name]) / np.array(wall["default run"]) - 1
-        rounds = ", ".join(f"{share:+.0%}" for share in per_round)
+        total = sum(wall[name]) / sum(wall["default run"]) - 1
+        total_cpu = sum(cpu[name]) / sum(cpu["default run"]) - 1
+        per_unit = np.array(wall[name]) / np.array(wall["default run"]) - 1
         print(
-            f"  {name:22s} {fastest[name]:7.1f} s ({added:+.0%} against the default run); "
-            f"CPU {least_cpu[name]:.1f} s ({added_cpu:+.0%}); per round {rounds}, median "
-            f"{np.median(per_round):+.0%}"
+            f"  {name:22s} {sum(wall[name]):7.1f} s in all ({total:+.1%}); CPU "
+            f"{sum(cpu[name]):.1f} s ({total_cpu:+.1%}); per unit median "
+            f"{np.median(per_unit):+.1%} [{per_unit.min():+.0%}, {per_unit.max():+.0%}]"
         )
 
 
@@ -467,7 +475,7 @@ def main() -> None:
         "--breakdown-repeats",
         type=int,
         default=2,
-        help="rounds of the breakdown's four runs (default 2)",
+        help="rounds of the breakdown's runs, one per model and setting (default 2)",
     )
     parser.add_argument(
         "--bootstrap",
