@@ -104,8 +104,7 @@ def run_probes(settings: ProbeSettings, *, command: str | None = None) -> Result
         settings.bootstrap,
         n_cells_per_target=_cells_per_target(settings),
         workers=workers,
-        # a worker of several scores one cell at a time (its torch has one thread)
-        scoring_threads=workers if workers > 1 else scoring_threads(),
+        scoring_threads=workers * scoring_threads(workers),
     )
     check_seeds_memory(
         targets,

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import Parallel, cpu_count, delayed
 
 from medprobe.cache import open_store
 from medprobe.probe.blas import one_blas_thread
@@ -50,16 +50,16 @@ logger = logging.getLogger(__name__)
 
 # (method, budget label, seed): one probe of a target
 Cell = tuple[str, str, int]
-# At most this many cells of a budget are scored at once (each holds up to ~128 MB: `guards`)
 SCORING_THREADS = 4
 
 
-def scoring_threads() -> int:
-    """Cells of a budget this process scores at once: torch's intra-op threads (one in a `--jobs`
-    worker), at most SCORING_THREADS."""
+def scoring_threads(workers: int = 1) -> int:
+    """Cells of a budget one process scores at once (each holds up to ~128 MB: `guards`): its torch
+    threads, at most SCORING_THREADS (loky gives each of `workers` cpu_count // workers)."""
     import torch
 
-    return min(SCORING_THREADS, torch.get_num_threads())
+    threads = torch.get_num_threads() if workers == 1 else max(1, cpu_count() // workers)
+    return min(SCORING_THREADS, threads)
 
 
 @dataclass

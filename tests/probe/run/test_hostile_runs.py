@@ -285,6 +285,19 @@ def test_the_memory_estimate_grows_with_the_largest_test_split_and_the_resamples
     assert chunked == 12 * many * 100 + 2 * 16 * CHUNK_ELEMENTS + kept
 
 
+def test_the_cells_scored_at_once_are_what_each_worker_scores():
+    """The memory estimate counts scoring_threads(workers) per worker: loky gives each of n
+    workers cpu_count // n torch threads (joblib's inner thread limit), checked in real ones."""
+    import torch
+    from joblib import Parallel, delayed
+
+    from medprobe.probe.run.sweep import SCORING_THREADS, scoring_threads
+
+    assert scoring_threads() == min(SCORING_THREADS, torch.get_num_threads())
+    in_workers = Parallel(n_jobs=2, backend="loky")(delayed(scoring_threads)() for _ in range(2))
+    assert in_workers == [scoring_threads(2)] * 2
+
+
 # --- 7. what a budget gave, and progress with -v ----------------------------------------------
 
 
